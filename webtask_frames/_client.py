@@ -1,0 +1,573 @@
+"""``AsyncClient`` (the core) and ``Client`` (its synchronous facade).
+
+The async client moves bytes and sleeps; every decision (what to send, whether an answer
+is final, retryable or ambiguous) comes from ``_protocol``. The sync ``Client`` runs the
+same coroutines on a dedicated loop thread, so it also works inside a Jupyter cell.
+
+Two httpx clients are kept apart on purpose: the API client sends ``x-api-key`` and follows
+no redirects; the file client, used for signed result URLs, never carries a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from ._config import Settings, is_loopback_host, origin_of
+from ._exceptions import (
+    ConfigurationError,
+    DownloadError,
+    InvalidInputError,
+    ProtocolError,
+    ResultExpiredError,
+    TransportError,
+    WaitTimeoutError,
+)
+from ._models import Canceled, Completed, FileResult, TaskStatus, parse_status
+from ._policies import PollPolicy, RetryPolicy
+from ._portal import run_sync
+from ._protocol import Done, Fail, RequestKind, build_start_body, decide_exception, decide_response
+from ._redact import install_log_filter, mask_key, redact_url
+from ._version import __version__
+
+__all__ = ["AsyncClient", "Client", "RequestCounts"]
+
+logger = logging.getLogger("webtask_frames")
+install_log_filter()
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_USER_AGENT = f"webtask-frames/{__version__}"
+T = TypeVar("T")
+
+
+@dataclass
+class RequestCounts:
+    """How many HTTP requests a client has sent, by endpoint (retries included)."""
+
+    start: int = 0
+    result: int = 0
+    download: int = 0
+
+
+class AsyncClient:
+    """Async client for the Web Tasks API: start, poll, wait, download.
+
+    Arguments not given come from ``INTUNED_API_KEY``, ``INTUNED_WORKSPACE_ID`` and
+    ``INTUNED_BASE_URL``; explicit arguments win. ``max_concurrency`` is the number of
+    tasks a batch keeps in flight (the service runs at most 10 per workspace).
+    ``transport`` replaces the network, e.g. ``httpx.MockTransport`` or the sandbox's ASGI
+    transport, for both API and file requests.
+
+    Example:
+        >>> async with AsyncClient() as client:                       # doctest: +SKIP
+        ...     status = await client.run("Scrape companies", parameters={"batch": "S24"})
+        ...     print(status.outcome, status.cost.ai_usd)
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        workspace_id: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_concurrency: int = 10,
+        poll_min_s: float = 1.0,
+        poll_max_s: float = 15.0,
+        wait_timeout_s: float = 3600.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = Settings.resolve(api_key, workspace_id, base_url)
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise InvalidInputError(
+                f"max_concurrency: expected an int >= 1, got {max_concurrency!r}",
+                field="max_concurrency",
+            )
+        self.max_concurrency = max_concurrency
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.poll = PollPolicy(min_s=poll_min_s, max_s=poll_max_s, timeout_s=wait_timeout_s)
+        self.timeout = timeout
+        self.counts = RequestCounts()
+        self._transport = transport
+        self._api_origin = origin_of(self._settings.base_url)
+        self._http: httpx.AsyncClient | None = None
+        self._files: httpx.AsyncClient | None = None
+        self._rng = random.Random()
+        # Injection points for tests: fake time without patching the asyncio module.
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._clock: Callable[[], float] = time.monotonic
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def workspace_id(self) -> str:
+        return self._settings.workspace_id
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, workspace_id="
+            f"{self.workspace_id!r}, api_key={mask_key(self._settings.api_key)!r})"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _api(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,  # a redirect must never carry the key elsewhere
+                trust_env=False,  # no .netrc, no proxy variables picking up the key
+                transport=self._transport,
+                headers={"user-agent": _USER_AGENT},
+                event_hooks={"request": [self._guard_origin]},
+            )
+        return self._http
+
+    def _file_client(self) -> httpx.AsyncClient:
+        if self._files is None:
+            self._files = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=True,  # object stores redirect; no credential to leak here
+                trust_env=False,
+                transport=self._transport,
+                headers={"user-agent": _USER_AGENT},
+            )
+        return self._files
+
+    async def _guard_origin(self, request: httpx.Request) -> None:
+        # Defence in depth: the key is only ever attached to URLs built from base_url.
+        if "x-api-key" in request.headers and origin_of(str(request.url)) != self._api_origin:
+            del request.headers["x-api-key"]
+            raise ConfigurationError("refusing to send the API key outside the API origin")
+
+    async def aclose(self) -> None:
+        """Close the underlying connection pools."""
+        for http in (self._http, self._files):
+            if http is not None:
+                await http.aclose()
+        self._http = self._files = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- HTTP with retries ------------------------------------------------------------
+
+    def _url(self, *parts: str) -> str:
+        return "/".join((self.base_url, self.workspace_id, *parts))
+
+    async def _request(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        web_task_id: str | None = None,
+    ) -> httpx.Response:
+        started = self._clock()
+        headers = {"x-api-key": self._settings.api_key}
+        attempt = 0
+        while True:
+            sent_at = datetime.now(UTC)
+            if kind == "start":
+                self.counts.start += 1
+            else:
+                self.counts.result += 1
+            common: dict[str, Any] = {
+                "attempt": attempt,
+                "elapsed": self._clock() - started,
+                "policy": self.retry,
+                "rng": self._rng,
+                "request_body": body,
+                "web_task_id": web_task_id,
+                "sent_at": sent_at,
+            }
+            try:
+                response = await self._api().request(method, url, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                decision = decide_exception(kind, exc, **common)
+                status_text = type(exc).__name__
+            else:
+                decision = decide_response(
+                    kind, response, secrets=(self._settings.api_key,), **common
+                )
+                status_text = str(response.status_code)
+            logger.debug("%s %s -> %s (attempt %d)", method, kind, status_text, attempt + 1)
+            if isinstance(decision, Done):
+                return response
+            if isinstance(decision, Fail):
+                raise decision.error
+            logger.info(
+                "%s %s failed (%s); retrying in %.2fs", method, kind, status_text, decision.delay
+            )
+            await self._sleep(decision.delay)
+            attempt += 1
+
+    # -- the API ----------------------------------------------------------------------
+
+    async def start(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Submit a web task and return its ``webTaskId``.
+
+        Arguments are validated before anything is sent. ``output_schema`` may be a JSON
+        Schema dict, a pydantic model class, or a path to a JSON file. Raises
+        ``AmbiguousSubmissionError`` when the request may have created a task whose id we
+        never received; such a request is never resent automatically.
+
+        Example:
+            >>> wt_id = await client.start("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+        """
+        body = build_start_body(
+            task,
+            start_url=start_url,
+            parameters=parameters,
+            output_schema=output_schema,
+            reuse_key=reuse_key,
+            model=model,
+        )
+        return await self.start_body(body)
+
+    async def start_body(self, body: dict[str, Any]) -> str:
+        """Submit an already-built start body (see ``build_start_body``)."""
+        response = await self._request("start", "POST", self._url("web-tasks", "start"), body=body)
+        try:
+            payload = response.json()
+            web_task_id = payload["webTaskId"]
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError(
+                "start answered 200 without a webTaskId; the task may exist. Check the "
+                "service's task list before resubmitting"
+            ) from None
+        if not isinstance(web_task_id, str) or not web_task_id:
+            raise ProtocolError(f"start answered an invalid webTaskId {web_task_id!r}")
+        logger.info("started web task %s", web_task_id)
+        return web_task_id
+
+    async def result(self, web_task_id: str) -> TaskStatus:
+        """Fetch a task's current status (``Pending``, ``Started``, ``Completed``, ``Canceled``).
+
+        Example:
+            >>> status = await client.result("wt_123")  # doctest: +SKIP
+        """
+        if not isinstance(web_task_id, str) or not web_task_id or "/" in web_task_id:
+            raise InvalidInputError(
+                f"web_task_id: expected an id like 'wt_...', got {web_task_id!r}",
+                field="web_task_id",
+            )
+        url = self._url("web-tasks", web_task_id, "result")
+        response = await self._request("result", "GET", url, web_task_id=web_task_id)
+        try:
+            payload = response.json()
+        except ValueError:
+            raise ProtocolError(
+                "result answered 200 with a body that is not JSON", web_task_id=web_task_id
+            ) from None
+        return parse_status(payload)
+
+    async def wait(
+        self,
+        web_task_id: str,
+        *,
+        timeout: float | None = None,
+        first_poll_s: float | None = None,
+    ) -> TaskStatus:
+        """Poll until the task is terminal and return that status (success or not).
+
+        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``. When
+        ``timeout`` (default ``wait_timeout_s``) passes, ``WaitTimeoutError`` carries the id:
+        the task keeps running and ``wait`` can be called again to re-attach.
+        ``first_poll_s`` delays the first poll (0 polls at once), e.g. to a predicted
+        finish time.
+
+        Example:
+            >>> status = await client.wait("wt_123", timeout=600)  # doctest: +SKIP
+        """
+        limit = self.poll.timeout_s if timeout is None else timeout
+        deadline = self._clock() + limit
+        interval = self.poll.first_interval(self._rng)
+        delay = 0.0 if first_poll_s is None else max(0.0, first_poll_s)
+        last: TaskStatus | None = None
+        while True:
+            if delay:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise WaitTimeoutError(
+                        f"web task still {last.status if last else 'unknown'} after {limit:g}s; "
+                        f"it keeps running: call wait({web_task_id!r}) again to re-attach",
+                        web_task_id=web_task_id,
+                        last_status=last.status if last else None,
+                    )
+                await self._sleep(min(delay, remaining))
+            last = await self.result(web_task_id)
+            if last.terminal:
+                return last
+            delay, interval = interval, self.poll.next_interval(interval, self._rng)
+
+    async def run(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> TaskStatus:
+        """Start a task and wait for it. With ``check`` (default) a failed or canceled task
+        raises ``TaskFailedError`` / ``TaskCanceledError``; otherwise the status is returned.
+
+        Example:
+            >>> status = await client.run("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+            >>> status.result.data                                            # doctest: +SKIP
+        """
+        web_task_id = await self.start(
+            task,
+            start_url=start_url,
+            parameters=parameters,
+            output_schema=output_schema,
+            reuse_key=reuse_key,
+            model=model,
+        )
+        # A task just submitted is certainly not done: the first poll waits.
+        status = await self.wait(
+            web_task_id, timeout=timeout, first_poll_s=self.poll.first_interval(self._rng)
+        )
+        if check and isinstance(status, Completed | Canceled):
+            status.raise_for_outcome()
+        return status
+
+    async def download(
+        self,
+        file: FileResult | Completed,
+        dest: str | os.PathLike[str],
+        *,
+        refresh: bool = True,
+        chunk_size: int = 1 << 20,
+    ) -> Path:
+        """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
+
+        No credential is ever sent with the signed URL. When the URL has expired or is
+        refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
+        new URL (``refresh``); a new task is never started. Transient faults are retried by
+        the client's ``RetryPolicy``.
+
+        Example:
+            >>> status = await client.run("Export all products")        # doctest: +SKIP
+            >>> await client.download(status, "products.json")          # doctest: +SKIP
+        """
+        if isinstance(file, Completed):
+            if not isinstance(file.result, FileResult):
+                raise InvalidInputError(
+                    "download: this task's result is inline, not a file; use status.result.data",
+                    field="file",
+                    web_task_id=file.web_task_id,
+                )
+            file = file.result
+        target = Path(dest)
+        try:
+            return await self._download_once(file, target, chunk_size)
+        except ResultExpiredError:
+            if not refresh or not file.web_task_id:
+                raise
+            logger.info("signed URL of %s expired; fetching a fresh one", file.web_task_id)
+            fresh = await self.result(file.web_task_id)
+            if not isinstance(fresh, Completed) or not isinstance(fresh.result, FileResult):
+                raise
+            return await self._download_once(fresh.result, target, chunk_size)
+
+    async def _download_once(self, file: FileResult, target: Path, chunk_size: int) -> Path:
+        scheme, host, _ = origin_of(file.url)
+        if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
+            raise DownloadError(
+                f"refusing to fetch signed URL {redact_url(file.url)} over {scheme or 'no scheme'}"
+                ": its query string is a credential; only https (or loopback http) is allowed",
+                code="insecure-url",
+                web_task_id=file.web_task_id,
+            )
+        started = self._clock()
+        attempt = 0
+        while True:
+            try:
+                return await self._stream_to(file, target, chunk_size)
+            except (DownloadError, httpx.TransportError) as exc:
+                if isinstance(exc, DownloadError) and not exc.retryable:
+                    raise
+                error = (
+                    exc
+                    if isinstance(exc, DownloadError)
+                    else TransportError(
+                        f"{type(exc).__name__} downloading {redact_url(file.url)}",
+                        web_task_id=file.web_task_id,
+                        attempts=attempt + 1,
+                    )
+                )
+                delay = self.retry.backoff(attempt, self._rng)
+                attempt += 1
+                if (
+                    attempt >= self.retry.max_attempts
+                    or self._clock() - started + delay > self.retry.deadline_s
+                ):
+                    raise error from None
+                logger.info("download failed (%s); retrying in %.2fs", error.code, delay)
+                await self._sleep(delay)
+
+    async def _stream_to(self, file: FileResult, target: Path, chunk_size: int) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        self.counts.download += 1
+        written = 0
+        try:
+            async with self._file_client().stream("GET", file.url) as response:
+                if response.status_code in (401, 403, 410) or (
+                    response.status_code == 400 and file.expired()
+                ):
+                    raise ResultExpiredError(
+                        f"signed URL refused with HTTP {response.status_code} (expired or "
+                        "revoked); fetch a fresh one with client.result(web_task_id)",
+                        web_task_id=file.web_task_id,
+                    )
+                if response.status_code >= 400:
+                    transient = response.status_code >= 500 or response.status_code == 429
+                    raise DownloadError(
+                        f"file download answered HTTP {response.status_code}",
+                        code=f"http-{response.status_code}",
+                        web_task_id=file.web_task_id,
+                        retryable=transient,
+                    )
+                with tmp.open("wb") as out:
+                    async for chunk in response.aiter_bytes(chunk_size):
+                        out.write(chunk)
+                        written += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            if file.size_bytes >= 0 and written != file.size_bytes:
+                raise DownloadError(
+                    f"downloaded {written} bytes but the result advertised {file.size_bytes}; "
+                    "the transfer was truncated or corrupted",
+                    code="size-mismatch",
+                    web_task_id=file.web_task_id,
+                )
+            os.replace(tmp, target)
+            logger.debug("downloaded %d bytes from %s", written, redact_url(file.url))
+            return target
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class Client:
+    """Synchronous Web Tasks client; works in scripts and inside Jupyter cells.
+
+    Same arguments and methods as ``AsyncClient``; each call runs the async core on a
+    dedicated event-loop thread.
+
+    Example:
+        >>> from webtask_frames import Client
+        >>> with Client() as client:                                    # doctest: +SKIP
+        ...     status = client.run("Scrape companies", parameters={"batch": "S24"})
+        ...     print(status.cost.ai_usd)
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        workspace_id: str | None = None,
+        base_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._async = AsyncClient(api_key, workspace_id, base_url, **kwargs)
+
+    @property
+    def async_client(self) -> AsyncClient:
+        """The ``AsyncClient`` this facade drives (shares connections and counters)."""
+        return self._async
+
+    @property
+    def counts(self) -> RequestCounts:
+        return self._async.counts
+
+    @property
+    def base_url(self) -> str:
+        return self._async.base_url
+
+    @property
+    def workspace_id(self) -> str:
+        return self._async.workspace_id
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._async.max_concurrency
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncClient(", "Client(", 1)
+
+    def start(self, task: str, **kwargs: Any) -> str:
+        """Submit a task; see ``AsyncClient.start``."""
+        return run_sync(self._async.start(task, **kwargs))
+
+    def result(self, web_task_id: str) -> TaskStatus:
+        """Fetch a task's status; see ``AsyncClient.result``."""
+        return run_sync(self._async.result(web_task_id))
+
+    def wait(self, web_task_id: str, **kwargs: Any) -> TaskStatus:
+        """Poll to a terminal status; see ``AsyncClient.wait``."""
+        return run_sync(self._async.wait(web_task_id, **kwargs))
+
+    def run(self, task: str, **kwargs: Any) -> TaskStatus:
+        """Start and wait; see ``AsyncClient.run``."""
+        return run_sync(self._async.run(task, **kwargs))
+
+    def download(
+        self, file: FileResult | Completed, dest: str | os.PathLike[str], **kwargs: Any
+    ) -> Path:
+        """Stream a file result to disk; see ``AsyncClient.download``."""
+        return run_sync(self._async.download(file, dest, **kwargs))
+
+    def close(self) -> None:
+        """Close connection pools."""
+        run_sync(self._async.aclose())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,422 @@
+"""Typed, lenient views of the Web Tasks wire objects.
+
+``GET /web-tasks/{id}/result`` answers a union discriminated by ``status``::
+
+    TaskStatus
+    ├── Pending     status="pending"
+    ├── Started     status="started"
+    ├── Completed   status="completed", outcome="success" | "failed"
+    │               result: InlineResult | FileResult | None, error: TaskFailure | None
+    └── Canceled    status="canceled"
+
+Parsing is lenient the way a long-lived client must be: unknown fields are kept in
+``extra``, optional blocks may be missing, ``cost.aiUsd`` and ``cost.compute`` are both
+read, and timestamps become timezone-aware datetimes. Only a missing or unknown ``status``
+is an error, since nothing sensible can be done with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from ._exceptions import ProtocolError, TaskCanceledError, TaskFailedError
+from ._redact import redact_url
+
+__all__ = [
+    "Canceled",
+    "Completed",
+    "Cost",
+    "FileResult",
+    "InlineResult",
+    "Pending",
+    "Reuse",
+    "Started",
+    "TaskFailure",
+    "TaskStatus",
+    "parse_status",
+]
+
+_COMPUTE_UNIT_TO_HOURS = {
+    "hours": 1.0,
+    "hour": 1.0,
+    "h": 1.0,
+    "minutes": 1 / 60,
+    "seconds": 1 / 3600,
+}
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO-8601 text to an aware datetime (naive input is taken as UTC); None stays None."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ProtocolError(f"expected an ISO-8601 timestamp, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ProtocolError(f"unparseable timestamp {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a completed task cost: AI spend in USD and compute in hours.
+
+    Example:
+        >>> Cost.from_wire({"aiUsd": 0.42, "compute": {"unit": "hours", "amount": 0.02}})
+        Cost(ai_usd=0.42, compute_hours=0.02)
+    """
+
+    ai_usd: float | None = None
+    compute_hours: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Cost:
+        if not isinstance(raw, Mapping):
+            return cls()
+        compute = raw.get("compute")
+        hours = None
+        if isinstance(compute, Mapping):
+            amount = _float_or_none(compute.get("amount"))
+            factor = _COMPUTE_UNIT_TO_HOURS.get(str(compute.get("unit", "hours")).lower())
+            if amount is not None and factor is not None:
+                hours = amount * factor
+        elif (as_number := _float_or_none(compute)) is not None:
+            hours = as_number
+        extra = {k: v for k, v in raw.items() if k not in ("aiUsd", "compute")}
+        return cls(ai_usd=_float_or_none(raw.get("aiUsd")), compute_hours=hours, extra=extra)
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """The run's reuse-key snapshot: which saved automation ran and what changed.
+
+    Example:
+        >>> Reuse.from_wire({"key": "yc", "used": True, "updated": False}).used
+        True
+    """
+
+    key: str
+    used: bool = False
+    created: bool | None = None
+    updated: bool = False
+    revision_id: str | None = None
+    revision_timestamp: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Reuse | None:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("key"), str):
+            return None
+        known = ("key", "used", "created", "updated", "revision_id", "revision_timestamp")
+        created = raw.get("created")
+        return cls(
+            key=raw["key"],
+            used=bool(raw.get("used", False)),
+            created=bool(created) if created is not None else None,
+            updated=bool(raw.get("updated", False)),
+            revision_id=raw.get("revision_id"),
+            revision_timestamp=parse_timestamp(raw.get("revision_timestamp")),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """The error block of a failed task: ``code`` (e.g. ``timeout``) and ``message``."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class InlineResult:
+    """A small result delivered in the response body under ``result.data``."""
+
+    data: Any
+    type: Literal["inline"] = "inline"
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """A large result delivered as a signed, expiring URL.
+
+    The URL's query string is a bearer secret: ``repr()`` hides it. Download with
+    ``client.download(file_result, path)``.
+
+    Example:
+        >>> f = FileResult(url="https://f.example/r.json?sig=s", content_type="application/json",
+        ...                size_bytes=10, expires_at=None)
+        >>> "sig=s" in repr(f)
+        False
+    """
+
+    url: str = field(repr=False)
+    content_type: str
+    size_bytes: int
+    expires_at: datetime | None
+    preview: Any = None
+    web_task_id: str | None = None
+    type: Literal["file"] = "file"
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"FileResult(url={redact_url(self.url)!r}, content_type={self.content_type!r}, "
+            f"size_bytes={self.size_bytes}, expires_at={self.expires_at!r})"
+        )
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """Whether the signed URL's advertised expiry has passed."""
+        if self.expires_at is None:
+            return False
+        return (now or datetime.now(UTC)) >= self.expires_at
+
+
+def _parse_result(raw: Any, web_task_id: str) -> InlineResult | FileResult | None:
+    if not isinstance(raw, Mapping):
+        return None
+    kind = raw.get("type")
+    if kind == "file" or (kind is None and isinstance(raw.get("file"), Mapping)):
+        f = raw.get("file")
+        if not isinstance(f, Mapping) or not isinstance(f.get("url"), str):
+            raise ProtocolError("file result without a file.url")
+        size = f.get("sizeBytes")
+        known = ("url", "contentType", "sizeBytes", "expiresAt", "preview")
+        return FileResult(
+            url=f["url"],
+            content_type=str(f.get("contentType") or "application/octet-stream"),
+            size_bytes=int(size) if isinstance(size, int) and not isinstance(size, bool) else -1,
+            expires_at=parse_timestamp(f.get("expiresAt")),
+            preview=f.get("preview", raw.get("preview")),
+            web_task_id=web_task_id,
+            extra={k: v for k, v in f.items() if k not in known},
+        )
+    return InlineResult(data=raw.get("data"))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """Common fields of every status. Use ``isinstance`` or ``status`` to branch.
+
+    Example:
+        >>> s = parse_status({"webTaskId": "wt_1", "status": "pending",
+        ...                   "createdAt": "2026-05-19T12:00:00Z"})
+        >>> (type(s).__name__, s.terminal)
+        ('Pending', False)
+    """
+
+    web_task_id: str
+    status: str
+    created_at: datetime | None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task can no longer change (completed or canceled)."""
+        return self.status in ("completed", "canceled")
+
+    def to_wire(self, *, redact: bool = True) -> dict[str, Any]:
+        """The response body this status was parsed from.
+
+        With ``redact`` (the default) a file result's signed URL loses its query string,
+        so the copy is safe to store in ledgers and logs; ``parse_status`` reads it back.
+        """
+        body = copy.deepcopy(dict(self.raw))
+        if redact:
+            file = (
+                (body.get("result") or {}).get("file")
+                if isinstance(body.get("result"), dict)
+                else None
+            )
+            if isinstance(file, dict) and isinstance(file.get("url"), str):
+                file["url"] = redact_url(file["url"])
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Pending(TaskStatus):
+    """Created, not yet executing (queued behind the workspace cap or its reuseKey)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started(TaskStatus):
+    """Executing since ``started_at``."""
+
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(TaskStatus):
+    """Finished: ``outcome`` is ``success`` (with ``result``) or ``failed`` (with ``error``)."""
+
+    outcome: str = "success"
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    reuse: Reuse | None = None
+    cost: Cost = field(default_factory=Cost)
+    result: InlineResult | FileResult | None = None
+    error: TaskFailure | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == "success"
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds between start and completion, when both are known."""
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+    def raise_for_outcome(self) -> Completed:
+        """Return self on success; raise ``TaskFailedError`` with the error code otherwise.
+
+        Example:
+            >>> status = client.wait("wt_123").raise_for_outcome()  # doctest: +SKIP
+        """
+        if self.succeeded:
+            return self
+        code = self.error.code if self.error else "unknown"
+        message = self.error.message if self.error else "no error message"
+        hint = {
+            "workspace-rate-limited": "the workspace was at its concurrency cap; resubmit later",
+            "internal-error": "a service-side crash; a resubmission usually succeeds",
+            "unauthenticated": "check INTUNED_API_KEY",
+            "no-ai-credits-left": "add AI credits (or BYOK) before submitting more tasks",
+            "timeout": "the task ran out of time; simplify it or split the work",
+            "rejected": "the service refused the task; check the task text and start URL",
+        }.get(code, "see the error message")
+        raise TaskFailedError(
+            f"web task failed with {code}: {message} ({hint})",
+            code=code,
+            web_task_id=self.web_task_id,
+            status=self,
+            cost_usd=self.cost.ai_usd,
+            details=self.error.details if self.error else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Canceled(TaskStatus):
+    """Canceled before completing."""
+
+    def raise_for_outcome(self) -> Canceled:
+        """Always raises ``TaskCanceledError``: a canceled task has no result."""
+        raise TaskCanceledError(
+            "web task was canceled before completing; submit it again if still needed",
+            web_task_id=self.web_task_id,
+            status=self,
+        )
+
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+_COMMON = ("webTaskId", "status", "createdAt")
+_KNOWN = {
+    "pending": _COMMON,
+    "started": (*_COMMON, "startedAt"),
+    "completed": (
+        *_COMMON,
+        *("outcome", "startedAt", "completedAt", "reuse", "cost", "result", "error"),
+    ),
+    "canceled": (*_COMMON, "startedAt", "completedAt"),
+}
+
+
+def parse_status(payload: Any) -> TaskStatus:
+    """Parse a result-endpoint body into a ``TaskStatus`` subclass.
+
+    Raises ``ProtocolError`` when the body is not an object or its status is unknown.
+    """
+    if not isinstance(payload, Mapping):
+        raise ProtocolError(f"result body is not a JSON object: {type(payload).__name__}")
+    status = payload.get("status")
+    web_task_id = payload.get("webTaskId")
+    if status not in _KNOWN or not isinstance(web_task_id, str):
+        raise ProtocolError(
+            f"result body has status {status!r} and webTaskId {web_task_id!r}; expected one "
+            "of pending, started, completed, canceled. Upgrade webtask-frames if the API grew.",
+            web_task_id=web_task_id if isinstance(web_task_id, str) else None,
+        )
+    common: dict[str, Any] = {
+        "web_task_id": web_task_id,
+        "status": status,
+        "created_at": parse_timestamp(payload.get("createdAt")),
+        "extra": {k: v for k, v in payload.items() if k not in _KNOWN[status]},
+        "raw": payload,
+    }
+    if status == "pending":
+        return Pending(**common)
+    if status == "started":
+        return Started(**common, started_at=parse_timestamp(payload.get("startedAt")))
+    if status == "canceled":
+        return Canceled(
+            **common,
+            started_at=parse_timestamp(payload.get("startedAt")),
+            completed_at=parse_timestamp(payload.get("completedAt")),
+        )
+    error = payload.get("error")
+    failure = None
+    if isinstance(error, Mapping):
+        failure = TaskFailure(
+            code=str(error.get("code", "unknown")),
+            message=str(error.get("message", "")),
+            details=error.get("details"),
+        )
+    outcome = payload.get("outcome")
+    if outcome not in ("success", "failed"):
+        outcome = "failed" if failure is not None else "success"
+    return Completed(
+        **common,
+        outcome=outcome,
+        started_at=parse_timestamp(payload.get("startedAt")),
+        completed_at=parse_timestamp(payload.get("completedAt")),
+        reuse=Reuse.from_wire(payload.get("reuse")),
+        cost=Cost.from_wire(payload.get("cost")),
+        result=_parse_result(payload.get("result"), web_task_id),
+        error=failure,
+    )
+
+
+def status_summary(status: TaskStatus) -> dict[str, Any]:
+    """A JSON-friendly summary of a status (no signed URLs), for ``DataFrame.attrs``."""
+    out: dict[str, Any] = {"webtask_id": status.web_task_id, "status": status.status}
+    for f in dataclasses.fields(status):
+        if f.name in ("web_task_id", "status", "extra", "result", "error", "reuse", "cost"):
+            continue
+        out[f.name] = getattr(status, f.name)
+    if isinstance(status, Completed):
+        out["cost"] = {"ai_usd": status.cost.ai_usd, "compute_hours": status.cost.compute_hours}
+        out["reuse"] = (
+            {
+                "key": status.reuse.key,
+                "used": status.reuse.used,
+                "created": status.reuse.created,
+                "updated": status.reuse.updated,
+                "revision_id": status.reuse.revision_id,
+                "revision_timestamp": status.reuse.revision_timestamp,
+            }
+            if status.reuse
+            else None
+        )
+        out["result_type"] = status.result.type if status.result else None
+        out["duration_s"] = status.duration_s
+        if status.error:
+            out["error"] = {"code": status.error.code, "message": status.error.message}
+    return out

@@ -1,0 +1,78 @@
+"""Run coroutines from synchronous code, even inside a running event loop.
+
+Jupyter cells execute inside a running asyncio loop, where ``asyncio.run`` refuses to
+start. The sync facade therefore runs every coroutine on one dedicated daemon thread with
+its own long-lived loop (the design anyio's ``BlockingPortal`` uses). One shared loop also
+keeps an ``httpx.AsyncClient`` bound to a single loop for its whole life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["run_sync"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="webtask-frames-loop", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a synchronous webtask-frames call was made from inside its own event loop "
+                "thread; use the async API (AsyncClient, read_webtask_async) there"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
+        try:
+            return future.result()
+        except BaseException:
+            # KeyboardInterrupt in a notebook: cancel the work instead of leaving it running.
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+
+_PORTAL = _LoopThread()
+atexit.register(_PORTAL.stop)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on the shared loop thread and return its result.
+
+    Example:
+        >>> async def two() -> int:
+        ...     return 2
+        >>> run_sync(two())
+        2
+    """
+    return _PORTAL.run(coro)

@@ -1,0 +1,389 @@
+"""The Web Tasks protocol as plain decisions, without I/O.
+
+Everything that decides *what* to send and *what an answer means* lives here, so the async
+client only moves bytes and sleeps (the way httpx keeps ``auth_flow`` free of I/O):
+
+* ``build_start_body`` validates user input and produces the exact JSON to POST, or raises
+  ``InvalidInputError`` naming the field before anything is sent.
+* ``decide_response`` / ``decide_exception`` classify one attempt's outcome into
+  ``Done``, ``Retry(delay)`` or ``Fail(error)``.
+
+The asymmetry that matters: ``GET result`` is idempotent and retried on any transient
+fault, but ``POST start`` creates (and bills) a task, so it is resent only when the server
+provably did not accept it: no connection was made, 429, or 503. After a read timeout, a
+connection dropped once the body was on the wire, or 500/502/504, the submission is
+ambiguous and surfaces as ``AmbiguousSubmissionError``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import jsonschema
+
+from ._exceptions import (
+    AmbiguousSubmissionError,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    WebTaskError,
+)
+from ._policies import RetryPolicy
+
+__all__ = [
+    "MODELS",
+    "Done",
+    "Fail",
+    "Retry",
+    "build_start_body",
+    "coerce_output_schema",
+    "decide_exception",
+    "decide_response",
+    "error_from_response",
+    "parse_retry_after",
+]
+
+MODELS = ("haiku", "sonnet", "opus")
+RequestKind = Literal["start", "result"]
+
+_RETRY_STATUSES = {"result": frozenset({429, 500, 502, 503, 504}), "start": frozenset({429, 503})}
+_AMBIGUOUS_START_STATUSES = frozenset({500, 502, 504})
+# No connection was established, so no byte of the request reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The attempt produced a usable response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again after ``delay`` seconds. ``error`` is what to raise if no attempt is left."""
+
+    delay: float
+    error: WebTaskError
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Stop and raise ``error``."""
+
+    error: WebTaskError
+
+
+Decision = Done | Retry | Fail
+
+
+def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
+    """A JSON Schema dict from a dict, a JSON file path, or a pydantic model (class or instance).
+
+    The schema is checked against the draft 2020-12 metaschema; a bad schema raises
+    ``InvalidInputError`` with the JSON path of the problem, before any request.
+
+    Example:
+        >>> coerce_output_schema({"type": "object"})
+        {'type': 'object'}
+    """
+    if output_schema is None:
+        return None
+    schema: Any = output_schema
+    if isinstance(output_schema, str | Path):
+        path = Path(output_schema)
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"output_schema: cannot read {str(path)!r} ({exc.strerror}); pass a dict, a "
+                "pydantic model or the path of a JSON file",
+                field="output_schema",
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"output_schema: {str(path)!r} is not JSON (line {exc.lineno}: {exc.msg})",
+                field="output_schema",
+            ) from exc
+    elif hasattr(output_schema, "model_json_schema"):
+        # Duck-typed pydantic support: a model class or instance, without importing pydantic.
+        maker = output_schema.model_json_schema
+        schema = maker() if callable(maker) else None
+    if not isinstance(schema, Mapping):
+        raise InvalidInputError(
+            f"output_schema: expected a JSON Schema object (dict), a pydantic model or a JSON "
+            f"file path, got {type(output_schema).__name__}",
+            field="output_schema",
+        )
+    checked: dict[str, Any] = dict(schema)
+    try:
+        jsonschema.Draft202012Validator.check_schema(checked)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise InvalidInputError(
+            f"output_schema is not valid JSON Schema draft 2020-12 at {where}: {exc.message}",
+            field="output_schema",
+        ) from None
+    return checked
+
+
+def _check_json(field: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{field}: not JSON-serialisable ({exc}); convert values to str, int, float, bool, "
+            "None, lists or dicts (no NaN/inf) before submitting",
+            field=field,
+        ) from None
+
+
+def build_start_body(
+    task: Any,
+    *,
+    start_url: Any = None,
+    parameters: Any = None,
+    output_schema: Any = None,
+    reuse_key: Any = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Validate arguments and return the camelCase JSON body of ``POST /web-tasks/start``.
+
+    Example:
+        >>> build_start_body("Scrape", parameters={"batch": "S24"}, reuse_key="yc")
+        {'task': 'Scrape', 'parameters': {'batch': 'S24'}, 'reuseKey': 'yc'}
+    """
+    if not isinstance(task, str) or not task.strip():
+        raise InvalidInputError(
+            "task: a non-empty natural-language instruction (str) is required", field="task"
+        )
+    body: dict[str, Any] = {"task": task}
+    if start_url is not None:
+        if not isinstance(start_url, str) or not start_url.startswith(("http://", "https://")):
+            raise InvalidInputError(
+                f"start_url: expected an http(s) URL string, got {start_url!r}", field="start_url"
+            )
+        body["startUrl"] = start_url
+    if parameters is not None:
+        if not isinstance(parameters, Mapping) or not all(isinstance(k, str) for k in parameters):
+            raise InvalidInputError(
+                "parameters: expected a dict with string keys, e.g. {'batch': 'S24'}",
+                field="parameters",
+            )
+        params = dict(parameters)
+        _check_json("parameters", params)
+        body["parameters"] = params
+    schema = coerce_output_schema(output_schema)
+    if schema is not None:
+        _check_json("output_schema", schema)
+        body["outputSchema"] = schema
+    if reuse_key is not None:
+        if not isinstance(reuse_key, str) or not reuse_key.strip():
+            raise InvalidInputError(
+                f"reuse_key: expected a non-empty string, got {reuse_key!r}", field="reuse_key"
+            )
+        body["reuseKey"] = reuse_key
+    if model is not None:
+        if model not in MODELS:
+            raise InvalidInputError(
+                f"model: {model!r} is not one of {', '.join(MODELS)}", field="model"
+            )
+        body["model"] = model
+    return body
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/bad.
+
+    Example:
+        >>> parse_retry_after("3")
+        3.0
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "****")
+    return text
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    web_task_id: str | None = None,
+    secrets: tuple[str, ...] = (),
+    attempts: int = 1,
+) -> APIError:
+    """Build the right ``APIError`` subclass from an error response and its JSON body."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, Mapping):
+        body = {"message": response.text[:200] if response.text else response.reason_phrase}
+    correlation_id = body.get("correlationId") or response.headers.get("x-correlation-id")
+    server_message = _scrub(str(body.get("message") or response.reason_phrase), secrets)
+    retirable = body.get("retirable")
+    common: dict[str, Any] = {
+        "status_code": status,
+        "category": body.get("category"),
+        "retirable": retirable if isinstance(retirable, bool) else None,
+        "details": body.get("details"),
+        "correlation_id": str(correlation_id) if correlation_id else None,
+        "web_task_id": web_task_id,
+        "attempts": attempts,
+    }
+    code = body.get("code")
+    if isinstance(code, str):
+        common["code"] = code
+    if status in (401, 403):
+        return AuthenticationError(
+            f"{server_message}. The API rejected the key; check INTUNED_API_KEY "
+            "(and that it belongs to INTUNED_WORKSPACE_ID)",
+            **common,
+        )
+    if status == 404:
+        what = f"web task {web_task_id}" if web_task_id else "the workspace"
+        return NotFoundError(
+            f"{server_message}. Not found: {what}; check INTUNED_WORKSPACE_ID and the id",
+            **common,
+        )
+    if status == 429:
+        return RateLimitError(
+            f"{server_message}. Rate limited; retried with backoff, slow down if it persists",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **common,
+        )
+    if 400 <= status < 500:
+        return BadRequestError(
+            f"{server_message}. Fix the request; it will not succeed as is", **common
+        )
+    if status >= 500:
+        return ServerError(f"{server_message}. The service failed; try again later", **common)
+    return APIError(f"unexpected HTTP status {status}: {server_message}", **common)
+
+
+def _retry_or_fail(
+    error: WebTaskError,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None,
+    retry_after: float | None = None,
+) -> Decision:
+    if attempt + 1 >= policy.max_attempts:
+        return Fail(error)
+    delay = (
+        policy.clamp_retry_after(retry_after)
+        if retry_after is not None
+        else policy.backoff(attempt, rng)
+    )
+    if elapsed + delay > policy.deadline_s:
+        return Fail(error)
+    return Retry(delay=delay, error=error)
+
+
+def decide_response(
+    kind: RequestKind,
+    response: httpx.Response,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+    request_body: dict[str, Any] | None = None,
+    web_task_id: str | None = None,
+    secrets: tuple[str, ...] = (),
+    sent_at: datetime | None = None,
+) -> Decision:
+    """Classify one attempt that got an HTTP response. ``attempt`` is 0-based."""
+    if 200 <= response.status_code < 300:
+        return Done()
+    error = error_from_response(
+        response, web_task_id=web_task_id, secrets=secrets, attempts=attempt + 1
+    )
+    if kind == "start" and response.status_code in _AMBIGUOUS_START_STATUSES:
+        return Fail(
+            AmbiguousSubmissionError(
+                f"POST start answered HTTP {response.status_code}: the task may or may not have "
+                "been created (and billed). Not resent automatically; look for it by its "
+                "reuseKey, or resubmit deliberately",
+                request_body=request_body,
+                sent_at=sent_at,
+                cause=f"HTTP {response.status_code}",
+                correlation_id=error.correlation_id,
+            )
+        )
+    if response.status_code in _RETRY_STATUSES[kind]:
+        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+        if retry_after is None and response.status_code == 503:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return _retry_or_fail(
+            error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng, retry_after=retry_after
+        )
+    return Fail(error)
+
+
+def decide_exception(
+    kind: RequestKind,
+    exc: httpx.TransportError,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+    request_body: dict[str, Any] | None = None,
+    web_task_id: str | None = None,
+    sent_at: datetime | None = None,
+) -> Decision:
+    """Classify one attempt that failed in the network layer."""
+    what = type(exc).__name__
+    error = TransportError(
+        f"{what} talking to the Web Tasks API after {attempt + 1} attempt(s): "
+        f"{exc or 'no detail'}; check the network and INTUNED_BASE_URL",
+        attempts=attempt + 1,
+        web_task_id=web_task_id,
+    )
+    if kind == "start" and not isinstance(exc, _NOT_SENT):
+        return Fail(
+            AmbiguousSubmissionError(
+                f"POST start failed with {what} after the request was sent: the task may or "
+                "may not have been created (and billed). Not resent automatically; look for it "
+                "by its reuseKey, or resubmit deliberately",
+                request_body=request_body,
+                sent_at=sent_at,
+                cause=what,
+            )
+        )
+    return _retry_or_fail(error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng)
