@@ -1,0 +1,104 @@
+"""Parsing the reference examples and the exported surface."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import webtask_frames
+from webtask_frames import Canceled, Completed, FileResult, InlineResult, Pending, Started
+from webtask_frames._exceptions import ProtocolError
+from webtask_frames._models import parse_status
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def reference_examples() -> dict[str, dict[str, object]]:
+    """The JSON examples embedded in the service overview, by their labels."""
+    path = REFERENCE / "web-tasks-overview.md"
+    if not path.exists():
+        pytest.skip(f"reference docs not found at {REFERENCE}")
+    text = path.read_text()
+    blocks = re.findall(r"```json ([^\n]*?) theme=\{null\}\n(.*?)```", text, re.S)
+    return {label.strip(): json.loads(body) for label, body in blocks}
+
+
+def test_overview_examples_parse() -> None:
+    examples = reference_examples()
+    inline = parse_status(examples["Successful inline response"] | {"createdAt": None})
+    assert isinstance(inline, Completed)
+    assert isinstance(inline.result, InlineResult)
+    assert inline.cost.compute_hours == 0.023
+    file = parse_status(examples["Successful file response"])
+    assert isinstance(file, Completed)
+    assert isinstance(file.result, FileResult)
+    assert file.result.size_bytes == 204800
+    assert file.result.web_task_id == "wt_123"
+    assert "signature" not in repr(file)
+    failed = parse_status(examples["Failed response"])
+    assert isinstance(failed, Completed)
+    assert not failed.succeeded
+    assert failed.error is not None
+    assert failed.error.code == "rejected"
+
+
+def test_openapi_examples_parse() -> None:
+    path = REFERENCE / "web-task-result-openapi.md"
+    if not path.exists():
+        pytest.skip("reference docs not found")
+    pending = parse_status(
+        {"webTaskId": "wt_123", "status": "pending", "createdAt": "2026-05-19T12:00:00.000Z"}
+    )
+    assert isinstance(pending, Pending)
+    started = parse_status(
+        {
+            "webTaskId": "wt_1",
+            "status": "started",
+            "createdAt": "2026-05-19T12:00:00.000Z",
+            "startedAt": "2026-05-19T12:00:05.000Z",
+        }
+    )
+    assert isinstance(started, Started)
+    canceled = parse_status(
+        {
+            "webTaskId": "wt_1",
+            "status": "canceled",
+            "createdAt": "2026-05-19T12:00:00.000Z",
+            "startedAt": None,
+            "completedAt": "2026-05-19T12:00:30.000Z",
+        }
+    )
+    assert isinstance(canceled, Canceled)
+    assert canceled.terminal
+
+
+@pytest.mark.parametrize(
+    "body", [[], {"status": "completed"}, {"webTaskId": "wt_1", "status": "paused"}]
+)
+def test_unknown_shapes_are_protocol_errors(body: object) -> None:
+    with pytest.raises(ProtocolError):
+        parse_status(body)
+
+
+def test_to_wire_redacts_signed_urls() -> None:
+    status = parse_status(reference_examples()["Successful file response"])
+    wire = status.to_wire()
+    assert "signature" not in json.dumps(wire)
+    assert parse_status(wire).web_task_id == "wt_123"
+    assert "signature" in json.dumps(status.to_wire(redact=False))
+
+
+def test_exports_are_sorted_and_complete() -> None:
+    exported = webtask_frames.__all__
+    assert list(exported) == sorted(exported)
+    public = {n for n in dir(webtask_frames) if not n.startswith("_")} - {
+        name
+        for name in dir(webtask_frames)
+        if type(getattr(webtask_frames, name)).__name__ == "module"
+    }
+    assert public | {"__version__"} == set(exported)
+    for name in exported:
+        assert getattr(webtask_frames, name).__doc__ or name == "__version__", name
