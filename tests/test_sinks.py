@@ -1,0 +1,174 @@
+"""Parquet and DuckDB writers: atomic, path-safe, idempotent merges."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from webtask_frames import InvalidInputError, _sinks
+from webtask_frames._sinks import read_provenance, write_duckdb, write_parquet
+
+HOSTILE = ["../x", "a/b", "", "ünï cødé", "..", "/etc/passwd", "a\\b", None]
+
+
+def rows(values: list[str | None] | None = None) -> pa.Table:
+    values = values if values is not None else ["S24", "S24", "W24"]
+    n = len(values)
+    return pa.table(
+        {
+            "_item_key": [f"k{i // 2}" for i in range(n)],
+            "_row": [i % 2 for i in range(n)],
+            "batch": values,
+            "company": pa.array([{"name": f"c{i}", "size": i} for i in range(n)]),
+            "tags": [["x"] * (i % 3) for i in range(n)],
+            "kind": pa.array(["a", "b"] * (n // 2) + ["a"] * (n % 2)).dictionary_encode(),
+        }
+    )
+
+
+def tasks() -> pa.Table:
+    return pa.table({"_item_key": ["k0", "k1"], "cost_ai_usd": [0.1, 0.2]})
+
+
+def all_files(root: Path) -> list[Path]:
+    return [Path(dirpath) / f for dirpath, _, files in os.walk(root) for f in files]
+
+
+def test_hostile_partition_values_stay_inside(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "dataset"
+    write_parquet(rows(HOSTILE), target, partition_by=["batch"])
+    files = all_files(tmp_path)
+    assert files, "nothing written"
+    for f in files:
+        assert f.resolve().is_relative_to(target.resolve()), f
+    back = ds.dataset(target, format="parquet", partitioning="hive").to_table()
+    assert sorted(back.column("batch").to_pylist(), key=str) == sorted(HOSTILE, key=str)
+    assert back.num_rows == len(HOSTILE)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "x=y"])
+def test_hostile_partition_column_names_are_refused(tmp_path: Path, name: str) -> None:
+    table = rows().rename_columns([name if c == "batch" else c for c in rows().column_names])
+    with pytest.raises(InvalidInputError, match="partition_by"):
+        write_parquet(table, tmp_path / "d", partition_by=[name])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_partition_column(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no column 'nope'"):
+        write_parquet(rows(), tmp_path / "d", partition_by=["nope"])
+
+
+def test_single_file_round_trip_with_provenance(tmp_path: Path) -> None:
+    path = write_parquet(rows(), tmp_path / "r.parquet", provenance={"task": "t", "v": 1})
+    table = pq.read_table(path)
+    assert table.num_rows == 3
+    assert pa.types.is_struct(table.schema.field("company").type)
+    assert pa.types.is_string(table.schema.field("kind").type)  # dictionary made plain
+    assert read_provenance(path) == {"task": "t", "v": 1}
+
+
+def test_crash_during_parquet_write_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_parquet(rows(), tmp_path / "r.parquet")
+    before = path.read_bytes()
+
+    def crash(table: pa.Table, where: object, **kwargs: object) -> None:
+        Path(str(where)).write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_sinks.pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet(rows(["Z"] * 9), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]  # no temp file left
+
+
+def test_crash_during_dataset_write_keeps_the_previous_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = write_parquet(rows(), tmp_path / "d", partition_by=["batch"])
+    before = sorted(str(p.relative_to(target)) for p in all_files(target))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr(_sinks.ds, "write_dataset", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_parquet(rows(["X", "Y"]), target, partition_by=["batch"])
+    assert sorted(str(p.relative_to(target)) for p in all_files(target)) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_rewriting_a_dataset_replaces_it_whole(tmp_path: Path) -> None:
+    target = write_parquet(rows(), tmp_path / "d", partition_by=["batch"])
+    write_parquet(rows(["Q", "Q"]), target, partition_by=["batch"])
+    assert sorted(p.name for p in target.iterdir()) == ["batch=Q"]
+
+
+def test_duckdb_merge_rerun_keeps_row_counts(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    for _ in range(3):
+        write_duckdb(db, "companies", rows(), tasks(), mode="merge")
+    con = duckdb.connect(str(db))
+    assert con.execute('select count(*) from "companies"').fetchone() == (3,)
+    assert con.execute('select count(*) from "companies_tasks"').fetchone() == (2,)
+    assert con.execute("select sum(cost_ai_usd) from companies_tasks").fetchone() == (
+        pytest.approx(0.3),
+    )
+    # nested data stays STRUCT/LIST and is queryable
+    assert con.execute("select max(company.size) from companies").fetchone() == (2,)
+    assert con.execute("select count(*) from (select unnest(tags) from companies)").fetchone() == (
+        1 + 2,
+    )
+    con.close()
+
+
+def test_duckdb_append_and_replace(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    write_duckdb(db, "t", rows(), mode="append")
+    write_duckdb(db, "t", rows().append_column("extra", pa.array([1, 2, 3])), mode="append")
+    con = duckdb.connect(str(db))
+    assert con.execute("select count(*), count(extra) from t").fetchone() == (6, 3)
+    con.close()
+    write_duckdb(db, "t", rows(["A"]), mode="replace")
+    con = duckdb.connect(str(db))
+    assert con.execute("select count(*) from t").fetchone() == (1,)
+    con.close()
+
+
+def test_duckdb_type_conflict_rolls_back_both_tables(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_duckdb(con, "t", rows(), tasks())
+    bad_tasks = pa.table({"_item_key": ["k9"], "cost_ai_usd": ["free"]})
+    with pytest.raises(InvalidInputError, match="cost_ai_usd"):
+        write_duckdb(con, "t", rows(["NEW"]), bad_tasks, mode="append")
+    # the rows insert of the same call was rolled back; the connection is still open
+    assert con.execute("select count(*) from t where batch = 'NEW'").fetchone() == (0,)
+    assert con.execute("select count(*) from t_tasks").fetchone() == (2,)
+    con.close()
+
+
+def test_duckdb_identifiers_are_quoted(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    name = 'odd "name"; drop table x; --'
+    write_duckdb(con, name, rows())
+    assert con.execute(
+        f'select count(*) from "{name.replace(chr(34), chr(34) * 2)}"'
+    ).fetchone() == (3,)
+
+
+def test_duckdb_bad_mode_and_missing_key() -> None:
+    con = duckdb.connect()
+    with pytest.raises(InvalidInputError, match="mode"):
+        write_duckdb(con, "t", rows(), mode="upsert")  # type: ignore[arg-type]
+    write_duckdb(con, "t", rows())
+    with pytest.raises(InvalidInputError, match="key"):
+        write_duckdb(con, "t", rows(), mode="merge", key=["nope"])
