@@ -1,0 +1,289 @@
+"""The ``webtask-frames`` command: a thin shell over the Python API.
+
+Commands: ``run`` (one task or a parameter sweep into Parquet/DuckDB), ``sandbox`` (the
+local fake API) and ``demo`` (a sweep against the sandbox, end to end).
+
+Exit codes::
+
+    0  every item succeeded
+    1  some items failed or were skipped
+    2  usage error or bad input (nothing was sent)
+    3  authentication or AI credits: fix the account, then rerun
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidInputError,
+    WebTaskError,
+)
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+PROG = "webtask-frames"
+
+RUN_EPILOG = """\
+examples:
+  # one task, rows to a Parquet file
+  webtask-frames run "List the companies in the YC directory" \\
+      --start-url https://www.ycombinator.com/companies --param batch=S24 \\
+      --schema company.schema.json --out companies.parquet
+
+  # a sweep: one task per row of grid.csv, landed in DuckDB (rerunning merges, never duplicates)
+  webtask-frames run "List the companies of batch {batch}" --grid grid.csv \\
+      --reuse-key 'yc_{batch}' --duckdb yc.duckdb --table companies --ledger yc.ledger
+
+  # see the plan and its estimated cost without sending anything
+  webtask-frames run "..." --grid grid.csv --dry-run
+
+--param values are parsed as JSON when they are valid JSON (n=3 is a number, on=true a
+boolean), otherwise kept as text (batch=S24). They are added to every grid item.
+"""
+
+DEMO_EPILOG = """\
+examples:
+  webtask-frames demo                 # writes ./webtask-demo/demo.duckdb and a Parquet dataset
+  webtask-frames demo --out /tmp/wf   # somewhere else
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line error (argparse prints usage first)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise InvalidInputError(
+            f"--param {text!r}: expected NAME=VALUE, e.g. --param batch=S24", field="--param"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value
+
+
+def _read_grid(path: Path) -> Any:
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype_backend="pyarrow")
+        if suffix == ".parquet":
+            return pd.read_parquet(path, dtype_backend="pyarrow")
+        if suffix in (".jsonl", ".ndjson"):
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict | list):
+                return data
+            raise InvalidInputError(
+                f"--grid {str(path)!r}: expected a JSON list of objects or an object of lists",
+                field="--grid",
+            )
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"--grid {str(path)!r}: cannot read it ({exc}); pass a readable .csv, .json, "
+            ".jsonl or .parquet file",
+            field="--grid",
+        ) from None
+    raise InvalidInputError(
+        f"--grid {str(path)!r}: unknown file type {suffix or '(none)'}; use .csv, .json, "
+        ".jsonl or .parquet",
+        field="--grid",
+    )
+
+
+def _with_constants(grid: Any, constants: dict[str, Any]) -> Any:
+    if not constants:
+        return grid
+    if isinstance(grid, dict):
+        return {**grid, **{k: [v] for k, v in constants.items()}}
+    if isinstance(grid, list):
+        return [{**item, **constants} for item in grid]
+    for name, value in constants.items():
+        grid[name] = [value] * len(grid)
+    return grid
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._batch import run_batch
+    from ._client import Client
+
+    constants = dict(_parse_param(p) for p in args.param)
+    grid = _with_constants(_read_grid(Path(args.grid)), constants) if args.grid else [constants]
+    if args.duckdb and not args.table:
+        raise InvalidInputError("--duckdb needs --table NAME", field="--table")
+    if args.table and not args.duckdb:
+        raise InvalidInputError("--table needs --duckdb FILE", field="--duckdb")
+    if args.partition_by and not args.out:
+        raise InvalidInputError("--partition-by needs --out DIR", field="--partition-by")
+    client = None if args.dry_run and not args.base_url else Client(base_url=args.base_url)
+    result = run_batch(
+        args.task,
+        grid,
+        start_url=args.start_url,
+        output_schema=args.schema,
+        reuse_key=args.reuse_key,
+        model=args.model,
+        client=client,
+        max_concurrency=args.max_concurrency,
+        ledger=args.ledger,
+        max_cost_usd=args.max_cost_usd,
+        validate=args.validate,
+        progress=not args.quiet,
+        dry_run=args.dry_run,
+        resubmit_ambiguous=args.resubmit_ambiguous,
+    )
+    if args.dry_run:
+        print(result)
+        return EXIT_OK
+    if args.out:
+        path = result.to_parquet(args.out, partition_by=args.partition_by or None)
+        _say(args, f"wrote {len(result.records)} rows to {path}")
+    if args.duckdb:
+        result.to_duckdb(args.duckdb, args.table, mode=args.mode)
+        _say(args, f"wrote {len(result.records)} rows to {args.duckdb}:{args.table}")
+    if not args.out and not args.duckdb and not args.quiet:
+        print(result.records.to_string(max_rows=20, max_colwidth=40))
+    _say(args, result.summary())
+    if result.stopped_reason in ("unauthenticated", "no-ai-credits-left"):
+        print(f"{PROG}: error: stopped: {result.stopped_reason}", file=sys.stderr)
+        return EXIT_AUTH
+    return EXIT_OK if result.ok else EXIT_PARTIAL
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    run_demo(Path(args.out), progress=not args.quiet)
+    return EXIT_OK
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox._cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all commands (exposed for documentation and tests)."""
+    from ._version import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Intuned Web Tasks as typed data frames, Parquet and DuckDB.",
+        epilog="Run `webtask-frames COMMAND --help` for examples. Exit codes: 0 ok, "
+        "1 some items failed or skipped, 2 bad input, 3 authentication or credits.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="run a task, or a sweep over a parameter grid, and land the rows",
+        description="Run a web task (or one per grid item) and write the rows.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("task", help="the task, in plain English; may use {parameter} fields")
+    run.add_argument("--start-url", metavar="URL", help="where the agent starts")
+    run.add_argument(
+        "--param", metavar="NAME=VALUE", action="append", default=[], help="a parameter"
+    )
+    run.add_argument("--grid", metavar="FILE", help="items to sweep: .csv, .json, .jsonl, .parquet")
+    run.add_argument("--schema", metavar="FILE", help="outputSchema: a JSON Schema file")
+    run.add_argument("--reuse-key", metavar="KEY", help="reuseKey, may be a format string")
+    run.add_argument("--model", choices=("haiku", "sonnet", "opus"), help="default: haiku")
+    run.add_argument("--out", metavar="FILE|DIR", help="write rows to FILE.parquet or a DIR")
+    run.add_argument(
+        "--partition-by", metavar="COL", action="append", default=[], help="hive partition"
+    )
+    run.add_argument("--duckdb", metavar="FILE", help="write rows to this DuckDB database")
+    run.add_argument("--table", metavar="NAME", help="DuckDB table (tasks go to NAME_tasks)")
+    run.add_argument(
+        "--mode", choices=("append", "replace", "merge"), default="merge",
+        help="DuckDB write mode (default: merge, so reruns never duplicate rows)",
+    )
+    run.add_argument("--ledger", metavar="FILE", help="crash-safe ledger: rerun to resume")
+    run.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop submitting past it")
+    run.add_argument("--max-concurrency", type=int, metavar="N", help="tasks in flight (<= 10)")
+    run.add_argument(
+        "--validate", choices=("raise", "warn", "flag", "drop", "off"), default="flag",
+        help="what to do with rows that break the schema (default: flag)",
+    )
+    run.add_argument(
+        "--resubmit-ambiguous", action="store_true",
+        help="resubmit items whose earlier submission's fate is unknown (may bill twice)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    run.add_argument("--base-url", metavar="URL", help="API base URL (default: INTUNED_BASE_URL)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.set_defaults(handler=_cmd_run)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve the local sandbox API (no key, no credits)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from .sandbox._cli import configure_parser
+
+    configure_parser(sandbox)
+    sandbox.set_defaults(handler=_cmd_sandbox)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a realistic sweep against the sandbox and write DuckDB + Parquet",
+        description="Start the sandbox on a free loopback port, run a sweep, write results.",
+        epilog=DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--out", metavar="DIR", default="webtask-demo", help="output directory")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``webtask-frames`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except AuthenticationError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_AUTH
+    except (InvalidInputError, ConfigurationError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WebTaskError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun with the same --ledger to resume", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
