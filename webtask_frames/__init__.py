@@ -2,10 +2,12 @@
 
 Example:
     >>> import webtask_frames as wf
-    >>> with wf.Client() as client:                                   # doctest: +SKIP
-    ...     status = client.run("Scrape companies", parameters={"batch": "S24"})
+    >>> df = wf.read_webtask("List YC companies", parameters={"batch": "S24"})  # doctest: +SKIP
+    >>> result = wf.run_batch("List companies", {"industry": ["ai", "bio"]})  # doctest: +SKIP
 """
 
+from ._batch import run_batch, run_batch_async
+from ._batch_result import BatchResult
 from ._client import AsyncClient, Client, RequestCounts
 from ._exceptions import (
     AmbiguousSubmissionError,
@@ -28,6 +30,12 @@ from ._exceptions import (
     WaitTimeoutError,
     WebTaskError,
 )
+from ._frames import (
+    read_webtask,
+    read_webtask_arrow,
+    read_webtask_arrow_async,
+    read_webtask_async,
+)
 from ._models import (
     Canceled,
     Completed,
@@ -49,6 +57,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "BatchResult",
     "Canceled",
     "Client",
     "Completed",
@@ -79,4 +88,10 @@ __all__ = [
     "WaitTimeoutError",
     "WebTaskError",
     "__version__",
+    "read_webtask",
+    "read_webtask_arrow",
+    "read_webtask_arrow_async",
+    "read_webtask_async",
+    "run_batch",
+    "run_batch_async",
 ]

@@ -398,7 +398,7 @@ def status_summary(status: TaskStatus) -> dict[str, Any]:
     """A JSON-friendly summary of a status (no signed URLs), for ``DataFrame.attrs``."""
     out: dict[str, Any] = {"webtask_id": status.web_task_id, "status": status.status}
     for f in dataclasses.fields(status):
-        if f.name in ("web_task_id", "status", "extra", "result", "error", "reuse", "cost"):
+        if f.name in ("web_task_id", "status", "extra", "raw", "result", "error", "reuse", "cost"):
             continue
         out[f.name] = getattr(status, f.name)
     if isinstance(status, Completed):

@@ -253,6 +253,7 @@ def error_from_response(
         body = {"message": response.text[:200] if response.text else response.reason_phrase}
     correlation_id = body.get("correlationId") or response.headers.get("x-correlation-id")
     server_message = _scrub(str(body.get("message") or response.reason_phrase), secrets)
+    server_message = server_message.rstrip(". ") or f"HTTP {status}"
     retirable = body.get("retirable")
     common: dict[str, Any] = {
         "status_code": status,

@@ -211,12 +211,13 @@ def _describe(con: duckdb.DuckDBPyConnection, relation_sql: str) -> dict[str, st
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute(
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection.
+    rows = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
         "AND table_schema = current_schema()",
         [table],
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return bool(rows and rows[0][0])
 
 
 def _compatible(incoming: str, existing: str) -> bool:

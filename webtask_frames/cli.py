@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ examples:
       --schema company.schema.json --out companies.parquet
 
   # a sweep: one task per row of grid.csv, landed in DuckDB (rerunning merges, never duplicates)
-  webtask-frames run "List the companies of batch {batch}" --grid grid.csv \\
+  webtask-frames run "List the companies of the given batch" --grid grid.csv \\
       --reuse-key 'yc_{batch}' --duckdb yc.duckdb --table companies --ledger yc.ledger
 
   # see the plan and its estimated cost without sending anything
@@ -133,25 +134,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InvalidInputError("--table needs --duckdb FILE", field="--duckdb")
     if args.partition_by and not args.out:
         raise InvalidInputError("--partition-by needs --out DIR", field="--partition-by")
-    client = None if args.dry_run and not args.base_url else Client(base_url=args.base_url)
-    result = run_batch(
-        args.task,
-        grid,
-        start_url=args.start_url,
-        output_schema=args.schema,
-        reuse_key=args.reuse_key,
-        model=args.model,
-        client=client,
-        max_concurrency=args.max_concurrency,
-        ledger=args.ledger,
-        max_cost_usd=args.max_cost_usd,
-        validate=args.validate,
-        progress=not args.quiet,
-        dry_run=args.dry_run,
-        resubmit_ambiguous=args.resubmit_ambiguous,
-    )
+    client = None if args.dry_run else Client(base_url=args.base_url)
+    try:
+        result = run_batch(
+            args.task,
+            grid,
+            start_url=args.start_url,
+            output_schema=args.schema,
+            reuse_key=args.reuse_key,
+            model=args.model,
+            client=client,
+            max_concurrency=args.max_concurrency,
+            ledger=args.ledger,
+            max_cost_usd=args.max_cost_usd,
+            validate=args.validate,
+            progress=not args.quiet,
+            dry_run=args.dry_run,
+            resubmit_ambiguous=args.resubmit_ambiguous,
+        )
+    finally:
+        if client is not None:
+            client.close()
     if args.dry_run:
-        print(result)
+        print(result.summary())
         return EXIT_OK
     if args.out:
         path = result.to_parquet(args.out, partition_by=args.partition_by or None)
@@ -159,11 +164,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.duckdb:
         result.to_duckdb(args.duckdb, args.table, mode=args.mode)
         _say(args, f"wrote {len(result.records)} rows to {args.duckdb}:{args.table}")
-    if not args.out and not args.duckdb and not args.quiet:
+    if not args.out and not args.duckdb and not args.quiet and result.n_records:
         print(result.records.to_string(max_rows=20, max_colwidth=40))
     _say(args, result.summary())
     if result.stopped_reason in ("unauthenticated", "no-ai-credits-left"):
-        print(f"{PROG}: error: stopped: {result.stopped_reason}", file=sys.stderr)
+        print(f"{PROG}: error: {result.stopped_message or result.stopped_reason}", file=sys.stderr)
         return EXIT_AUTH
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
@@ -206,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("task", help="the task, in plain English; may use {parameter} fields")
+    run.add_argument("task", help="the task, in plain English (parameters are sent apart)")
     run.add_argument("--start-url", metavar="URL", help="where the agent starts")
     run.add_argument(
         "--param", metavar="NAME=VALUE", action="append", default=[], help="a parameter"
@@ -222,18 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duckdb", metavar="FILE", help="write rows to this DuckDB database")
     run.add_argument("--table", metavar="NAME", help="DuckDB table (tasks go to NAME_tasks)")
     run.add_argument(
-        "--mode", choices=("append", "replace", "merge"), default="merge",
+        "--mode",
+        choices=("append", "replace", "merge"),
+        default="merge",
         help="DuckDB write mode (default: merge, so reruns never duplicate rows)",
     )
     run.add_argument("--ledger", metavar="FILE", help="crash-safe ledger: rerun to resume")
     run.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop submitting past it")
     run.add_argument("--max-concurrency", type=int, metavar="N", help="tasks in flight (<= 10)")
     run.add_argument(
-        "--validate", choices=("raise", "warn", "flag", "drop", "off"), default="flag",
+        "--validate",
+        choices=("raise", "warn", "flag", "drop", "off"),
+        default="flag",
         help="what to do with rows that break the schema (default: flag)",
     )
     run.add_argument(
-        "--resubmit-ambiguous", action="store_true",
+        "--resubmit-ambiguous",
+        action="store_true",
         help="resubmit items whose earlier submission's fate is unknown (may bill twice)",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
@@ -264,10 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(quiet: bool) -> None:
+    # Library warnings (a failed item, a retry storm) go to stderr prefixed with the program
+    # name; --quiet keeps only the final one-line error that main() prints.
+    logger = logging.getLogger("webtask_frames")
+    if not any(getattr(h, "_webtask_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler._webtask_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.CRITICAL if quiet else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``webtask-frames`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(bool(getattr(args, "quiet", False)))
     try:
         code: int = args.handler(args)
     except AuthenticationError as exc:

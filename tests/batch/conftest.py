@@ -1,0 +1,58 @@
+"""Fixtures for batch tests: a scripted fake API and clients on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, FakeAPI
+
+from webtask_frames import AsyncClient, RetryPolicy
+from webtask_frames._batch import BatchResult, run_batch_async
+
+
+@pytest.fixture
+def fake() -> FakeAPI:
+    return FakeAPI()
+
+
+@pytest.fixture
+def make_client(fake: FakeAPI) -> Callable[..., AsyncClient]:
+    """AsyncClients on the fake, with fast polling and fast HTTP retries."""
+
+    def factory(**kwargs: Any) -> AsyncClient:
+        kwargs.setdefault("poll_min_s", 0.005)
+        kwargs.setdefault("poll_max_s", 0.05)
+        kwargs.setdefault(
+            "retry", RetryPolicy(backoff_base_s=0.001, backoff_cap_s=0.01, retry_after_min_s=0.001)
+        )
+        return AsyncClient(
+            api_key=API_KEY,
+            workspace_id=WORKSPACE,
+            base_url=BASE_URL,
+            transport=fake.transport(),
+            **kwargs,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def run(make_client: Callable[..., AsyncClient]) -> Callable[..., BatchResult]:
+    """``run(task, grid, **kwargs)``: run_batch_async on a fresh fake client, progress off."""
+
+    def runner(
+        task: str, grid: Any, *, client_kwargs: dict[str, Any] | None = None, **kw: Any
+    ) -> BatchResult:
+        kw.setdefault("progress", False)
+        client = kw.pop("client", None) or make_client(**(client_kwargs or {}))
+
+        async def go() -> BatchResult:
+            async with client:
+                return await run_batch_async(task, grid, client=client, **kw)
+
+        return asyncio.run(go())
+
+    return runner

@@ -1,0 +1,136 @@
+"""Record shaping rules, record_path and the tolerant converter."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from webtask_frames import InvalidInputError
+from webtask_frames._records import records_to_table, shape
+from webtask_frames._schema import layout_for
+
+
+def test_list_is_one_row_per_element() -> None:
+    assert shape([{"a": 1}, {"a": 2}]).records == [{"a": 1}, {"a": 2}]
+
+
+def test_object_with_one_list_of_objects_unwraps_and_broadcasts() -> None:
+    s = shape({"batch": "S24", "total": 2, "companies": [{"n": "A"}, {"n": "B"}], "tags": [1]})
+    assert s.records == [{"n": "A"}, {"n": "B"}]
+    assert s.broadcast == {"batch": "S24", "total": 2, "tags": [1]}
+
+
+def test_object_with_two_lists_of_objects_is_one_row() -> None:
+    data = {"a": [{"x": 1}], "b": [{"y": 2}]}
+    assert shape(data).records == [data]
+
+
+def test_single_object_and_scalars() -> None:
+    assert shape({"name": "A", "tags": []}).records == [{"name": "A", "tags": []}]
+    table = records_to_table(shape(True).records, None)
+    assert table.column_names == ["value"]
+    assert table.column("value").to_pylist() == [True]
+    assert shape(None).records == []
+    mixed = records_to_table(shape([{"a": 1}, 5]).records, None)
+    assert mixed.column_names == ["a", "value"]
+
+
+def test_schema_decides_the_wrapper() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "companies": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"n": {"type": "string"}}},
+            },
+            "pages": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+    layout = layout_for(schema)
+    s = shape({"companies": [], "pages": [1, 2]}, layout=layout)
+    assert s.records == []
+    plain = layout_for(
+        {
+            "type": "object",
+            "properties": {
+                "xs": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"a": {"type": "integer"}}},
+                },
+                "ys": {"type": "array", "items": {"type": "object"}},
+            },
+        }
+    )
+    data = {"xs": [{"a": 1}], "ys": [{}]}
+    assert shape(data, layout=plain).records == [data]  # two arrays: the object is the record
+
+
+def test_record_path() -> None:
+    data = {"meta": {"page": 3, "items": [{"a": 1}, {"a": 2}]}, "x": [{"b": 1}]}
+    s = shape(data, record_path="meta.items")
+    assert s.records == [{"a": 1}, {"a": 2}]
+    assert s.broadcast == {"page": 3}
+    assert shape({"r": [[{"a": 1}], [{"a": 2}]]}, record_path="r.1").records == [{"a": 2}]
+    assert shape({"r": {"a": 1}}, record_path="r").records == [{"a": 1}]
+    with pytest.raises(InvalidInputError) as info:
+        shape(data, record_path="meta.nope")
+    assert info.value.field == "record_path"
+
+
+def test_tolerant_conversion_along_the_schema() -> None:
+    layout = layout_for(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "i": {"type": "integer"},
+                    "f": {"type": "number"},
+                    "s": {"type": "string"},
+                    "b": {"type": "boolean"},
+                    "t": {"type": "string", "format": "date-time"},
+                    "d": {"type": "string", "format": "date"},
+                    "l": {"type": "array", "items": {"type": "integer"}},
+                    "j": {},
+                },
+            },
+        }
+    )
+    records = [
+        {
+            "i": 5.0,
+            "f": 3,
+            "s": 7,
+            "b": True,
+            "t": "2024-01-02T03:04:05+02:00",
+            "d": "2024-02-03",
+            "l": [1, "x"],
+            "j": {"k": [1, None]},
+        },
+        {
+            "i": "x",
+            "f": "y",
+            "s": {"a": 1},
+            "b": 1,
+            "t": "2024-01-02",
+            "d": "nope",
+            "l": 3,
+            "j": "text",
+        },
+        {"i": True, "f": None, "t": "2024-01-02T00:00:00", "i_extra": 1},
+    ]
+    t = records_to_table(records, layout).to_pydict()
+    assert t["i"] == [5, None, None]
+    assert t["f"] == [3.0, None, None]
+    assert t["s"] == ["7", '{"a": 1}', None]
+    assert t["b"] == [True, None, None]
+    assert t["t"] == [
+        datetime(2024, 1, 2, 1, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, tzinfo=UTC),
+        datetime(2024, 1, 2, tzinfo=UTC),
+    ]
+    assert t["d"] == [date(2024, 2, 3), None, None]
+    assert t["l"] == [[1, None], None, None]
+    assert t["j"] == ['{"k": [1, null]}', '"text"', None]
+    assert "i_extra" not in t  # undeclared fields are not columns with a schema

@@ -1,0 +1,417 @@
+"""``BatchResult``: what ``run_batch`` returns, with Arrow tables inside and pandas views.
+
+Two tables: ``records`` (every valid row of every successful item, with the item's
+parameter columns, ``_webtask_id`` and ``_item``) and ``tasks`` (one row per grid item, in
+grid order: parameters, task id, status, outcome, error, attempts, cost, timings, reuse
+flags, result type, row counts, skip reason). Both are kept as ``pyarrow.Table``; the
+pandas properties are views with pyarrow dtypes.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+
+from ._plan import BatchPlan
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+__all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "build_tasks_table"]
+
+# Item states in the tasks table.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+AMBIGUOUS = "ambiguous"
+IN_FLIGHT = "in-flight"
+PLANNED = "planned"
+
+_TS = pa.timestamp("ms", tz="UTC")
+TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("webtask_id", pa.string()),
+    ("status", pa.string()),
+    ("outcome", pa.string()),
+    ("error_code", pa.string()),
+    ("error_message", pa.string()),
+    ("attempts", pa.int64()),
+    ("ambiguous_attempts", pa.int64()),
+    ("cost_ai_usd", pa.float64()),
+    ("cost_compute_hours", pa.float64()),
+    ("created_at", _TS),
+    ("started_at", _TS),
+    ("completed_at", _TS),
+    ("duration_s", pa.float64()),
+    ("reuse_key", pa.string()),
+    ("reuse_used", pa.bool_()),
+    ("reuse_created", pa.bool_()),
+    ("reuse_updated", pa.bool_()),
+    ("revision_id", pa.string()),
+    ("result_type", pa.string()),
+    ("n_records", pa.int64()),
+    ("n_invalid", pa.int64()),
+    ("skipped_reason", pa.string()),
+)
+_FIXED = {"_item", *(name for name, _ in TASK_COLUMNS)}
+
+
+@dataclass
+class ItemReport:
+    """One row of the tasks table (the runner fills these in)."""
+
+    index: int
+    parameters: dict[str, Any]
+    reuse_key: str | None
+    status: str = PLANNED
+    webtask_id: str | None = None
+    outcome: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    ambiguous_attempts: int = 0
+    cost_ai_usd: float | None = None
+    cost_compute_hours: float | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_s: float | None = None
+    reuse_used: bool | None = None
+    reuse_created: bool | None = None
+    reuse_updated: bool | None = None
+    revision_id: str | None = None
+    result_type: str | None = None
+    n_records: int | None = None
+    n_invalid: int | None = None
+    skipped_reason: str | None = None
+
+    def add_cost(self, ai_usd: float | None, compute_hours: float | None) -> None:
+        if ai_usd is not None:
+            self.cost_ai_usd = (self.cost_ai_usd or 0.0) + ai_usd
+        if compute_hours is not None:
+            self.cost_compute_hours = (self.cost_compute_hours or 0.0) + compute_hours
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """An Arrow column from Python values; mixed or nested values fall back to JSON text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        import json
+
+        return pa.array(
+            [None if v is None else json.dumps(v, sort_keys=True, default=str) for v in values],
+            pa.string(),
+        )
+
+
+def parameter_column_name(name: str) -> str:
+    """A parameter's tasks-table column: its name, or ``param_<name>`` on a clash."""
+    return f"param_{name}" if name in _FIXED else name
+
+
+def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> pa.Table:
+    """One row per item: ``_item``, the parameters, then ``TASK_COLUMNS``."""
+    columns: dict[str, pa.Array] = {"_item": pa.array([r.index for r in reports], pa.int64())}
+    for name in parameter_names:
+        columns[parameter_column_name(name)] = _column([r.parameters.get(name) for r in reports])
+    for name, dtype in TASK_COLUMNS:
+        columns[name] = pa.array([getattr(r, name) for r in reports], dtype)
+    return pa.table(columns)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    return frame
+
+
+@dataclass
+class BatchResult:
+    """The outcome of ``run_batch``: rows, one status row per item, cost and the plan.
+
+    Attributes:
+        plan: the validated sweep (items, chains, predicted order, cost estimate).
+        stopped_reason: why submissions stopped early, as a code: ``unauthenticated``
+            (HTTP 401/403 or the outcome), ``no-ai-credits-left``, ``budget``,
+            ``not-found`` (unknown workspace); None when the batch ran to the end.
+        stopped_message: the same in a sentence, with what to do.
+        dry_run: True when nothing was sent (the tasks table then shows the plan).
+        validation_errors: ``(item, row, json_path, message)`` of invalid records.
+        requests: HTTP requests sent during this run, by endpoint.
+        elapsed_s: wall time of the run.
+        ledger: the ledger file, when one was used.
+
+    Example:
+        >>> result = run_batch("Scrape", {"batch": ["S24", "W24"]})  # doctest: +SKIP
+        >>> result.records.head()                                  # doctest: +SKIP
+        >>> result.failed[["batch", "status", "error_code"]]       # doctest: +SKIP
+    """
+
+    plan: BatchPlan
+    records_table: pa.Table = field(repr=False)
+    tasks_table: pa.Table = field(repr=False)
+    stopped_reason: str | None = None
+    stopped_message: str | None = None
+    dry_run: bool = False
+    validation_errors: list[tuple[int, int, str, str]] = field(default_factory=list, repr=False)
+    requests: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    ledger: Path | None = None
+    cache_dir: Path | None = None
+
+    # -- tables -----------------------------------------------------------------------
+
+    def _split(self, *, valid: bool) -> pa.Table:
+        # With validate="flag" the runner keeps invalid rows marked by ``_valid``; the
+        # public tables separate them: valid rows in ``records``, the rest in ``invalid``.
+        table = self.records_table
+        if "_valid" not in table.column_names:
+            return table if valid else table.slice(0, 0)
+        import pyarrow.compute as pc
+
+        flags = pc.fill_null(table["_valid"], True)
+        if valid:
+            return table.filter(flags).drop_columns(["_valid", "_errors"])
+        return table.filter(pc.invert(flags)).drop_columns(["_valid"])
+
+    def to_arrow(self) -> pa.Table:
+        """All valid records as a ``pyarrow.Table``."""
+        return self._split(valid=True)
+
+    def tasks_arrow(self) -> pa.Table:
+        """The per-item status table as a ``pyarrow.Table``."""
+        return self.tasks_table
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """All valid records (pyarrow dtypes), with parameters, ``_webtask_id``, ``_item``."""
+        return _to_pandas(self._split(valid=True))
+
+    @property
+    def invalid(self) -> pd.DataFrame:
+        """Rows that failed validation (kept with ``validate="flag"``), with ``_errors``."""
+        return _to_pandas(self._split(valid=False))
+
+    @property
+    def tasks(self) -> pd.DataFrame:
+        """One row per grid item, in grid order (pyarrow dtypes)."""
+        return _to_pandas(self.tasks_table)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Rows of ``tasks`` that did not succeed: failed, skipped, ambiguous, in flight."""
+        import pyarrow.compute as pc
+
+        mask = pc.invert(pc.equal(self.tasks_table["status"], SUCCEEDED))
+        return _to_pandas(self.tasks_table.filter(mask))
+
+    @property
+    def ambiguous(self) -> pd.DataFrame:
+        """Items with a submission whose fate is unknown (possibly billed twice)."""
+        import pyarrow.compute as pc
+
+        return _to_pandas(
+            self.tasks_table.filter(pc.greater(self.tasks_table["ambiguous_attempts"], 0))
+        )
+
+    # -- sinks ------------------------------------------------------------------------
+
+    def _keyed(self, table: pa.Table, *, rows: bool) -> pa.Table:
+        """``table`` plus ``_item_key`` (the item's stable identity) and, for records,
+        ``_row`` (position within the item): the default merge key of reruns."""
+        ids = {item.index: item.item_id for item in self.plan.items}
+        items = table["_item"].to_pylist()
+        keyed = table.append_column("_item_key", pa.array([ids.get(i) for i in items], pa.string()))
+        if rows:
+            positions: dict[int, int] = {}
+            row_numbers = []
+            for i in items:
+                row_numbers.append(positions.get(i, 0))
+                positions[i] = row_numbers[-1] + 1
+            keyed = keyed.append_column("_row", pa.array(row_numbers, pa.int64()))
+        return keyed
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the rows came from: task, model, reuse keys, schema hash, library version.
+
+        Stored in Parquet metadata by ``to_parquet``. Never holds a key or a signed URL.
+        """
+        import hashlib
+        import json
+
+        from ._version import __version__
+
+        schema = self.plan.output_schema
+        schema_hash = (
+            hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
+            if schema is not None
+            else None
+        )
+        keys = sorted({item.reuse_key for item in self.plan.items if item.reuse_key})
+        return {
+            "task": self.plan.task,
+            "model": self.plan.model,
+            "reuse_keys": keys,
+            "schema_sha256_16": schema_hash,
+            "items": len(self.plan.items),
+            "library": f"webtask-frames {__version__}",
+        }
+
+    def to_parquet(
+        self, path: str | os.PathLike[str], *, partition_by: Sequence[str] | str | None = None
+    ) -> Path:
+        """Write the records to one Parquet file, or a hive-partitioned dataset directory.
+
+        Written atomically (temporary name, then rename); partition values are encoded
+        path-safely (``a/b`` becomes ``a%2Fb``), so no parameter value can escape ``path``.
+        Provenance (task, reuse keys, schema hash, library version) goes in the metadata.
+
+        Example:
+            >>> result.to_parquet("companies", partition_by=["batch"])  # doctest: +SKIP
+        """
+        from ._sinks import write_parquet
+
+        return write_parquet(
+            self._keyed(self.to_arrow(), rows=True),
+            path,
+            partition_by=partition_by,
+            provenance=self.provenance(),
+        )
+
+    def to_duckdb(
+        self,
+        database: str | os.PathLike[str] | duckdb.DuckDBPyConnection,
+        table: str,
+        *,
+        mode: Literal["append", "replace", "merge"] = "append",
+        key: Sequence[str] | None = None,
+    ) -> None:
+        """Write records to ``table`` and one row per task to ``<table>_tasks``, atomically.
+
+        ``database`` is a path or an open DuckDB connection (never closed here). ``mode``:
+        ``append``, ``replace``, or ``merge``, which upserts on ``key`` so rerunning a sweep
+        never duplicates rows. Rows carry the item's identity ``_item_key`` and their
+        position ``_row``; by default a merged item's new rows replace all its old ones.
+        New columns are added; a changed column type is a clear error.
+        Nested data stays STRUCT/LIST (query it with ``unnest``).
+
+        Example:
+            >>> result.to_duckdb("sweep.duckdb", "companies", mode="merge")  # doctest: +SKIP
+        """
+        from ._sinks import write_duckdb
+
+        write_duckdb(
+            database,
+            table,
+            self._keyed(self.to_arrow(), rows=True),
+            self._keyed(self.tasks_table, rows=False),
+            mode=mode,
+            # By default a rerun item's rows replace all of that item's earlier rows (rows
+            # are identified by ``_item_key`` + ``_row``), so a shorter rerun leaves no stale
+            # rows behind.
+            key=tuple(key) if key is not None else ("_item_key",),
+            tasks_key=("_item_key",),
+        )
+
+    # -- figures ----------------------------------------------------------------------
+
+    @property
+    def cost_usd(self) -> float:
+        """AI cost of every attempt of every item (failed and retried attempts included)."""
+        import pyarrow.compute as pc
+
+        total = pc.sum(self.tasks_table["cost_ai_usd"]).as_py()
+        return float(total or 0.0)
+
+    def counts(self) -> dict[str, int]:
+        """Items by status."""
+        out: dict[str, int] = {}
+        for status in self.tasks_table["status"].to_pylist():
+            out[status] = out.get(status, 0) + 1
+        return out
+
+    @property
+    def n_records(self) -> int:
+        """Number of valid records."""
+        return int(self.to_arrow().num_rows)
+
+    @property
+    def ok(self) -> bool:
+        """True when every item succeeded."""
+        return not self.dry_run and self.counts().get(SUCCEEDED, 0) == self.tasks_table.num_rows
+
+    # -- display ----------------------------------------------------------------------
+
+    def _summary(self) -> list[tuple[str, str]]:
+        counts = self.counts()
+        lines = [
+            ("task", self.plan.task if len(self.plan.task) <= 80 else self.plan.task[:77] + "..."),
+            ("items", f"{self.tasks_table.num_rows} in {len(self.plan.chains)} reuse-key chains"),
+            ("status", ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))),
+        ]
+        if self.dry_run:
+            est = self.plan.estimated_cost_usd
+            lines.append(
+                ("estimated cost", "unknown (no history)" if est is None else f"${est:.2f}")
+            )
+            span = self.plan.estimated_duration_s
+            if span is not None:
+                lines.append(("estimated time", f"{span:.0f}s at full concurrency"))
+        else:
+            lines.append(("records", str(self.n_records)))
+            lines.append(("cost", f"${self.cost_usd:.2f}"))
+            lines.append(("elapsed", f"{self.elapsed_s:.1f}s"))
+        if self.stopped_reason:
+            lines.append(("STOPPED", f"{self.stopped_reason}: {self.stopped_message}"))
+        n_amb = int(sum(1 for v in self.tasks_table["ambiguous_attempts"].to_pylist() if v))
+        if n_amb:
+            lines.append(("ambiguous", f"{n_amb} item(s): see result.ambiguous"))
+        if self.ledger is not None:
+            lines.append(("ledger", str(self.ledger)))
+        return lines
+
+    def summary(self) -> str:
+        """A few lines for a terminal: items by status, records, cost, stop reason."""
+        lines = self._summary()
+        width = max(len(k) for k, _ in lines)
+        return "\n".join(f"{k.rjust(width)}: {v}" for k, v in lines)
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        parts = ", ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+        if self.dry_run:
+            est = self.plan.estimated_cost_usd
+            return (
+                f"BatchResult(dry_run, items={self.tasks_table.num_rows}, {parts}, "
+                f"estimated_cost_usd={'unknown' if est is None else f'{est:.2f}'})"
+            )
+        extra = f", stopped={self.stopped_reason!r}" if self.stopped_reason else ""
+        return (
+            f"BatchResult(items={self.tasks_table.num_rows}, {parts}, "
+            f"records={self.n_records}, cost_usd={self.cost_usd:.2f}{extra})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._summary()
+        )
+        failed = ""
+        if not self.dry_run:
+            bad = self.failed
+            if len(bad):
+                cols = [c for c in ("_item", "status", "error_code", "skipped_reason") if c in bad]
+                failed = "<p>Not succeeded (first 10):</p>" + bad[cols].head(10).to_html(
+                    index=False
+                )
+        return f"<div><b>BatchResult</b><table>{rows}</table>{failed}</div>"

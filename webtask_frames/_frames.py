@@ -1,0 +1,472 @@
+"""``read_webtask``: one call from a task to a typed, validated DataFrame.
+
+Built on ``materialize`` (one completed status -> one Arrow table), which the batch
+runner also uses per item, with ``unify_tables`` to combine items.
+
+Columns, in order: the record's fields (those the outputSchema declares, typed, even
+when absent from the data; else inferred), broadcast siblings of a wrapper array, one
+column per parameter, ``extra_columns``, ``_webtask_id``, and for ``validate="flag"``
+``_valid`` / ``_errors``. A parameter whose name is already a record column is not
+added: the record's value is kept and never duplicated. ``extra_columns`` and
+``_webtask_id`` replace a record field of the same name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._client import AsyncClient, Client
+from ._exceptions import InvalidInputError
+from ._materialize import Materialized, _materialize, materialize
+from ._models import Completed
+from ._portal import run_sync
+from ._protocol import build_start_body, coerce_output_schema
+from ._records import to_array
+from ._schema import Node, arrow_type, layout_for, node_from_arrow, unify_nodes
+from ._validate import check_mode
+
+__all__ = [
+    "Materialized",
+    "materialize",
+    "read_webtask",
+    "read_webtask_arrow",
+    "read_webtask_arrow_async",
+    "read_webtask_async",
+    "record_arrow_schema",
+    "table_to_pandas",
+    "unify_tables",
+]
+
+
+def record_arrow_schema(output_schema: Mapping[str, Any] | None) -> pa.Schema | None:
+    """The Arrow schema of the record columns an outputSchema yields (broadcast
+    columns of a wrapper included), or None without a schema.
+
+    Example:
+        >>> record_arrow_schema({"type": "array", "items": {"type": "object", "properties": {
+        ...     "n": {"type": "integer"}, "at": {"type": "string", "format": "date"}}}})
+        n: int64
+        at: date32[day]
+    """
+    if output_schema is None:
+        return None
+    layout = layout_for(coerce_output_schema(output_schema))
+    assert layout is not None
+    return pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
+
+
+_CASTABLE = (
+    (pa.types.is_integer, pa.types.is_floating),
+    (pa.types.is_dictionary, pa.types.is_string),
+)
+
+
+def _conform(column: pa.ChunkedArray, target: pa.DataType, node: Node) -> Any:
+    if column.type == target and node.kind != "json":
+        return column
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), target)
+    for source_ok, target_ok in _CASTABLE:
+        if source_ok(column.type) and target_ok(target):
+            return pc.cast(column, target)
+    return to_array(column.to_pylist(), node)
+
+
+def unify_tables(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate tables whose schemas may differ, with consistent promotion.
+
+    Columns are ordered by first appearance; a column missing from a table is null
+    there; identical types are kept as they are (so schema-declared types survive);
+    otherwise int+float -> float, dictionary+string -> string, structs merge by field,
+    lists by item, mixed scalars -> string and mixed with nested -> JSON text.
+
+    Example:
+        >>> t = unify_tables([pa.table({"a": [1]}), pa.table({"a": [2.5], "b": ["x"]})])
+        >>> t.schema.types, t.column("b").to_pylist()
+        ([DataType(double), DataType(string)], [None, 'x'])
+    """
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return pa.table({})
+    first = tables[0].schema
+    if all(t.schema.equals(first) for t in tables[1:]):
+        return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
+    names: list[str] = []
+    types: dict[str, list[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            if f.name not in types:
+                names.append(f.name)
+                types[f.name] = []
+            types[f.name].append(f.type)
+    targets: dict[str, pa.DataType] = {}
+    nodes: dict[str, Node] = {}
+    for name in names:
+        seen = [t for t in types[name] if not pa.types.is_null(t)]
+        node = node_from_arrow(seen[0]) if seen else node_from_arrow(pa.null())
+        for other in seen[1:]:
+            node = unify_nodes(node, node_from_arrow(other))
+        nodes[name] = node
+        if not seen:
+            targets[name] = pa.null()
+        elif all(t == seen[0] for t in seen):
+            targets[name] = seen[0]
+        else:
+            targets[name] = arrow_type(node)
+    out = []
+    for t in tables:
+        arrays = []
+        for name in names:
+            if name in t.column_names:
+                arrays.append(_conform(t.column(name), targets[name], nodes[name]))
+            else:
+                arrays.append(pa.nulls(t.num_rows, targets[name]))
+        schema = pa.schema([pa.field(n, targets[n]) for n in names])
+        out.append(pa.Table.from_arrays(arrays, schema=schema))
+    return pa.concat_tables(out).unify_dictionaries()
+
+
+# -- read_webtask --------------------------------------------------------------------------
+
+
+DTYPE_BACKENDS = ("pyarrow", "numpy_nullable")
+
+
+def _check_args(
+    *,
+    client: Any,
+    record_path: Any,
+    validate: Any,
+    dtype_backend: Any,
+    timeout: Any,
+    cache_dir: Any,
+) -> None:
+    check_mode(validate)
+    if dtype_backend not in DTYPE_BACKENDS:
+        raise InvalidInputError(
+            f"dtype_backend: expected 'pyarrow' or 'numpy_nullable', got {dtype_backend!r}",
+            field="dtype_backend",
+        )
+    if record_path is not None and (
+        not isinstance(record_path, str) or not record_path.strip() or ".." in record_path
+    ):
+        raise InvalidInputError(
+            f"record_path: expected a dotted path like 'data.items', got {record_path!r}",
+            field="record_path",
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise InvalidInputError(
+            f"timeout: expected a number of seconds > 0, got {timeout!r}", field="timeout"
+        )
+    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+        raise InvalidInputError(
+            f"cache_dir: expected a directory path, got {type(cache_dir).__name__}",
+            field="cache_dir",
+        )
+    if client is not None and not isinstance(client, AsyncClient | Client):
+        raise InvalidInputError(
+            f"client: expected a webtask_frames Client or AsyncClient, got {type(client).__name__}",
+            field="client",
+        )
+
+
+async def _read_arrow(
+    task: Any,
+    *,
+    start_url: Any,
+    parameters: Any,
+    output_schema: Any,
+    reuse_key: Any,
+    model: Any,
+    client: AsyncClient | Client | None,
+    record_path: str | None,
+    validate: str,
+    timeout: float | None,
+    cache_dir: Any,
+) -> Materialized:
+    body = build_start_body(
+        task,
+        start_url=start_url,
+        parameters=parameters,
+        output_schema=output_schema,
+        reuse_key=reuse_key,
+        model=model,
+    )
+    schema = body.get("outputSchema")
+    owned = client is None
+    async_client = (
+        AsyncClient()
+        if client is None
+        else (client.async_client if isinstance(client, Client) else client)
+    )
+    try:
+        status = await async_client.run(
+            body["task"],
+            start_url=body.get("startUrl"),
+            parameters=body.get("parameters"),
+            output_schema=schema,
+            reuse_key=body.get("reuseKey"),
+            model=body.get("model"),
+            timeout=timeout,
+            check=True,
+        )
+        assert isinstance(status, Completed)
+        return await _materialize(
+            async_client,
+            status,
+            output_schema=schema,
+            parameters=body.get("parameters"),
+            record_path=record_path,
+            validate=validate,
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+            extra_columns=None,
+        )
+    finally:
+        if owned:
+            await async_client.aclose()
+
+
+def _with_metadata(m: Materialized) -> pa.Table:
+    meta = dict(m.table.schema.metadata or {})
+    meta[b"webtask"] = json.dumps(m.summary, default=str).encode()
+    return m.table.replace_schema_metadata(meta)
+
+
+_NULLABLE_NUMPY: dict[pa.DataType, Any] = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.float32(): pd.Float32Dtype(),
+    pa.float64(): pd.Float64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(),
+    pa.large_string(): pd.StringDtype(),
+}
+
+
+def table_to_pandas(table: pa.Table, dtype_backend: str = "pyarrow") -> pd.DataFrame:
+    """An Arrow table as a DataFrame: ``ArrowDtype`` columns (``"pyarrow"``) or pandas'
+    nullable NumPy dtypes (``"numpy_nullable"``; enums become ``category``)."""
+    table = table.replace_schema_metadata(None)
+    mapper = pd.ArrowDtype if dtype_backend == "pyarrow" else _NULLABLE_NUMPY.get
+    df: pd.DataFrame = table.to_pandas(types_mapper=mapper)
+    return df
+
+
+def _frame(m: Materialized, dtype_backend: str) -> pd.DataFrame:
+    df = table_to_pandas(m.table, dtype_backend)
+    df.attrs["webtask"] = m.summary
+    return df
+
+
+_DOC_ARGS = """
+    Arguments:
+        task, start_url, parameters, reuse_key, model: as ``AsyncClient.start``.
+        output_schema: JSON Schema dict, path of a JSON file, or pydantic model class.
+        client: a ``Client`` or ``AsyncClient`` to use (not closed); None makes one from
+            the environment and closes it afterwards.
+        record_path: dotted path to the records inside the result (``"data.items"``).
+        validate: ``"raise"`` | ``"warn"`` | ``"flag"`` | ``"drop"`` | ``"off"``.
+        dtype_backend: ``"pyarrow"`` (ArrowDtype columns) or ``"numpy_nullable"``.
+        timeout: seconds to wait for the task (WaitTimeoutError carries its id).
+        cache_dir: keep raw file results as ``{cache_dir}/{webTaskId}{ext}`` and reuse them.
+"""
+
+
+async def read_webtask_arrow_async(
+    task: str,
+    *,
+    start_url: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    output_schema: Any = None,
+    reuse_key: str | None = None,
+    model: str | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pa.Table:
+    """Run a web task and return its result as a ``pyarrow.Table``; the summary (id,
+    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"``."""
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend="pyarrow",
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = await _read_arrow(
+        task,
+        start_url=start_url,
+        parameters=parameters,
+        output_schema=output_schema,
+        reuse_key=reuse_key,
+        model=model,
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    if m.warning:
+        warnings.warn(m.warning, UserWarning, stacklevel=2)
+    return _with_metadata(m)
+
+
+async def read_webtask_async(
+    task: str,
+    *,
+    start_url: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    output_schema: Any = None,
+    reuse_key: str | None = None,
+    model: str | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    dtype_backend: str = "pyarrow",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Async ``read_webtask``."""
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend=dtype_backend,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = await _read_arrow(
+        task,
+        start_url=start_url,
+        parameters=parameters,
+        output_schema=output_schema,
+        reuse_key=reuse_key,
+        model=model,
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    if m.warning:
+        warnings.warn(m.warning, UserWarning, stacklevel=2)
+    return _frame(m, dtype_backend)
+
+
+def read_webtask_arrow(
+    task: str,
+    *,
+    start_url: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    output_schema: Any = None,
+    reuse_key: str | None = None,
+    model: str | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pa.Table:
+    """Sync ``read_webtask_arrow_async`` (works inside Jupyter)."""
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend="pyarrow",
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = run_sync(
+        _read_arrow(
+            task,
+            start_url=start_url,
+            parameters=parameters,
+            output_schema=output_schema,
+            reuse_key=reuse_key,
+            model=model,
+            client=client,
+            record_path=record_path,
+            validate=validate,
+            timeout=timeout,
+            cache_dir=cache_dir,
+        )
+    )
+    if m.warning:
+        warnings.warn(m.warning, UserWarning, stacklevel=2)
+    return _with_metadata(m)
+
+
+def read_webtask(
+    task: str,
+    *,
+    start_url: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    output_schema: Any = None,
+    reuse_key: str | None = None,
+    model: str | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    dtype_backend: str = "pyarrow",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Run a web task and return its result as a typed, validated DataFrame.
+
+    ``df.attrs["webtask"]`` holds the id, status, outcome, cost, reuse block, timings,
+    ``n_records``/``n_invalid`` and the first validation errors (never a signed URL).
+
+    Example:
+        >>> df = read_webtask("List YC companies", parameters={"batch": "S24"},
+        ...                   output_schema=Company, reuse_key="yc")  # doctest: +SKIP
+    """
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend=dtype_backend,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = run_sync(
+        _read_arrow(
+            task,
+            start_url=start_url,
+            parameters=parameters,
+            output_schema=output_schema,
+            reuse_key=reuse_key,
+            model=model,
+            client=client,
+            record_path=record_path,
+            validate=validate,
+            timeout=timeout,
+            cache_dir=cache_dir,
+        )
+    )
+    if m.warning:
+        warnings.warn(m.warning, UserWarning, stacklevel=2)
+    return _frame(m, dtype_backend)
+
+
+for _fn in (read_webtask, read_webtask_async, read_webtask_arrow, read_webtask_arrow_async):
+    _fn.__doc__ = (_fn.__doc__ or "") + _DOC_ARGS

@@ -1,0 +1,230 @@
+"""``materialize``: one completed task's result to one Arrow table.
+
+Download (or reuse the cached) file result, read it (``_readers``), validate per mode,
+add the parameter / extra / ``_webtask_id`` columns. ``read_webtask`` and the batch
+runner both build on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ._client import AsyncClient
+from ._exceptions import InvalidInputError, SchemaValidationError
+from ._models import Canceled, Completed, FileResult, InlineResult, TaskStatus, status_summary
+from ._protocol import coerce_output_schema
+from ._readers import ReadResult, extension_for, read_data, read_file
+from ._records import add_constant_columns
+from ._schema import layout_for
+from ._validate import Collector, RecordValidator, check_mode
+
+__all__ = ["WEBTASK_ID_COLUMN", "Materialized", "materialize"]
+
+WEBTASK_ID_COLUMN = "_webtask_id"
+
+
+@dataclass
+class Materialized:
+    """One completed task's result as an Arrow table (see the module docstring).
+
+    ``n_records`` counts rows before ``drop``; ``errors`` holds the first
+    ``(row, json_path, message)`` validation errors; ``raw_path`` is the cached raw file
+    (``cache_dir``), None for inline results or without a cache.
+    """
+
+    table: pa.Table
+    n_records: int
+    n_invalid: int
+    errors: list[tuple[int, str, str]]
+    raw_path: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+    warning: str | None = field(default=None, repr=False)
+
+
+def _jsonish(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _jsonish(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonish(v) for v in value]
+    return value
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+async def _fetch(
+    client: AsyncClient, file: FileResult, web_task_id: str, cache_dir: Path | None
+) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+    name = _SAFE_NAME.sub("_", web_task_id) + extension_for(file.content_type)
+    if cache_dir is not None:
+        target = Path(cache_dir) / name
+        if target.is_file() and (file.size_bytes < 0 or target.stat().st_size == file.size_bytes):
+            return target, None
+        await client.download(file, target)
+        return target, None
+    tmp = tempfile.TemporaryDirectory(prefix="webtask-frames-")
+    try:
+        await client.download(file, Path(tmp.name) / name)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return Path(tmp.name) / name, tmp
+
+
+def _validation_message(
+    web_task_id: str, n_invalid: int, n_records: int, errors: list[tuple[int, str, str]]
+) -> str:
+    shown = "; ".join(f"row {r} at {p}: {m}" for r, p, m in errors[:5])
+    return (
+        f"{n_invalid} of {n_records} records of web task {web_task_id} do not match the "
+        f"outputSchema; first errors: {shown}. Pass validate='flag' to inspect them, "
+        "'drop' to skip them or 'off' to keep them unchecked"
+    )
+
+
+async def _materialize(
+    client: AsyncClient,
+    status: TaskStatus,
+    *,
+    output_schema: Any,
+    parameters: Mapping[str, Any] | None,
+    record_path: str | None,
+    validate: str,
+    cache_dir: Path | None,
+    extra_columns: Mapping[str, Any] | None,
+) -> Materialized:
+    mode = check_mode(validate)
+    if isinstance(status, Canceled):
+        status.raise_for_outcome()
+    if not isinstance(status, Completed):
+        raise InvalidInputError(
+            f"status: web task {status.web_task_id} is still {status.status}; wait for it "
+            "to complete first (client.wait)",
+            field="status",
+            web_task_id=status.web_task_id,
+        )
+    status.raise_for_outcome()
+    schema = coerce_output_schema(output_schema)
+    layout = layout_for(schema)
+    validator = (
+        RecordValidator(layout.record_schema) if layout is not None and mode != "off" else None
+    )
+    collector = Collector(validator, keep_messages=mode == "flag")
+    raw_path: Path | None = None
+    result = status.result
+    read: ReadResult
+    if isinstance(result, FileResult):
+        path, tmp = await _fetch(client, result, status.web_task_id, cache_dir)
+        try:
+            read = await asyncio.to_thread(
+                read_file,
+                path,
+                result.content_type,
+                layout=layout,
+                collector=collector,
+                record_path=record_path,
+            )
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        raw_path = path if cache_dir is not None else None
+    else:
+        data = result.data if isinstance(result, InlineResult) else None
+        read = read_data(data, layout=layout, collector=collector, record_path=record_path)
+    table = read.table
+    if parameters:
+        table = add_constant_columns(table, dict(parameters))
+    if extra_columns:
+        table = add_constant_columns(table, dict(extra_columns), override=True)
+    table = add_constant_columns(table, {WEBTASK_ID_COLUMN: status.web_task_id}, override=True)
+    n_invalid = collector.n_invalid
+    warning = None
+    if n_invalid:
+        if mode == "raise":
+            raise SchemaValidationError(
+                _validation_message(
+                    status.web_task_id, n_invalid, read.n_records, collector.errors
+                ),
+                errors=list(collector.errors),
+                n_invalid=n_invalid,
+                web_task_id=status.web_task_id,
+            )
+        if mode == "warn":
+            warning = _validation_message(
+                status.web_task_id, n_invalid, read.n_records, collector.errors
+            )
+    mask = collector.mask()
+    if mode == "flag":
+        messages = [collector.messages.get(i) for i in range(table.num_rows)]
+        valid = mask if len(mask) == table.num_rows else [True] * table.num_rows
+        table = table.append_column("_valid", pa.array(valid, pa.bool_()))
+        table = table.append_column("_errors", pa.array(messages, pa.string()))
+    elif mode == "drop" and n_invalid:
+        table = table.filter(pa.array(mask, pa.bool_()))
+    summary = {k: v for k, v in _jsonish(status_summary(status)).items() if k != "raw"}
+    summary.update(
+        n_records=read.n_records,
+        n_invalid=n_invalid,
+        n_rows=table.num_rows,
+        validate=mode,
+        result_format=read.format,
+        errors=[list(e) for e in collector.errors],
+    )
+    return Materialized(
+        table=table,
+        n_records=read.n_records,
+        n_invalid=n_invalid,
+        errors=list(collector.errors),
+        raw_path=raw_path,
+        summary=summary,
+        warning=warning,
+    )
+
+
+async def materialize(
+    client: AsyncClient,
+    status: Completed,
+    *,
+    output_schema: dict[str, Any] | None,
+    parameters: Mapping[str, Any] | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    cache_dir: Path | None = None,
+    extra_columns: Mapping[str, Any] | None = None,
+) -> Materialized:
+    """Turn one completed status into an Arrow table: download (or reuse the cached)
+    file result, read, validate per ``validate``, add parameter/extra/id columns.
+
+    A failed or canceled task raises ``TaskFailedError`` / ``TaskCanceledError``;
+    ``validate="raise"`` raises ``SchemaValidationError``; ``"warn"`` emits a
+    ``UserWarning``.
+
+    Example:
+        >>> m = await materialize(client, status, output_schema=schema)  # doctest: +SKIP
+        >>> m.table.num_rows, m.n_invalid                                # doctest: +SKIP
+    """
+    out = await _materialize(
+        client,
+        status,
+        output_schema=output_schema,
+        parameters=parameters,
+        record_path=record_path,
+        validate=validate,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        extra_columns=extra_columns,
+    )
+    if out.warning:
+        warnings.warn(out.warning, UserWarning, stacklevel=2)
+    return out

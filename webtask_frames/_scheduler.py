@@ -1,0 +1,528 @@
+"""Scheduling decisions for batch runs, free of I/O and of any clock.
+
+Three small pieces, each driven by plain numbers so they are unit-tested without a network:
+
+* ``Estimator`` learns per-``reuseKey`` figures (durations, costs) from what a run observes.
+  A key's first ("cold") run builds its automation and takes about twice as long as the
+  later ("warm") runs that reuse it; the cold/warm ratio is learned once both are seen.
+  Keys never seen fall back to the mean over keys.
+* ``Scheduler`` decides which item to submit next. The service runs runs of one reuseKey
+  one at a time and a workspace runs at most 10 tasks, so items sharing a key form a
+  *chain*; the scheduler keeps at most ``cap`` items in flight, never two of one key, and
+  starts the chain with the longest estimated remaining work first, so the sweep's
+  makespan approaches ``max(total work / cap, longest chain)``. A ``workspace-rate-limited``
+  outcome halves the effective concurrency (once per "round trip", like TCP); every
+  success adds some back (AIMD).
+* ``PollPlan`` says when to poll a running task: first near its predicted finish, then
+  in steps sized by the prediction's uncertainty, backing off between the client's
+  ``poll.min_s`` and ``poll.max_s``.
+
+Times are seconds on any monotonic clock the caller chooses (``now`` arguments).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import statistics
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ._policies import PollPolicy
+
+__all__ = ["ClockRate", "Estimate", "Estimator", "PollPlan", "Scheduler"]
+
+# A chain is identified by its reuseKey; items without a key each form their own chain,
+# identified by ("item", index) so they never collide with a real key.
+ChainId = Hashable
+DEFAULT_COLD_FACTOR = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A predicted value and the half-width of its plausible range.
+
+    ``source`` says where it came from: ``key`` (this key's runs of the same kind),
+    ``key-scaled`` (this key's runs of the other kind, scaled by the cold/warm ratio),
+    ``global`` (other keys) or ``prior`` (nothing observed yet).
+    """
+
+    mean: float
+    spread: float
+    source: str
+
+    @property
+    def low(self) -> float:
+        return max(0.0, self.mean - self.spread)
+
+
+@dataclass
+class _Samples:
+    cold: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+
+    def of(self, cold: bool) -> list[float]:
+        return self.cold if cold else self.warm
+
+
+class Estimator:
+    """Per-key cold/warm estimates of a non-negative quantity (seconds, dollars).
+
+    Example:
+        >>> est = Estimator()
+        >>> est.observe("yc", 100.0, cold=True)
+        >>> est.estimate("yc", cold=False).mean   # a warm run: about half a cold one
+        50.0
+        >>> est.observe("yc", 40.0, cold=False)
+        >>> est.estimate("yc", cold=False).mean
+        40.0
+        >>> est.estimate("other", cold=True).mean  # unknown key: the mean over keys
+        100.0
+    """
+
+    def __init__(
+        self,
+        *,
+        cold_factor: float = DEFAULT_COLD_FACTOR,
+        relative_spread: float = 0.1,
+        prior: float | None = None,
+    ) -> None:
+        self.default_cold_factor = cold_factor
+        self.relative_spread = relative_spread
+        self.prior = prior
+        self._by_key: dict[str | None, _Samples] = {}
+
+    # -- learning ---------------------------------------------------------------------
+
+    def observe(self, key: str | None, value: float | None, *, cold: bool) -> None:
+        """Record one observation; ``None``, negative and non-finite values are ignored."""
+        if value is None or not math.isfinite(value) or value < 0:
+            return
+        self._by_key.setdefault(key, _Samples()).of(cold).append(float(value))
+
+    def count(self, key: str | None = None) -> int:
+        """Observations for ``key`` (all keys when None)."""
+        groups = self._by_key.values() if key is None else [self._by_key.get(key, _Samples())]
+        return sum(len(s.cold) + len(s.warm) for s in groups)
+
+    @property
+    def empty(self) -> bool:
+        return not self._by_key
+
+    def cold_factor(self) -> float:
+        """Cold/warm ratio: the median over keys that have both, else the default."""
+        ratios = [
+            statistics.fmean(s.cold) / statistics.fmean(s.warm)
+            for k, s in self._by_key.items()
+            if k is not None and s.cold and s.warm and statistics.fmean(s.warm) > 0
+        ]
+        return statistics.median(ratios) if ratios else self.default_cold_factor
+
+    # -- predicting -------------------------------------------------------------------
+
+    def _own(self, samples: list[float]) -> Estimate:
+        mean = statistics.fmean(samples)
+        floor = self.relative_spread * mean
+        if len(samples) == 1:
+            return Estimate(mean, 1.5 * floor, "key")
+        half_range = (max(samples) - min(samples)) / 2
+        return Estimate(mean, max(floor, half_range), "key")
+
+    def _key_mean(self, samples: _Samples, cold: bool, factor: float) -> float | None:
+        same = samples.of(cold)
+        if same:
+            return statistics.fmean(same)
+        other = samples.of(not cold)
+        if other:
+            return statistics.fmean(other) * (factor if cold else 1 / factor)
+        return None
+
+    def estimate(self, key: str | None, *, cold: bool) -> Estimate | None:
+        """The expected value for ``key``'s next run (cold or warm); None if nothing known."""
+        factor = self.cold_factor()
+        samples = self._by_key.get(key) if key is not None else None
+        if samples is not None:
+            if samples.of(cold):
+                return self._own(samples.of(cold))
+            mean = self._key_mean(samples, cold, factor)
+            if mean is not None:
+                return Estimate(mean, 2.5 * self.relative_spread * mean, "key-scaled")
+        means = [
+            m for s in self._by_key.values() if (m := self._key_mean(s, cold, factor)) is not None
+        ]
+        if means:
+            mean = statistics.fmean(means)
+            spread = max(max(means) - mean, mean - min(means), 2.5 * self.relative_spread * mean)
+            return Estimate(mean, spread, "global")
+        if self.prior is not None:
+            mean = self.prior * (factor if cold else 1.0)
+            return Estimate(mean, mean, "prior")
+        return None
+
+    def value(self, key: str | None, *, cold: bool, default: float = 1.0) -> float:
+        """``estimate(...).mean`` or ``default`` (scaled by the cold factor) when unknown."""
+        est = self.estimate(key, cold=cold)
+        if est is not None:
+            return est.mean
+        return default * (self.cold_factor() if cold else 1.0)
+
+
+@dataclass
+class _Chain:
+    key: str | None
+    pending: deque[int]
+    not_before: float = 0.0  # the head may not start earlier (rate-limit backoff)
+    running: int | None = None
+    warm: bool = False
+
+
+class Scheduler:
+    """Which item to submit next, under a concurrency cap and one-run-per-key.
+
+    ``keys[i]`` is item ``i``'s reuseKey (``None``: no key, a chain of its own). Items
+    of a chain keep grid order. ``warm_keys`` are keys known to have saved code already
+    (from a ledger's history), so their next run is predicted warm.
+
+    Example:
+        >>> s = Scheduler(["a", "a", "a", "b"], max_concurrency=2)
+        >>> s.next_ready(0.0)                       # the longest chain first
+        0
+        >>> s.on_started(0, 0.0)
+        >>> s.next_ready(0.0)                       # "a" is busy: its next item waits
+        3
+        >>> s.on_started(3, 0.0)
+        >>> s.next_ready(0.0) is None               # the cap is reached
+        True
+        >>> s.on_finished(0, 5.0, duration=5.0, cold=True, succeeded=True)
+        >>> s.next_ready(5.0)
+        1
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str | None],
+        *,
+        max_concurrency: int,
+        durations: Estimator | None = None,
+        warm_keys: Iterable[str] = (),
+        items: Iterable[int] | None = None,
+        increase_per_success: float = 0.5,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.keys = list(keys)
+        self.max_concurrency = max_concurrency
+        self.durations = durations if durations is not None else Estimator()
+        self.increase_per_success = increase_per_success
+        self._cap = float(max_concurrency)
+        self._chains: dict[ChainId, _Chain] = {}
+        self._chain_of: dict[int, ChainId] = {}
+        self._started_at: dict[int, float] = {}
+        self._seq: dict[int, int] = {}
+        self._next_seq = 0
+        self._last_decrease_seq = -1
+        warm = set(warm_keys)
+        for index in range(len(self.keys)) if items is None else items:
+            key = self.keys[index]
+            cid: ChainId = key if key is not None else ("item", index)
+            chain = self._chains.get(cid)
+            if chain is None:
+                chain = self._chains[cid] = _Chain(key, deque(), warm=key in warm)
+            chain.pending.append(index)
+            self._chain_of[index] = cid
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def effective_concurrency(self) -> int:
+        """The current cap: ``max_concurrency`` lowered after rate-limited outcomes."""
+        return max(1, min(self.max_concurrency, math.floor(self._cap + 1e-9)))
+
+    @property
+    def running(self) -> frozenset[int]:
+        return frozenset(self._started_at)
+
+    @property
+    def n_running(self) -> int:
+        return len(self._started_at)
+
+    def pending(self) -> list[int]:
+        """Items not started, in chain order (chains in insertion order)."""
+        return [i for c in self._chains.values() for i in c.pending]
+
+    @property
+    def done(self) -> bool:
+        """Nothing running and nothing left to start."""
+        return not self._started_at and not any(c.pending for c in self._chains.values())
+
+    def is_cold(self, item: int) -> bool:
+        """Whether ``item``'s run is predicted to build its key's automation."""
+        chain = self._chains[self._chain_of[item]]
+        return chain.key is None or not chain.warm
+
+    def predict(self, item: int) -> Estimate | None:
+        """The predicted duration of ``item``'s next run."""
+        chain = self._chains[self._chain_of[item]]
+        return self.durations.estimate(chain.key, cold=self.is_cold(item))
+
+    def remaining_work(self, chain_id: ChainId, now: float = 0.0) -> float:
+        """Estimated seconds of the chain's pending items, plus what its running one has left."""
+        chain = self._chains[chain_id]
+        total = 0.0
+        warm = chain.warm
+        if chain.running is not None:
+            est = self.durations.value(chain.key, cold=not warm)
+            total += max(0.0, est - (now - self._started_at[chain.running]))
+            warm = True  # assume the running one succeeds and saves code
+        for n, _ in enumerate(chain.pending):
+            total += self.durations.value(chain.key, cold=not warm and n == 0)
+        return total
+
+    # -- decisions --------------------------------------------------------------------
+
+    def next_ready(self, now: float) -> int | None:
+        """The item to submit now, or None (cap reached, or every chain busy or backing off).
+
+        Picks, among chains with no running item and a head whose backoff has passed,
+        the one with the most estimated remaining work (ties: more items, then grid order).
+        Does not change state: call ``on_started`` when the item is actually submitted.
+        """
+        if self.n_running >= self.effective_concurrency:
+            return None
+        best: tuple[float, int, int] | None = None
+        best_item: int | None = None
+        for cid, chain in self._chains.items():
+            if chain.running is not None or not chain.pending or chain.not_before > now:
+                continue
+            head = chain.pending[0]
+            rank = (self.remaining_work(cid, now), len(chain.pending), -head)
+            if best is None or rank > best:
+                best, best_item = rank, head
+        return best_item
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When a chain that is only waiting out a backoff becomes ready (None if none)."""
+        times = [
+            c.not_before
+            for c in self._chains.values()
+            if c.running is None and c.pending and c.not_before > now
+        ]
+        return min(times) if times else None
+
+    def on_started(self, item: int, now: float) -> None:
+        """``item`` was submitted (or re-attached) and now occupies a slot and its key."""
+        chain = self._chains[self._chain_of[item]]
+        if chain.running is not None:
+            raise RuntimeError(f"item {item}: key {chain.key!r} already has a running item")
+        if item in chain.pending:
+            chain.pending.remove(item)
+        chain.running = item
+        self._started_at[item] = now
+        self._seq[item] = self._next_seq
+        self._next_seq += 1
+
+    def on_finished(
+        self,
+        item: int,
+        now: float,
+        *,
+        duration: float | None = None,
+        cold: bool | None = None,
+        succeeded: bool = False,
+    ) -> None:
+        """``item``'s task is terminal (or abandoned): free its slot and key.
+
+        ``duration`` (server-measured run time when known) feeds the estimator as a cold
+        or warm run; a success marks the key warm and counts towards the AIMD increase.
+        """
+        chain = self._chains[self._chain_of[item]]
+        if chain.running == item:
+            chain.running = None
+        self._started_at.pop(item, None)
+        if duration is not None:
+            self.durations.observe(
+                chain.key, duration, cold=self.is_cold(item) if cold is None else cold
+            )
+        if succeeded:
+            chain.warm = True
+            self._cap = min(float(self.max_concurrency), self._cap + self.increase_per_success)
+
+    def requeue(self, item: int, *, not_before: float = 0.0) -> None:
+        """Put ``item`` back at the head of its chain, startable from ``not_before``."""
+        chain = self._chains[self._chain_of[item]]
+        if item not in chain.pending:
+            chain.pending.appendleft(item)
+        chain.not_before = max(chain.not_before, not_before)
+
+    def on_rate_limited(self, item: int) -> None:
+        """Multiplicative decrease, once per round: only items submitted after the last
+        decrease can trigger another, so a burst of simultaneous rejections halves once."""
+        seq = self._seq.get(item, self._next_seq)
+        if seq > self._last_decrease_seq:
+            self._cap = max(1.0, self._cap / 2)
+            self._last_decrease_seq = self._next_seq - 1
+
+    def drain(self) -> list[int]:
+        """Remove and return every item not yet started (e.g. to mark them skipped)."""
+        out = self.pending()
+        for chain in self._chains.values():
+            chain.pending.clear()
+        return sorted(out)
+
+    def plan_order(self) -> list[int]:
+        """The order items would start if all estimates held: a dry run of the schedule."""
+        return self.simulate()[0]
+
+    def simulate(self) -> tuple[list[int], float]:
+        """``(start order, makespan)`` of the pending items if every estimate held
+        (durations in the estimator's unit; unknown durations count as 1)."""
+        clone = Scheduler(
+            self.keys,
+            max_concurrency=self.max_concurrency,
+            durations=self.durations,
+            items=sorted(self.pending()),
+            warm_keys=[c.key for c in self._chains.values() if c.warm and c.key is not None],
+        )
+        order: list[int] = []
+        now = 0.0
+        finishing: list[tuple[float, int]] = []
+        while True:
+            while (item := clone.next_ready(now)) is not None:
+                clone.on_started(item, now)
+                order.append(item)
+                length = clone.durations.value(clone.keys[item], cold=clone.is_cold(item))
+                heapq.heappush(finishing, (now + length, item))
+            if not finishing:
+                return order, now
+            now, item = heapq.heappop(finishing)
+            clone.on_finished(item, now, succeeded=True)
+
+
+class ClockRate:
+    """Server seconds per local second, learned from the tasks' own timestamps.
+
+    Durations are learned in the server's seconds (``startedAt``/``completedAt``: what the
+    ledger stores and users read), but sleeps happen on the local clock. For the real
+    service the rate is 1; a simulator may run faster. The rate is the least-squares
+    slope of server ``createdAt`` against local submission time once submissions span
+    ``min_span_s`` local seconds; before that, the best lower bound from completed tasks
+    (server run time over local time from submit to observed completion); else 1.
+
+    Example:
+        >>> rate = ClockRate(min_span_s=1.0)
+        >>> for t in range(5):
+        ...     rate.on_submitted(local=float(t), server=100.0 + 10.0 * t)
+        >>> round(rate.rate, 6)
+        10.0
+    """
+
+    def __init__(self, *, min_span_s: float = 2.0) -> None:
+        self.min_span_s = min_span_s
+        self._n = 0
+        self._sx = self._sy = self._sxx = self._sxy = 0.0
+        self._x0: float | None = None
+        self._y0 = 0.0
+        self._lo = self._hi = 0.0
+        self._bound: float | None = None
+
+    def on_submitted(self, *, local: float, server: float) -> None:
+        """A task submitted at local time ``local`` was created at server time ``server``."""
+        if self._x0 is None:
+            self._x0, self._y0 = local, server
+            self._lo = self._hi = local
+        x, y = local - self._x0, server - self._y0
+        self._lo, self._hi = min(self._lo, local), max(self._hi, local)
+        self._n += 1
+        self._sx += x
+        self._sy += y
+        self._sxx += x * x
+        self._sxy += x * y
+
+    def on_completed(self, *, local_elapsed: float, server_elapsed: float) -> None:
+        """A task ran ``server_elapsed`` server seconds within ``local_elapsed`` local ones."""
+        if local_elapsed > 0 and server_elapsed > 0:
+            bound = server_elapsed / local_elapsed
+            self._bound = bound if self._bound is None else max(self._bound, bound)
+
+    @property
+    def rate(self) -> float:
+        if self._n >= 3 and self._hi - self._lo >= self.min_span_s:
+            var = self._sxx - self._sx * self._sx / self._n
+            if var > 0:
+                slope = (self._sxy - self._sx * self._sy / self._n) / var
+                if slope > 0:
+                    return slope
+        return self._bound if self._bound is not None and self._bound > 1.0 else 1.0
+
+    def to_local(self, server_seconds: float) -> float:
+        return server_seconds / self.rate
+
+
+class PollPlan:
+    """When to poll one task: across its predicted finish window, then backing off.
+
+    ``estimate`` is the predicted run time (None: nothing known, so poll like
+    ``client.wait``: ``min_s`` growing by ``factor`` up to ``max_s``). The first poll is
+    aimed at the earliest plausible finish (``mean - spread``); inside the window
+    ``mean +- spread`` polls come at even steps (``window_polls`` of them cover it, each
+    at least ``min_s``), so a finish is noticed about ``spread / window_polls`` late on
+    average; past the window the steps grow by the policy's factor up to ``max_s``. While
+    a task is pending (queued server-side) polls back off from ``min_s``; the plan is
+    re-anchored at the task's start once it starts.
+
+    Example:
+        >>> plan = PollPlan(PollPolicy(min_s=1, max_s=15, jitter=0), Estimate(100, 10, "key"))
+        >>> plan.delay(0.0)            # sleep until the earliest plausible finish
+        90.0
+        >>> plan.delay(90.0)           # missed: even steps across the window
+        5.0
+        >>> plan.delay(111.0)          # past the window: back off
+        7.5
+    """
+
+    def __init__(
+        self,
+        policy: PollPolicy,
+        estimate: Estimate | None,
+        rng: random.Random | None = None,
+        *,
+        window_polls: int = 4,
+    ) -> None:
+        self.policy = policy
+        self.estimate = estimate
+        self.rng = rng
+        self.window_polls = window_polls
+        self._step: float | None = None
+
+    def _grow(self, step: float | None, base: float) -> float:
+        if step is None:
+            return min(self.policy.max_s, max(self.policy.min_s, base))
+        return self.policy.next_interval(step, self.rng)
+
+    def delay(self, since_start: float | None, rate: float = 1.0) -> float:
+        """Seconds to sleep before the next poll.
+
+        ``since_start`` is how long the task has been running by our clock (None while
+        it is queued or its start is unknown); ``rate`` converts the estimate (server
+        seconds) to local seconds (see ``ClockRate``).
+        """
+        if since_start is None or self.estimate is None:
+            self._step = self._grow(self._step, self.policy.min_s)
+            return self._step
+        earliest = self.estimate.low / rate
+        if since_start < earliest - 1e-9:
+            self._step = None
+            return earliest - since_start
+        spread = self.estimate.spread / rate
+        even = min(self.policy.max_s, max(self.policy.min_s, 2 * spread / self.window_polls))
+        if since_start < (self.estimate.mean / rate) + spread - 1e-9:
+            self._step = even
+            return even
+        self._step = self._grow(self._step if self._step is not None else even, even)
+        return self._step
+
+    def reset(self) -> None:
+        """Forget the step (e.g. when the task went from pending to started)."""
+        self._step = None
