@@ -186,3 +186,33 @@ def test_demo_writes_duckdb_and_parquet(tmp_path: Path, capsys: pytest.CaptureFi
     assert rows > 0
     con.close()
     assert len(list((tmp_path / "demo" / "companies").glob("batch=*/*.parquet"))) == 4
+
+
+def test_unusable_out_is_refused_before_paying(
+    env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("adir").mkdir()
+    assert main(["run", "List", "--out", "adir", "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert env.stats()["start_calls"] == 0
+
+
+def test_a_failed_write_rescues_the_paid_rows(
+    env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webtask_frames import BatchResult
+
+    def broken(self: BatchResult, *args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(BatchResult, "to_duckdb", broken)
+    code = main(["run", "List", "--duckdb", "w.duckdb", "--table", "t", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "disk full" in err
+    (rescue,) = Path().glob("webtask-frames-rescue-*.parquet")
+    assert str(rescue) in err
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(rescue).num_rows == 5
+    assert env.stats()["start_calls"] == 1

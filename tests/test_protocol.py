@@ -177,7 +177,7 @@ def test_start_resends_only_provably_unaccepted(status: int) -> None:
     assert isinstance(decision, Retry)
 
 
-@pytest.mark.parametrize("status", [500, 502, 504])
+@pytest.mark.parametrize("status", [500, 501, 502, 504, 507, 524])
 def test_start_5xx_is_ambiguous(status: int) -> None:
     body = {"task": "t", "reuseKey": "k"}
     decision = decide_response(

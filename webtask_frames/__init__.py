@@ -35,6 +35,8 @@ from ._frames import (
     read_webtask_arrow,
     read_webtask_arrow_async,
     read_webtask_async,
+    read_webtask_result,
+    read_webtask_result_async,
 )
 from ._models import (
     Canceled,
@@ -92,6 +94,8 @@ __all__ = [
     "read_webtask_arrow",
     "read_webtask_arrow_async",
     "read_webtask_async",
+    "read_webtask_result",
+    "read_webtask_result_async",
     "run_batch",
     "run_batch_async",
 ]

@@ -260,25 +260,47 @@ def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
 
 def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
     """Run a producer one item ahead in a thread (DuckDB and pyarrow both release the
-    GIL, so splitting the next batch overlaps parsing this one)."""
+    GIL, so splitting the next batch overlaps parsing this one).
+
+    When the consumer stops early (an error, or it simply stops iterating), the producer
+    is told to stop and its iterator is closed, so no thread or DuckDB connection leaks.
+    """
     done = object()
+    stop = threading.Event()
     slots: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                slots.put(item)
+                if not offer(item):
+                    break
         except BaseException as exc:  # handed to the consumer
-            slots.put(exc)
-        slots.put(done)
+            offer(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # runs the producer generator's finally (closes DuckDB)
+        offer(done)
 
     thread = threading.Thread(target=produce, name="webtask-frames-reader", daemon=True)
     thread.start()
-    while (item := slots.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _array_blocks(path: Path, batch_rows: int) -> Iterator[_Block]:

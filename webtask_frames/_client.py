@@ -159,10 +159,13 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close the underlying connection pools."""
-        for http in (self._http, self._files):
-            if http is not None:
-                await http.aclose()
-        self._http = self._files = None
+        clients, self._http, self._files = (self._http, self._files), None, None
+        try:
+            if clients[0] is not None:
+                await clients[0].aclose()
+        finally:
+            if clients[1] is not None:
+                await clients[1].aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self

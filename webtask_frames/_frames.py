@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._client import AsyncClient, Client
-from ._exceptions import InvalidInputError
+from ._exceptions import InvalidInputError, SchemaValidationError, WaitTimeoutError
 from ._materialize import Materialized, _materialize, materialize
-from ._models import Completed
+from ._models import Canceled, Completed
 from ._portal import run_sync
 from ._protocol import build_start_body, coerce_output_schema
 from ._records import to_array
@@ -41,6 +41,8 @@ __all__ = [
     "read_webtask_arrow",
     "read_webtask_arrow_async",
     "read_webtask_async",
+    "read_webtask_result",
+    "read_webtask_result_async",
     "record_arrow_schema",
     "table_to_pandas",
     "unify_tables",
@@ -184,26 +186,33 @@ def _check_args(
 async def _read_arrow(
     task: Any,
     *,
-    start_url: Any,
-    parameters: Any,
-    output_schema: Any,
-    reuse_key: Any,
-    model: Any,
+    web_task_id: str | None = None,
+    start_url: Any = None,
+    parameters: Any = None,
+    output_schema: Any = None,
+    reuse_key: Any = None,
+    model: Any = None,
     client: AsyncClient | Client | None,
     record_path: str | None,
     validate: str,
     timeout: float | None,
     cache_dir: Any,
 ) -> Materialized:
-    body = build_start_body(
-        task,
-        start_url=start_url,
-        parameters=parameters,
-        output_schema=output_schema,
-        reuse_key=reuse_key,
-        model=model,
-    )
-    schema = body.get("outputSchema")
+    """Start ``task`` (or, with ``web_task_id``, attach to an existing task), wait, and
+    materialize its result. Everything is validated before any request."""
+    if web_task_id is None:
+        body = build_start_body(
+            task,
+            start_url=start_url,
+            parameters=parameters,
+            output_schema=output_schema,
+            reuse_key=reuse_key,
+            model=model,
+        )
+        schema, params = body.get("outputSchema"), body.get("parameters")
+    else:
+        schema = coerce_output_schema(output_schema)
+        params = dict(parameters) if parameters is not None else None
     owned = client is None
     async_client = (
         AsyncClient()
@@ -211,30 +220,52 @@ async def _read_arrow(
         else (client.async_client if isinstance(client, Client) else client)
     )
     try:
-        status = await async_client.run(
-            body["task"],
-            start_url=body.get("startUrl"),
-            parameters=body.get("parameters"),
-            output_schema=schema,
-            reuse_key=body.get("reuseKey"),
-            model=body.get("model"),
-            timeout=timeout,
-            check=True,
-        )
-        assert isinstance(status, Completed)
-        return await _materialize(
-            async_client,
-            status,
-            output_schema=schema,
-            parameters=body.get("parameters"),
-            record_path=record_path,
-            validate=validate,
-            cache_dir=Path(cache_dir) if cache_dir is not None else None,
-            extra_columns=None,
-        )
+        if web_task_id is None:
+            web_task_id = await async_client.start_body(body)
+            first_poll = async_client.poll.first_interval()  # a fresh task is never done yet
+        else:
+            first_poll = 0.0
+        try:
+            status = await async_client.wait(web_task_id, timeout=timeout, first_poll_s=first_poll)
+        except WaitTimeoutError as exc:
+            raise WaitTimeoutError(
+                f"{exc.message}; or read it later with read_webtask_result({web_task_id!r})",
+                web_task_id=web_task_id,
+                last_status=exc.last_status,
+            ) from None
+        assert isinstance(status, Completed | Canceled)
+        completed = status.raise_for_outcome()
+        assert isinstance(completed, Completed)
+        try:
+            return await _materialize(
+                async_client,
+                completed,
+                output_schema=schema,
+                parameters=params,
+                record_path=record_path,
+                validate=validate,
+                cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                extra_columns=None,
+            )
+        except SchemaValidationError as exc:
+            # The task succeeded and was billed: say how to get the rows without paying again.
+            exc.web_task_id = completed.web_task_id
+            exc.message += (
+                f". The task itself succeeded (and was billed): read its rows again for free "
+                f"with read_webtask_result({completed.web_task_id!r}, validate='flag')"
+            )
+            exc.args = (exc.message,)
+            raise
     finally:
         if owned:
             await async_client.aclose()
+
+
+def _deliver(m: Materialized, dtype_backend: str | None) -> Any:
+    """The public result: an Arrow table (``dtype_backend`` None) or a DataFrame."""
+    if m.warning:
+        warnings.warn(m.warning, UserWarning, stacklevel=3)
+    return _with_metadata(m) if dtype_backend is None else _frame(m, dtype_backend)
 
 
 def _with_metadata(m: Materialized) -> pa.Table:
@@ -303,8 +334,7 @@ async def read_webtask_arrow_async(
     timeout: float | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pa.Table:
-    """Run a web task and return its result as a ``pyarrow.Table``; the summary (id,
-    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"``."""
+    """Async ``read_webtask_arrow``."""
     _check_args(
         client=client,
         record_path=record_path,
@@ -326,9 +356,8 @@ async def read_webtask_arrow_async(
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    if m.warning:
-        warnings.warn(m.warning, UserWarning, stacklevel=2)
-    return _with_metadata(m)
+    table: pa.Table = _deliver(m, None)
+    return table
 
 
 async def read_webtask_async(
@@ -368,9 +397,8 @@ async def read_webtask_async(
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    if m.warning:
-        warnings.warn(m.warning, UserWarning, stacklevel=2)
-    return _frame(m, dtype_backend)
+    df: pd.DataFrame = _deliver(m, dtype_backend)
+    return df
 
 
 def read_webtask_arrow(
@@ -387,7 +415,13 @@ def read_webtask_arrow(
     timeout: float | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pa.Table:
-    """Sync ``read_webtask_arrow_async`` (works inside Jupyter)."""
+    """Run a web task and return its result as a ``pyarrow.Table``; the summary (id,
+    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"``.
+
+    Example:
+        >>> table = read_webtask_arrow("List YC companies", output_schema=schema)
+        ... # doctest: +SKIP
+    """
     _check_args(
         client=client,
         record_path=record_path,
@@ -411,9 +445,8 @@ def read_webtask_arrow(
             cache_dir=cache_dir,
         )
     )
-    if m.warning:
-        warnings.warn(m.warning, UserWarning, stacklevel=2)
-    return _with_metadata(m)
+    table: pa.Table = _deliver(m, None)
+    return table
 
 
 def read_webtask(
@@ -463,10 +496,99 @@ def read_webtask(
             cache_dir=cache_dir,
         )
     )
-    if m.warning:
-        warnings.warn(m.warning, UserWarning, stacklevel=2)
-    return _frame(m, dtype_backend)
+    df: pd.DataFrame = _deliver(m, dtype_backend)
+    return df
 
 
-for _fn in (read_webtask, read_webtask_async, read_webtask_arrow, read_webtask_arrow_async):
+async def read_webtask_result_async(
+    web_task_id: str,
+    *,
+    output_schema: Any = None,
+    parameters: Mapping[str, Any] | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    dtype_backend: str = "pyarrow",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Async ``read_webtask_result``."""
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend=dtype_backend,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = await _read_arrow(
+        None,
+        web_task_id=web_task_id,
+        parameters=parameters,
+        output_schema=output_schema,
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    df: pd.DataFrame = _deliver(m, dtype_backend)
+    return df
+
+
+def read_webtask_result(
+    web_task_id: str,
+    *,
+    output_schema: Any = None,
+    parameters: Mapping[str, Any] | None = None,
+    client: AsyncClient | Client | None = None,
+    record_path: str | None = None,
+    validate: str = "raise",
+    dtype_backend: str = "pyarrow",
+    timeout: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """The DataFrame of an existing task, by id: waits if it still runs; starts nothing.
+
+    For a task whose ``read_webtask`` call timed out, was interrupted or raised on
+    validation: its result is read again without paying for a new run. ``parameters``
+    (optional) become columns as in ``read_webtask``.
+
+    Example:
+        >>> df = read_webtask_result("wt_123", output_schema=schema, validate="flag")
+        ... # doctest: +SKIP
+    """
+    _check_args(
+        client=client,
+        record_path=record_path,
+        validate=validate,
+        dtype_backend=dtype_backend,
+        timeout=timeout,
+        cache_dir=cache_dir,
+    )
+    m = run_sync(
+        _read_arrow(
+            None,
+            web_task_id=web_task_id,
+            parameters=parameters,
+            output_schema=output_schema,
+            client=client,
+            record_path=record_path,
+            validate=validate,
+            timeout=timeout,
+            cache_dir=cache_dir,
+        )
+    )
+    df: pd.DataFrame = _deliver(m, dtype_backend)
+    return df
+
+
+for _fn in (
+    read_webtask,
+    read_webtask_async,
+    read_webtask_arrow,
+    read_webtask_arrow_async,
+    read_webtask_result,
+    read_webtask_result_async,
+):
     _fn.__doc__ = (_fn.__doc__ or "") + _DOC_ARGS

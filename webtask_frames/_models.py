@@ -63,6 +63,15 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _lenient_timestamp(value: Any) -> datetime | None:
+    """For informational timestamps: unparseable becomes None instead of failing the
+    whole (billed, completed) status."""
+    try:
+        return parse_timestamp(value)
+    except ProtocolError:
+        return None
+
+
 def _float_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -128,7 +137,7 @@ class Reuse:
             created=bool(created) if created is not None else None,
             updated=bool(raw.get("updated", False)),
             revision_id=raw.get("revision_id"),
-            revision_timestamp=parse_timestamp(raw.get("revision_timestamp")),
+            revision_timestamp=_lenient_timestamp(raw.get("revision_timestamp")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -200,7 +209,7 @@ def _parse_result(raw: Any, web_task_id: str) -> InlineResult | FileResult | Non
             url=f["url"],
             content_type=str(f.get("contentType") or "application/octet-stream"),
             size_bytes=int(size) if isinstance(size, int) and not isinstance(size, bool) else -1,
-            expires_at=parse_timestamp(f.get("expiresAt")),
+            expires_at=_lenient_timestamp(f.get("expiresAt")),
             preview=f.get("preview", raw.get("preview")),
             web_task_id=web_task_id,
             extra={k: v for k, v in f.items() if k not in known},

@@ -61,7 +61,17 @@ MODELS = ("haiku", "sonnet", "opus")
 RequestKind = Literal["start", "result"]
 
 _RETRY_STATUSES = {"result": frozenset({429, 500, 502, 503, 504}), "start": frozenset({429, 503})}
-_AMBIGUOUS_START_STATUSES = frozenset({500, 502, 504})
+
+
+def _ambiguous_start_status(status: int) -> bool:
+    """Whether a start answered with ``status`` may still have created the task.
+
+    Every 5xx but 503 may come after the server (or a proxy in front of it, e.g. a CDN's
+    524 "timeout occurred") accepted the request; 503 says it was not processed.
+    """
+    return status >= 500 and status != 503
+
+
 # No connection was established, so no byte of the request reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -334,7 +344,7 @@ def decide_response(
     error = error_from_response(
         response, web_task_id=web_task_id, secrets=secrets, attempts=attempt + 1
     )
-    if kind == "start" and response.status_code in _AMBIGUOUS_START_STATUSES:
+    if kind == "start" and _ambiguous_start_status(response.status_code):
         return Fail(
             AmbiguousSubmissionError(
                 f"POST start answered HTTP {response.status_code}: the task may or may not have "

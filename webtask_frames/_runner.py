@@ -184,6 +184,8 @@ class Runner:
             items=sorted(to_run + reattach),
         )
         self._bar: Any = None
+        self._closing = False  # set when run() ends: in-flight items then release freely
+        self._warned_no_cost = False
 
     # -- restoring from the ledger -----------------------------------------------------
 
@@ -372,7 +374,7 @@ class Runner:
                 if st.done_attempt is not None:
                     self._spawn(self._rematerialize(st))
                 elif st.reattach is not None:
-                    self.sched.on_started(st.report.index, self._now())
+                    self.sched.on_started(st.report.index, self._now(), reattach=True)
                     st.holds_slot = True
                     st.report.status = "running"
                     est = self._cost_estimate(st.report.index)
@@ -387,12 +389,23 @@ class Runner:
                 timeout = None if wake is None else max(0.0, wake - self._now())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
+            held = {
+                self.plan.items[s.report.index].reuse_key
+                for s in self.items
+                if s.holds_slot and s.report.status == IN_FLIGHT
+            }
             for st in self.items:  # anything left without a final state
                 if not st.final and st.report.status in (PLANNED, "running"):
                     self._finish(st, SKIPPED)
-                    reason = st.report.skipped_reason or self.stopped_reason or "not-run"
+                    busy = self.plan.items[st.report.index].reuse_key in held
+                    reason = (
+                        st.report.skipped_reason
+                        or self.stopped_reason
+                        or ("reuse-key-busy" if busy else "not-run")
+                    )
                     st.report.skipped_reason = reason
         finally:
+            self._closing = True
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
@@ -433,7 +446,18 @@ class Runner:
             report.error_message = str(exc)
             self._finish(st, IN_FLIGHT if report.webtask_id and not report.outcome else FAILED)
         finally:
-            self._release(st)
+            if report.status == IN_FLIGHT and report.webtask_id and not self._closing:
+                # Given up on, but maybe still running (and billing) server-side: keep its
+                # slot, its reuseKey and its cost estimate for the rest of the batch, so no
+                # second run of the key starts beside it and the budget still counts it.
+                logger.warning(
+                    "item %d: task %s is left in flight; its reuse key stays reserved for the "
+                    "rest of this run (re-run with the same ledger to re-attach)",
+                    report.index,
+                    report.webtask_id,
+                )
+            else:
+                self._release(st)
 
     async def _hold_ambiguous(self, estimate: Estimate | None) -> None:
         """Keep the slot and the key of an ambiguous submission for about as long as the
@@ -455,6 +479,8 @@ class Runner:
             web_task_id = await self.client.start_body(item.body)
         except (AmbiguousSubmissionError, ProtocolError) as exc:
             report.ambiguous_attempts += 1
+            # The task may run and bill: charge its estimate to the budget, to be safe.
+            self.spent += st.cost_estimate
             message = str(exc)
             if self.ledger is not None and st.attempt_id is not None:
                 self.ledger.record_ambiguous(st.attempt_id, message)
@@ -482,8 +508,18 @@ class Runner:
             else:
                 self._finish(st, FAILED)
             return None
+        # The id first, the ledger second: a failing ledger write must not orphan a task.
+        report.webtask_id = web_task_id
         if self.ledger is not None and st.attempt_id is not None:
-            self.ledger.record_submitted(st.attempt_id, web_task_id)
+            try:
+                self.ledger.record_submitted(st.attempt_id, web_task_id)
+            except Exception:
+                logger.exception(
+                    "item %d: task %s was created but the ledger could not record it; it is "
+                    "still polled in this run, but a re-run will report it as ambiguous",
+                    report.index,
+                    web_task_id,
+                )
         return web_task_id, (sent + self._now()) / 2
 
     def _requeue(self, st: _Item, delay: float) -> None:
@@ -594,6 +630,14 @@ class Runner:
         if isinstance(status, Completed):
             report.add_cost(status.cost.ai_usd, status.cost.compute_hours)
             self.spent += status.cost.ai_usd or 0.0
+            if status.cost.ai_usd is None and self.opt.max_cost_usd is not None:
+                if not self._warned_no_cost:
+                    logger.warning(
+                        "the service reported no cost.aiUsd for %s: max_cost_usd counts only "
+                        "the costs it reports",
+                        status.web_task_id,
+                    )
+                self._warned_no_cost = True
         st.cost_estimate = 0.0
         if isinstance(status, Completed) and status.succeeded:
             is_cold = cold if cold is not None else self.sched.is_cold(index)

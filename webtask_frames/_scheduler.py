@@ -175,7 +175,14 @@ class _Chain:
     pending: deque[int]
     not_before: float = 0.0  # the head may not start earlier (rate-limit backoff)
     running: int | None = None
+    # Further items of this key re-attached after a crash: their tasks may all be live at
+    # once (the server queues them), so the key stays busy until every one is terminal.
+    extra: set[int] = field(default_factory=set)
     warm: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or bool(self.extra)
 
 
 class Scheduler:
@@ -294,7 +301,7 @@ class Scheduler:
         best: tuple[float, int, int] | None = None
         best_item: int | None = None
         for cid, chain in self._chains.items():
-            if chain.running is not None or not chain.pending or chain.not_before > now:
+            if chain.busy or not chain.pending or chain.not_before > now:
                 continue
             head = chain.pending[0]
             rank = (self.remaining_work(cid, now), len(chain.pending), -head)
@@ -307,18 +314,25 @@ class Scheduler:
         times = [
             c.not_before
             for c in self._chains.values()
-            if c.running is None and c.pending and c.not_before > now
+            if not c.busy and c.pending and c.not_before > now
         ]
         return min(times) if times else None
 
-    def on_started(self, item: int, now: float) -> None:
-        """``item`` was submitted (or re-attached) and now occupies a slot and its key."""
+    def on_started(self, item: int, now: float, *, reattach: bool = False) -> None:
+        """``item`` was submitted (or re-attached) and now occupies a slot and its key.
+
+        ``reattach``: the item's task already exists (found in a ledger); several items of
+        one key may be re-attached at once, since their tasks may all still be live.
+        """
         chain = self._chains[self._chain_of[item]]
-        if chain.running is not None:
+        if chain.busy and not reattach:
             raise RuntimeError(f"item {item}: key {chain.key!r} already has a running item")
         if item in chain.pending:
             chain.pending.remove(item)
-        chain.running = item
+        if chain.running is not None:
+            chain.extra.add(item)
+        else:
+            chain.running = item
         self._started_at[item] = now
         self._seq[item] = self._next_seq
         self._next_seq += 1
@@ -339,7 +353,8 @@ class Scheduler:
         """
         chain = self._chains[self._chain_of[item]]
         if chain.running == item:
-            chain.running = None
+            chain.running = chain.extra.pop() if chain.extra else None
+        chain.extra.discard(item)
         self._started_at.pop(item, None)
         if duration is not None:
             self.durations.observe(

@@ -131,8 +131,9 @@ def write_parquet(
     """Write ``table`` to one Parquet file, or a hive-partitioned dataset directory.
 
     The write goes to a temporary sibling and is renamed into place: readers see the old
-    file/dataset or the new one, never a half-written one. An existing dataset directory
-    is replaced as a whole, so reruns do not mix files of two runs.
+    file or the new one, never a half-written one. An existing dataset directory is
+    replaced as a whole (old one moved aside, new one renamed in), so reruns do not mix
+    files of two runs.
 
     Example:
         >>> write_parquet(pa.table({"batch": ["S24"], "n": [1]}), "out", partition_by=["batch"])
@@ -185,7 +186,8 @@ def _fsync_file(path: Path) -> None:
 
 def _swap_directory(new: Path, target: Path) -> None:
     # Directories cannot be replaced by one rename: move the old one aside first. A crash
-    # in between leaves the old data under the backup name, never a partial dataset.
+    # between the two renames leaves the old dataset complete under the backup name
+    # (.NAME.xxxx.old) and the path empty for that instant, never a partial dataset.
     backup = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     if target.exists():
         os.replace(target, backup)

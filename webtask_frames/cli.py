@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InvalidInputError("--table needs --duckdb FILE", field="--duckdb")
     if args.partition_by and not args.out:
         raise InvalidInputError("--partition-by needs --out DIR", field="--partition-by")
+    _check_targets(args)  # before any money is spent, not after
     client = None if args.dry_run else Client(base_url=args.base_url)
     try:
         result = run_batch(
@@ -158,12 +160,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(result.summary())
         return EXIT_OK
-    if args.out:
-        path = result.to_parquet(args.out, partition_by=args.partition_by or None)
-        _say(args, f"wrote {len(result.records)} rows to {path}")
-    if args.duckdb:
-        result.to_duckdb(args.duckdb, args.table, mode=args.mode)
-        _say(args, f"wrote {len(result.records)} rows to {args.duckdb}:{args.table}")
+    try:
+        if args.out:
+            path = result.to_parquet(args.out, partition_by=args.partition_by or None)
+            _say(args, f"wrote {result.n_records} rows to {path}")
+        if args.duckdb:
+            result.to_duckdb(args.duckdb, args.table, mode=args.mode)
+            _say(args, f"wrote {result.n_records} rows to {args.duckdb}:{args.table}")
+    except Exception as exc:
+        # The tasks are paid for: never lose their rows to a failed write.
+        rescue = Path(f"webtask-frames-rescue-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
+        result.to_parquet(rescue)
+        print(
+            f"{PROG}: error: writing the results failed ({exc}); all {result.n_records} rows "
+            f"were saved to {rescue}",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     if not args.out and not args.duckdb and not args.quiet and result.n_records:
         print(result.records.to_string(max_rows=20, max_colwidth=40))
     _say(args, result.summary())
@@ -171,6 +184,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {result.stopped_message or result.stopped_reason}", file=sys.stderr)
         return EXIT_AUTH
     return EXIT_OK if result.ok else EXIT_PARTIAL
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    """Fail on unusable output targets before submitting anything."""
+    if args.out:
+        out = Path(args.out)
+        dataset = bool(args.partition_by)
+        if dataset and out.exists() and not out.is_dir():
+            raise InvalidInputError(
+                f"--out {args.out!r} is a file; a partitioned dataset needs a directory",
+                field="--out",
+            )
+        if not dataset and out.is_dir():
+            raise InvalidInputError(
+                f"--out {args.out!r} is a directory; pass FILE.parquet or --partition-by",
+                field="--out",
+            )
+    if args.duckdb:
+        import duckdb
+
+        try:  # catches a locked or corrupt database file now, not after paying
+            duckdb.connect(args.duckdb).close()
+        except duckdb.Error as exc:
+            raise InvalidInputError(
+                f"--duckdb {args.duckdb!r}: cannot open it ({exc})", field="--duckdb"
+            ) from None
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -234,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ledger", metavar="FILE", help="crash-safe ledger: rerun to resume")
     run.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop submitting past it")
-    run.add_argument("--max-concurrency", type=int, metavar="N", help="tasks in flight (<= 10)")
+    run.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="tasks in flight (default 10, the workspace limit)",
+    )
     run.add_argument(
         "--validate",
         choices=("raise", "warn", "flag", "drop", "off"),

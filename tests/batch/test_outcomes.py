@@ -257,3 +257,50 @@ def test_http_401_while_polling_stops_and_leaves_the_task_in_flight(
     fake.result_fault = None  # the key is fixed: a re-run re-attaches, never resubmits wt_1
     again = run("T", {"i": list(range(6))}, ledger=tmp_path / "l.db")
     assert again.ok and again.tasks["webtask_id"][0] == "wt_1" and fake.accepted == 6
+
+
+@pytest.mark.parametrize("status", [501, 507, 524])
+def test_any_5xx_but_503_on_start_is_ambiguous(fake: FakeAPI, run: Run, status: int) -> None:
+    """A CDN's 524 ("timeout occurred") may come after the origin accepted the task."""
+    fake.start_fault = lambda body, n: (
+        httpx.Response(status, json={"retirable": True}) if n == 1 else None
+    )
+    result = run("T", {"i": [0]})
+    assert result.tasks["status"][0] == "ambiguous"
+    assert fake.start_calls == 1
+
+
+def test_a_task_given_up_on_keeps_its_key_and_slot(fake: FakeAPI, run: Run, tmp_path: Path) -> None:
+    """Polling wt_1 keeps failing: the task may still run, so its key stays reserved."""
+    fake.result_fault = lambda task_id, n: httpx.Response(500) if task_id == "wt_1" else None
+    result = run(
+        "T",
+        {"i": [0, 1, 2]},
+        reuse_key=lambda p: "same" if p["i"] < 2 else "other",
+        ledger=tmp_path / "l.db",
+        client_kwargs={"retry": RetryPolicy(max_attempts=1)},
+    )
+    tasks = result.tasks
+    assert list(tasks["status"]) == ["in-flight", "skipped", "succeeded"]
+    assert tasks["skipped_reason"][1] == "reuse-key-busy"
+    assert fake.start_calls == 2  # item 1 never ran beside the possibly-live wt_1
+    assert not fake.violations
+    fake.result_fault = None  # the service answers again: re-attach, then run item 1
+    again = run(
+        "T",
+        {"i": [0, 1, 2]},
+        reuse_key=lambda p: "same" if p["i"] < 2 else "other",
+        ledger=tmp_path / "l.db",
+    )
+    assert again.ok
+    assert again.tasks["webtask_id"][0] == "wt_1"
+    assert fake.accepted == 3
+
+
+def test_an_ambiguous_submission_is_charged_to_the_budget(fake: FakeAPI, run: Run) -> None:
+    """It may run and bill, so its estimated cost counts against max_cost_usd."""
+    fake.script = lambda body, occ: Behaviour(cost=0.01)
+    fake.start_fault = lambda body, n: httpx.Response(500) if n == 2 else None
+    result = run("T", {"i": [0, 1, 2]}, max_cost_usd=0.025, max_concurrency=1)
+    assert list(result.tasks["status"]) == ["succeeded", "ambiguous", "skipped"]
+    assert result.tasks["skipped_reason"][2] == "budget"

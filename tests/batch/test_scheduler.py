@@ -287,3 +287,20 @@ def test_poll_steps_never_go_below_min_or_above_max() -> None:
         assert 2.0 <= plan.delay(30.0) <= 5.0
     wide = PollPlan(PollPolicy(min_s=0.1, max_s=5.0, jitter=0.0), Estimate(100.0, 50.0, "key"))
     assert wide.delay(60.0) == 5.0
+
+
+def test_several_items_of_one_key_can_be_re_attached_and_hold_the_key() -> None:
+    """After a crash a ledger may hold two live tasks of one key: both are re-attached, and
+    the key stays busy until both are terminal."""
+    keys = ["k", "k", "k"]
+    s = Scheduler(keys, max_concurrency=10)
+    s.on_started(0, 0.0, reattach=True)
+    s.on_started(1, 0.0, reattach=True)
+    assert s.n_running == 2
+    assert s.next_ready(1.0) is None  # item 2 waits for both
+    with pytest.raises(RuntimeError, match="already has a running item"):
+        s.on_started(2, 1.0)  # a fresh submission never joins a busy key
+    s.on_finished(0, 2.0)
+    assert s.next_ready(2.0) is None
+    s.on_finished(1, 3.0)
+    assert s.next_ready(3.0) == 2

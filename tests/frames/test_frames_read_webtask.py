@@ -373,3 +373,47 @@ def test_sandbox_file_results(file_format: str, tmp_path: Path) -> None:
     assert 0 < meta["n_invalid"] == (~df["_valid"]).sum()
     assert list(tmp_path.iterdir())  # the raw result is kept
     assert df.dtypes["stage"] == pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string()))
+
+
+# -- reading a paid-for result again -------------------------------------------------------
+
+
+def test_a_validation_failure_says_how_to_reread_without_paying(service: FakeService) -> None:
+    from webtask_frames._frames import read_webtask_result
+
+    service.data = BAD
+    with pytest.raises(SchemaValidationError) as info:
+        read_webtask("t", output_schema=SCHEMA, client=client_for(service))
+    assert info.value.web_task_id == "wt_1"
+    assert "read_webtask_result('wt_1'" in str(info.value)
+    flagged = read_webtask_result(
+        "wt_1", output_schema=SCHEMA, client=client_for(service), validate="flag"
+    )
+    assert flagged["_valid"].tolist() == [True, True, False]
+    assert service.n_started == 1  # the second read started nothing
+    assert flagged.attrs["webtask"]["webtask_id"] == "wt_1"
+
+
+def test_a_wait_timeout_can_be_read_later(service: FakeService) -> None:
+    from webtask_frames._frames import read_webtask_result
+
+    service.state = "started"
+    with pytest.raises(WaitTimeoutError) as info:
+        read_webtask("t", client=client_for(service), timeout=0.05)
+    assert "read_webtask_result('wt_1')" in str(info.value)
+    service.state = "completed"
+    service.data = [{"name": "Acme"}, {"name": "Beta"}]
+    df = read_webtask_result("wt_1", client=client_for(service), parameters={"batch": "S24"})
+    assert df["name"].tolist() == ["Acme", "Beta"]
+    assert set(df["batch"]) == {"S24"}
+    assert service.n_started == 1
+
+
+def test_read_webtask_result_validates_before_any_request(service: FakeService) -> None:
+    from webtask_frames._frames import read_webtask_result
+
+    with pytest.raises(InvalidInputError, match="output_schema"):
+        read_webtask_result("wt_1", output_schema={"type": 3}, client=client_for(service))
+    with pytest.raises(InvalidInputError, match="web_task_id"):
+        read_webtask_result("../x", client=client_for(service))
+    assert service.requests == []

@@ -134,3 +134,27 @@ def test_tolerant_conversion_along_the_schema() -> None:
     assert t["l"] == [[1, None], None, None]
     assert t["j"] == ['{"k": [1, null]}', '"text"', None]
     assert "i_extra" not in t  # undeclared fields are not columns with a schema
+
+
+def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops() -> None:
+    import threading
+    import time
+
+    from webtask_frames._blocks import _prefetch
+
+    closed: list[bool] = []
+
+    def producer():  # type: ignore[no-untyped-def]
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    items = _prefetch(producer())
+    assert [next(items), next(items)] == [0, 1]
+    items.close()  # the consumer gives up early (e.g. a parse error downstream)
+    deadline = time.monotonic() + 5
+    while any(t.name == "webtask-frames-reader" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the reader thread leaked"
+        time.sleep(0.01)
+    assert closed == [True]
