@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._schema import Layout, Node, resolve_pointer
+from ._schema import ANNOTATIONS, Layout, Node, resolve_pointer
 
 __all__ = ["Certifier", "rows_with_null"]
 
@@ -34,25 +34,6 @@ class _Unsupported(Exception):
     pass
 
 
-_ANNOT = frozenset(
-    {
-        "title",
-        "description",
-        "default",
-        "examples",
-        "$comment",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "format",
-        "$schema",
-        "$defs",
-        "definitions",
-        "contentMediaType",
-        "contentEncoding",
-        "contentSchema",
-    }
-)
 _STRINGY = frozenset({"string", "timestamp", "date", "dict"})
 _EXACT_FLOAT = 2.0**53
 
@@ -88,7 +69,7 @@ class _Compiler:
     def compile(self, schema: Any, node: Node, stack: tuple[str, ...] = ()) -> _Check:
         if not isinstance(schema, Mapping):
             raise _Unsupported
-        keys = set(schema) - _ANNOT
+        keys = set(schema) - ANNOTATIONS
         if "$ref" in keys:
             ref = schema["$ref"]
             if keys != {"$ref"} or not isinstance(ref, str) or ref in stack:
@@ -218,7 +199,7 @@ def _is_plain_null(schema: Any) -> bool:
     return (
         isinstance(schema, Mapping)
         and schema.get("type") == "null"
-        and set(schema) - _ANNOT == {"type"}
+        and set(schema) - ANNOTATIONS == {"type"}
     )
 
 

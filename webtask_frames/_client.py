@@ -114,10 +114,12 @@ class AsyncClient:
 
     @property
     def base_url(self) -> str:
+        """The API base URL in use (no trailing slash)."""
         return self._settings.base_url
 
     @property
     def workspace_id(self) -> str:
+        """The workspace the client talks to."""
         return self._settings.workspace_id
 
     def __repr__(self) -> str:
@@ -521,18 +523,22 @@ class Client:
 
     @property
     def counts(self) -> RequestCounts:
+        """HTTP requests sent so far, by endpoint (retries included)."""
         return self._async.counts
 
     @property
     def base_url(self) -> str:
+        """The API base URL in use."""
         return self._async.base_url
 
     @property
     def workspace_id(self) -> str:
+        """The workspace the client talks to."""
         return self._async.workspace_id
 
     @property
     def max_concurrency(self) -> int:
+        """Tasks a batch keeps in flight with this client."""
         return self._async.max_concurrency
 
     def __repr__(self) -> str:

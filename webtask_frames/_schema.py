@@ -160,7 +160,7 @@ class _Resolver:
                 target = resolve_pointer(self.root, ref)
             except KeyError:
                 return JSON
-            siblings = {k: v for k, v in schema.items() if k not in _ANNOTATIONS and k != "$ref"}
+            siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
             if siblings:
                 return JSON
             return self.node(target, (*stack, ref))
@@ -230,7 +230,8 @@ class _Resolver:
         return JSON
 
 
-_ANNOTATIONS = frozenset(
+# Keywords that describe but never constrain an instance (draft 2020-12 annotations).
+ANNOTATIONS = frozenset(
     {
         "title",
         "description",
@@ -246,6 +247,7 @@ _ANNOTATIONS = frozenset(
         "definitions",
         "contentMediaType",
         "contentEncoding",
+        "contentSchema",
     }
 )
 
