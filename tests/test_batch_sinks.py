@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from webtask_frames import AsyncClient, BatchResult, run_batch
-from webtask_frames._sinks import read_provenance
+from webtask_frames._sinks.parquet import read_provenance
 from webtask_frames.sandbox import Sandbox
 
 SCHEMA = {

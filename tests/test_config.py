@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webtask_frames import AsyncClient, Client, ConfigurationError, InvalidInputError, PollPolicy
-from webtask_frames._config import DEFAULT_BASE_URL, Settings
+from webtask_frames._wire.config import DEFAULT_BASE_URL, Settings
 
 ENV = {
     "INTUNED_API_KEY": "env-key-0123456789",

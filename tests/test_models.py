@@ -11,7 +11,7 @@ import pytest
 import webtask_frames
 from webtask_frames import Canceled, Completed, FileResult, InlineResult, Pending, Started
 from webtask_frames._exceptions import ProtocolError
-from webtask_frames._models import parse_status
+from webtask_frames._wire.models import parse_status
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 

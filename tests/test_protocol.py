@@ -20,12 +20,12 @@ from webtask_frames import (
     ServerError,
     TransportError,
 )
-from webtask_frames._protocol import (
+from webtask_frames._tables.compiled import coerce_output_schema
+from webtask_frames._wire.protocol import (
     Done,
     Fail,
     Retry,
     build_start_body,
-    coerce_output_schema,
     decide_exception,
     decide_response,
     parse_retry_after,

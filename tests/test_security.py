@@ -19,7 +19,7 @@ from webtask_frames import (
     ConfigurationError,
     TransportError,
 )
-from webtask_frames._config import Settings
+from webtask_frames._wire.config import Settings
 
 MakeClient = Callable[..., AsyncClient]
 SIGNATURE = "sig-9d8c7b6a5f4e"

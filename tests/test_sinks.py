@@ -11,8 +11,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from webtask_frames import InvalidInputError, _sinks
-from webtask_frames._sinks import read_provenance, write_duckdb, write_parquet
+from webtask_frames import InvalidInputError
+from webtask_frames._sinks import parquet as _sinks
+from webtask_frames._sinks.duckdb import write_duckdb
+from webtask_frames._sinks.parquet import read_provenance, write_parquet
 
 HOSTILE = ["../x", "a/b", "", "ünï cødé", "..", "/etc/passwd", "a\\b", None]
 

@@ -6,9 +6,8 @@ Example:
     >>> result = wf.run_batch("List companies", {"industry": ["ai", "bio"]})  # doctest: +SKIP
 """
 
-from ._batch import run_batch, run_batch_async
-from ._batch_result import BatchResult
-from ._client import AsyncClient, Client, RequestCounts
+from ._batch.api import run_batch, run_batch_async
+from ._batch.result import BatchResult
 from ._exceptions import (
     AmbiguousSubmissionError,
     APIError,
@@ -30,7 +29,7 @@ from ._exceptions import (
     WaitTimeoutError,
     WebTaskError,
 )
-from ._frames import (
+from ._read import (
     read_webtask,
     read_webtask_arrow,
     read_webtask_arrow_async,
@@ -38,7 +37,9 @@ from ._frames import (
     read_webtask_result,
     read_webtask_result_async,
 )
-from ._models import (
+from ._version import __version__
+from ._wire.client import AsyncClient, Client, RequestCounts
+from ._wire.models import (
     Canceled,
     Completed,
     Cost,
@@ -50,8 +51,7 @@ from ._models import (
     TaskFailure,
     TaskStatus,
 )
-from ._policies import PollPolicy, RetryPolicy
-from ._version import __version__
+from ._wire.policies import PollPolicy, RetryPolicy
 
 __all__ = [
     "APIError",

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._batch import run_batch
-from ._batch_result import BatchResult
-from ._client import Client
+from ._batch.api import run_batch
+from ._batch.result import BatchResult
+from ._wire.client import Client
 
 __all__ = ["DEMO_GRID", "DEMO_SCHEMA", "DEMO_TASK", "run_demo"]
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._client import AsyncClient
 from ._exceptions import InvalidInputError, SchemaValidationError
-from ._models import Canceled, Completed, FileResult, InlineResult, TaskStatus, status_summary
-from ._protocol import coerce_output_schema
-from ._readers import ReadResult, extension_for, read_data, read_file
-from ._records import add_constant_columns
-from ._schema import layout_for
-from ._validate import Collector, RecordValidator, check_mode
+from ._tables.compiled import coerce_output_schema
+from ._tables.readers import ReadResult, extension_for, read_data, read_file
+from ._tables.records import add_constant_columns
+from ._tables.schema import layout_for
+from ._tables.validate import Collector, RecordValidator, check_mode
+from ._wire.client import AsyncClient
+from ._wire.models import Canceled, Completed, FileResult, InlineResult, TaskStatus, status_summary
 
 __all__ = ["WEBTASK_ID_COLUMN", "Materialized", "materialize"]
 

@@ -124,8 +124,8 @@ def _with_constants(grid: Any, constants: dict[str, Any]) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._batch import run_batch
-    from ._client import Client
+    from ._batch.api import run_batch
+    from ._wire.client import Client
 
     constants = dict(_parse_param(p) for p in args.param)
     grid = _with_constants(_read_grid(Path(args.grid)), constants) if args.grid else [constants]

@@ -10,7 +10,7 @@ import pytest
 from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, FakeAPI
 
 from webtask_frames import AsyncClient, RetryPolicy
-from webtask_frames._batch import BatchResult, run_batch_async
+from webtask_frames._batch.api import BatchResult, run_batch_async
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import sys
 
 from webtask_frames import Client
-from webtask_frames._batch import run_batch
+from webtask_frames._batch.api import run_batch
 
 
 def grid(n_items: int, n_keys: int) -> list[dict[str, object]]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from webtask_frames import InvalidInputError
-from webtask_frames._ledger import Ledger, LedgerLockedError
-from webtask_frames._models import parse_status
-from webtask_frames._plan import build_plan
+from webtask_frames._batch.ledger import Ledger, LedgerLockedError
+from webtask_frames._batch.plan import build_plan
+from webtask_frames._wire.models import parse_status
 
 PLAN = build_plan("Scrape", {"batch": ["S24", "W24", "S23"]}, reuse_key="yc_{batch}")
 
@@ -147,8 +147,8 @@ def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import os
-        from webtask_frames._ledger import Ledger
-        from webtask_frames._plan import build_plan
+        from webtask_frames._batch.ledger import Ledger
+        from webtask_frames._batch.plan import build_plan
         plan = build_plan("Scrape", {{"batch": ["S24", "W24", "S23"]}}, reuse_key="yc_{{batch}}")
         ledger = Ledger.open({str(path)!r}, plan)
         ledger.record_intent(0, attempt=1)

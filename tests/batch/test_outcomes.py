@@ -13,7 +13,7 @@ import pytest
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
 from webtask_frames import RetryPolicy
-from webtask_frames._batch import BatchResult
+from webtask_frames._batch.api import BatchResult
 
 Run = Callable[..., BatchResult]
 

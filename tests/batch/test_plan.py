@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from webtask_frames import InvalidInputError
-from webtask_frames._plan import build_plan, expand_grid, stable_hash
+from webtask_frames._batch.plan import build_plan, expand_grid, stable_hash
 
 
 def test_dict_of_lists_is_a_cartesian_product_in_key_order() -> None:

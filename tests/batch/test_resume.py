@@ -12,9 +12,9 @@ import pytest
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
 from webtask_frames import AsyncClient, InvalidInputError
-from webtask_frames._batch import BatchResult, run_batch, run_batch_async
-from webtask_frames._ledger import Ledger
-from webtask_frames._plan import build_plan
+from webtask_frames._batch.api import BatchResult, run_batch, run_batch_async
+from webtask_frames._batch.ledger import Ledger
+from webtask_frames._batch.plan import build_plan
 
 Run = Callable[..., BatchResult]
 GRID = {"i": [0, 1, 2, 3]}

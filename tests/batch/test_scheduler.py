@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from webtask_frames._policies import PollPolicy
-from webtask_frames._scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
+from webtask_frames._batch.scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
+from webtask_frames._wire.policies import PollPolicy
 
 # -- Estimator -------------------------------------------------------------------------
 

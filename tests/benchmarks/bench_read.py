@@ -154,10 +154,10 @@ def _child(case: str, path: str, schema_path: str) -> None:
         seconds = time.perf_counter() - t0
         n_invalid = -1
     else:
-        from webtask_frames._frames import table_to_pandas
-        from webtask_frames._readers import read_file
-        from webtask_frames._schema import layout_for
-        from webtask_frames._validate import Collector, RecordValidator
+        from webtask_frames._tables.readers import read_file
+        from webtask_frames._tables.schema import layout_for
+        from webtask_frames._tables.unify import table_to_pandas
+        from webtask_frames._tables.validate import Collector, RecordValidator
 
         t0 = time.perf_counter()
         layout = layout_for(json.loads(Path(schema_path).read_text()))

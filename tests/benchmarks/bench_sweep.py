@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from webtask_frames import AsyncClient
-from webtask_frames._batch import run_batch_async
-from webtask_frames._models import parse_status
+from webtask_frames._batch.api import run_batch_async
+from webtask_frames._wire.models import parse_status
 from webtask_frames.sandbox import Sandbox
 
 TASK = "List the companies of this source"

@@ -20,7 +20,7 @@ import jsonschema
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_read import SCHEMA, make_record
 
-from webtask_frames._validate import RecordValidator
+from webtask_frames._tables.validate import RecordValidator
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from webtask_frames import InvalidInputError
-from webtask_frames._records import records_to_table, shape
-from webtask_frames._schema import layout_for
+from webtask_frames._tables.records import records_to_table, shape
+from webtask_frames._tables.schema import layout_for
 
 
 def test_list_is_one_row_per_element() -> None:
@@ -140,7 +140,7 @@ def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops() -> Non
     import threading
     import time
 
-    from webtask_frames._blocks import _prefetch
+    from webtask_frames._tables.blocks import _prefetch
 
     closed: list[bool] = []
 

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from webtask_frames._frames import record_arrow_schema, unify_tables
-from webtask_frames._protocol import coerce_output_schema
-from webtask_frames._records import records_to_table, shape
-from webtask_frames._schema import DICT_TYPE, TIMESTAMP_TYPE, layout_for
+from webtask_frames._tables.compiled import coerce_output_schema, record_arrow_schema
+from webtask_frames._tables.records import records_to_table, shape
+from webtask_frames._tables.schema import DICT_TYPE, TIMESTAMP_TYPE, layout_for
+from webtask_frames._tables.unify import unify_tables
 
 DICT = DICT_TYPE
 

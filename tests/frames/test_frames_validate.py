@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webtask_frames._certify import Certifier
-from webtask_frames._readers import read_data, read_file
-from webtask_frames._records import records_to_table
-from webtask_frames._schema import layout_for
-from webtask_frames._validate import Collector, RecordValidator, json_path
+from webtask_frames._tables.certify import Certifier
+from webtask_frames._tables.readers import read_data, read_file
+from webtask_frames._tables.records import records_to_table
+from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.validate import Collector, RecordValidator, json_path
 
 JSON = st.recursive(
     st.none()
@@ -354,7 +354,7 @@ def test_timestamp_parsing_is_the_same_on_every_path(text: str) -> None:
 @given(data=st.data())
 def test_tiny_blocks_give_the_same_result(fmt: str, data: st.DataObject) -> None:
     """Block cutting (carries, separators across block ends) changes nothing."""
-    import webtask_frames._blocks as readers
+    import webtask_frames._tables.blocks as readers
 
     records = [r for r in data.draw(records_for(ITEM)) if isinstance(r, dict)] or [{}]
     sizes = (readers.BLOCK_BYTES, readers.ARRAY_BATCH_ROWS)

@@ -14,10 +14,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, Protocol, cast
 
-if TYPE_CHECKING:
-    from ._validation import StartRequest
+
+class StartRequestLike(Protocol):
+    """What an override matches on (``_validation.StartRequest`` has it); a protocol here
+    keeps configuration independent of request parsing, which builds on it."""
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def parameters(self) -> Mapping[str, Any]: ...
+
+    @property
+    def reuse_key(self) -> str | None: ...
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -253,7 +264,7 @@ class TaskOverride:
     parameters: Mapping[str, Any] | None = None
     reuse_key: str | None = None
     task_contains: str | None = None
-    predicate: Callable[[StartRequest], bool] | None = field(default=None, compare=False)
+    predicate: Callable[[Any], bool] | None = field(default=None, compare=False)
     outcome: Outcome | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -271,7 +282,7 @@ class TaskOverride:
         """The behaviour fields as a :class:`Behaviour`."""
         return Behaviour(**{k: getattr(self, k) for k in _BEHAVIOUR_KEYS})
 
-    def matches(self, request: StartRequest) -> bool:
+    def matches(self, request: StartRequestLike) -> bool:
         """Whether ``request`` is selected by this override."""
         if self.parameters is not None:
             for k, v in self.parameters.items():
@@ -443,7 +454,7 @@ class SandboxConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
-    def behaviour_for(self, request: StartRequest) -> Behaviour:
+    def behaviour_for(self, request: StartRequestLike) -> Behaviour:
         """The first matching override's behaviour (or an empty one)."""
         for override in self.overrides:
             if override.matches(request):

@@ -1,7 +1,7 @@
 """``read_webtask``: one call from a task to a typed, validated DataFrame.
 
 Built on ``materialize`` (one completed status -> one Arrow table), which the batch
-runner also uses per item, with ``unify_tables`` to combine items.
+runner also uses per item.
 
 Columns, in order: the record's fields (those the outputSchema declares, typed, even
 when absent from the data; else inferred), broadcast siblings of a wrapper array, one
@@ -16,128 +16,31 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ._client import AsyncClient, Client
 from ._exceptions import InvalidInputError, SchemaValidationError, WaitTimeoutError
-from ._materialize import Materialized, _materialize, materialize
-from ._models import Canceled, Completed
-from ._portal import run_sync
-from ._protocol import build_start_body, coerce_output_schema
-from ._records import to_array
-from ._schema import Node, arrow_type, layout_for, node_from_arrow, unify_nodes
-from ._validate import check_mode
+from ._materialize import Materialized, _materialize
+from ._tables.compiled import coerce_output_schema
+from ._tables.unify import table_to_pandas
+from ._tables.validate import check_mode
+from ._wire.client import AsyncClient, Client
+from ._wire.models import Canceled, Completed
+from ._wire.portal import run_sync
+from ._wire.protocol import build_start_body
 
 __all__ = [
-    "Materialized",
-    "materialize",
     "read_webtask",
     "read_webtask_arrow",
     "read_webtask_arrow_async",
     "read_webtask_async",
     "read_webtask_result",
     "read_webtask_result_async",
-    "record_arrow_schema",
-    "table_to_pandas",
-    "unify_tables",
 ]
-
-
-def record_arrow_schema(output_schema: Mapping[str, Any] | None) -> pa.Schema | None:
-    """The Arrow schema of the record columns an outputSchema yields (broadcast
-    columns of a wrapper included), or None without a schema.
-
-    Example:
-        >>> record_arrow_schema({"type": "array", "items": {"type": "object", "properties": {
-        ...     "n": {"type": "integer"}, "at": {"type": "string", "format": "date"}}}})
-        n: int64
-        at: date32[day]
-    """
-    if output_schema is None:
-        return None
-    layout = layout_for(coerce_output_schema(output_schema))
-    assert layout is not None
-    return pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
-
-
-_CASTABLE = (
-    (pa.types.is_integer, pa.types.is_floating),
-    (pa.types.is_dictionary, pa.types.is_string),
-)
-
-
-def _conform(column: pa.ChunkedArray, target: pa.DataType, node: Node) -> Any:
-    if column.type == target and node.kind != "json":
-        return column
-    if pa.types.is_null(column.type):
-        return pa.nulls(len(column), target)
-    for source_ok, target_ok in _CASTABLE:
-        if source_ok(column.type) and target_ok(target):
-            return pc.cast(column, target)
-    return to_array(column.to_pylist(), node)
-
-
-def unify_tables(tables: Sequence[pa.Table]) -> pa.Table:
-    """Concatenate tables whose schemas may differ, with consistent promotion.
-
-    Columns are ordered by first appearance; a column missing from a table is null
-    there; identical types are kept as they are (so schema-declared types survive);
-    otherwise int+float -> float, dictionary+string -> string, structs merge by field,
-    lists by item, mixed scalars -> string and mixed with nested -> JSON text.
-
-    Example:
-        >>> t = unify_tables([pa.table({"a": [1]}), pa.table({"a": [2.5], "b": ["x"]})])
-        >>> t.schema.types, t.column("b").to_pylist()
-        ([DataType(double), DataType(string)], [None, 'x'])
-    """
-    tables = [t for t in tables if t is not None]
-    if not tables:
-        return pa.table({})
-    first = tables[0].schema
-    if all(t.schema.equals(first) for t in tables[1:]):
-        return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
-    names: list[str] = []
-    types: dict[str, list[pa.DataType]] = {}
-    for t in tables:
-        for f in t.schema:
-            if f.name not in types:
-                names.append(f.name)
-                types[f.name] = []
-            types[f.name].append(f.type)
-    targets: dict[str, pa.DataType] = {}
-    nodes: dict[str, Node] = {}
-    for name in names:
-        seen = [t for t in types[name] if not pa.types.is_null(t)]
-        node = node_from_arrow(seen[0]) if seen else node_from_arrow(pa.null())
-        for other in seen[1:]:
-            node = unify_nodes(node, node_from_arrow(other))
-        nodes[name] = node
-        if not seen:
-            targets[name] = pa.null()
-        elif all(t == seen[0] for t in seen):
-            targets[name] = seen[0]
-        else:
-            targets[name] = arrow_type(node)
-    out = []
-    for t in tables:
-        arrays = []
-        for name in names:
-            if name in t.column_names:
-                arrays.append(_conform(t.column(name), targets[name], nodes[name]))
-            else:
-                arrays.append(pa.nulls(t.num_rows, targets[name]))
-        schema = pa.schema([pa.field(n, targets[n]) for n in names])
-        out.append(pa.Table.from_arrays(arrays, schema=schema))
-    return pa.concat_tables(out).unify_dictionaries()
-
-
-# -- read_webtask --------------------------------------------------------------------------
 
 
 DTYPE_BACKENDS = ("pyarrow", "numpy_nullable")
@@ -272,32 +175,6 @@ def _with_metadata(m: Materialized) -> pa.Table:
     meta = dict(m.table.schema.metadata or {})
     meta[b"webtask"] = json.dumps(m.summary, default=str).encode()
     return m.table.replace_schema_metadata(meta)
-
-
-_NULLABLE_NUMPY: dict[pa.DataType, Any] = {
-    pa.int8(): pd.Int8Dtype(),
-    pa.int16(): pd.Int16Dtype(),
-    pa.int32(): pd.Int32Dtype(),
-    pa.int64(): pd.Int64Dtype(),
-    pa.uint8(): pd.UInt8Dtype(),
-    pa.uint16(): pd.UInt16Dtype(),
-    pa.uint32(): pd.UInt32Dtype(),
-    pa.uint64(): pd.UInt64Dtype(),
-    pa.float32(): pd.Float32Dtype(),
-    pa.float64(): pd.Float64Dtype(),
-    pa.bool_(): pd.BooleanDtype(),
-    pa.string(): pd.StringDtype(),
-    pa.large_string(): pd.StringDtype(),
-}
-
-
-def table_to_pandas(table: pa.Table, dtype_backend: str = "pyarrow") -> pd.DataFrame:
-    """An Arrow table as a DataFrame: ``ArrowDtype`` columns (``"pyarrow"``) or pandas'
-    nullable NumPy dtypes (``"numpy_nullable"``; enums become ``category``)."""
-    table = table.replace_schema_metadata(None)
-    mapper = pd.ArrowDtype if dtype_backend == "pyarrow" else _NULLABLE_NUMPY.get
-    df: pd.DataFrame = table.to_pandas(types_mapper=mapper)
-    return df
 
 
 def _frame(m: Materialized, dtype_backend: str) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._policies import PollPolicy
+from .._wire.policies import PollPolicy
 
 __all__ = ["ClockRate", "Estimate", "Estimator", "PollPlan", "Scheduler"]
 

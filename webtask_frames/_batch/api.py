@@ -16,16 +16,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._batch_result import IN_FLIGHT, SUCCEEDED, BatchResult, ItemReport, build_tasks_table
-from ._client import AsyncClient, Client
-from ._exceptions import InvalidInputError
-from ._ledger import Ledger
-from ._plan import BatchPlan, Template, build_plan
-from ._policies import RetryPolicy
-from ._portal import run_sync
-from ._runner import Options, Runner, history
-from ._scheduler import Scheduler
-from ._validate import check_mode
+from .._exceptions import InvalidInputError
+from .._tables.validate import check_mode
+from .._wire.client import AsyncClient, Client
+from .._wire.policies import RetryPolicy
+from .._wire.portal import run_sync
+from .engine import Options, Runner, history
+from .ledger import Ledger
+from .plan import BatchPlan, Template, build_plan
+from .result import IN_FLIGHT, SUCCEEDED, BatchResult, ItemReport, build_tasks_table
+from .scheduler import Scheduler
 
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 

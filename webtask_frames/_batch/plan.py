@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._exceptions import InvalidInputError
-from ._protocol import build_start_body, coerce_output_schema
+from .._exceptions import InvalidInputError
+from .._tables.compiled import coerce_output_schema
+from .._wire.protocol import build_start_body
 
 __all__ = ["BatchPlan", "Item", "build_plan", "canonical_json", "expand_grid", "stable_hash"]
 

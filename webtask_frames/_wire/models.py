@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ._exceptions import ProtocolError, TaskCanceledError, TaskFailedError
-from ._redact import redact_url
+from .._exceptions import ProtocolError, TaskCanceledError, TaskFailedError
+from .._redact import redact_url
 
 __all__ = [
     "Canceled",

@@ -25,8 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._config import Settings, is_loopback_host, origin_of
-from ._exceptions import (
+from .._exceptions import (
     ConfigurationError,
     DownloadError,
     InvalidInputError,
@@ -35,12 +34,13 @@ from ._exceptions import (
     TransportError,
     WaitTimeoutError,
 )
-from ._models import Canceled, Completed, FileResult, TaskStatus, parse_status
-from ._policies import PollPolicy, RetryPolicy
-from ._portal import run_sync
-from ._protocol import Done, Fail, RequestKind, build_start_body, decide_exception, decide_response
-from ._redact import install_log_filter, mask_key, redact_url
-from ._version import __version__
+from .._redact import install_log_filter, mask_key, redact_url
+from .._version import __version__
+from .config import Settings, is_loopback_host, origin_of
+from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
+from .policies import PollPolicy, RetryPolicy
+from .portal import run_sync
+from .protocol import Done, Fail, RequestKind, build_start_body, decide_exception, decide_response
 
 __all__ = ["AsyncClient", "Client", "RequestCounts"]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from ._plan import BatchPlan
+from .plan import BatchPlan
 
 if TYPE_CHECKING:
     import duckdb
@@ -248,7 +248,7 @@ class BatchResult:
         import hashlib
         import json
 
-        from ._version import __version__
+        from .._version import __version__
 
         schema = self.plan.output_schema
         schema_hash = (
@@ -278,7 +278,7 @@ class BatchResult:
         Example:
             >>> result.to_parquet("companies", partition_by=["batch"])  # doctest: +SKIP
         """
-        from ._sinks import write_parquet
+        from .._sinks.parquet import write_parquet
 
         return write_parquet(
             self._keyed(self.to_arrow(), rows=True),
@@ -307,7 +307,7 @@ class BatchResult:
         Example:
             >>> result.to_duckdb("sweep.duckdb", "companies", mode="merge")  # doctest: +SKIP
         """
-        from ._sinks import write_duckdb
+        from .._sinks.duckdb import write_duckdb
 
         write_duckdb(
             database,

@@ -36,18 +36,19 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ._blocks import _array_style, _Block, _NotLineDelimited, blocks, loads
-from ._certify import Certifier, rows_with_null
-from ._exceptions import ProtocolError
-from ._records import (
+from .._exceptions import ProtocolError
+from .blocks import _array_style, _Block, _NotLineDelimited, blocks, loads
+from .certify import Certifier, rows_with_null
+from .records import (
     add_constant_columns,
     jsonable,
     records_to_table,
     shape,
     to_array,
 )
-from ._schema import Layout, Node, arrow_type, parse_type
-from ._validate import Collector, contains_nonfinite
+from .schema import Layout, Node, arrow_type, parse_type
+from .unify import unify_tables
+from .validate import Collector, contains_nonfinite
 
 __all__ = [
     "FORMATS",
@@ -303,7 +304,6 @@ def _inferred_table(block: _Block) -> pa.Table | None:
 
 
 def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
-    from ._frames import unify_tables  # the promotion rules live with the public API
 
     parts: list[pa.Table] = []
     for block in blocks(path, fmt):

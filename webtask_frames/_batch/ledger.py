@@ -40,9 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ._exceptions import InvalidInputError
-from ._models import Canceled, Completed, TaskStatus, parse_status
-from ._plan import BatchPlan, canonical_json
+from .._exceptions import InvalidInputError
+from .._wire.models import Canceled, Completed, TaskStatus, parse_status
+from .plan import BatchPlan, canonical_json
 
 __all__ = ["AttemptRow", "Ledger", "LedgerLockedError"]
 

@@ -32,7 +32,7 @@ import jsonschema_rs
 import numpy as np
 from jsonschema.exceptions import relevance
 
-from ._exceptions import InvalidInputError
+from .._exceptions import InvalidInputError
 
 __all__ = [
     "MODES",

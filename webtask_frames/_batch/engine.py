@@ -32,17 +32,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from ._batch_result import (
-    AMBIGUOUS,
-    FAILED,
-    IN_FLIGHT,
-    PLANNED,
-    SKIPPED,
-    SUCCEEDED,
-    ItemReport,
-)
-from ._client import AsyncClient
-from ._exceptions import (
+from .._exceptions import (
     FATAL_TASK_CODES,
     AmbiguousSubmissionError,
     AuthenticationError,
@@ -51,12 +41,24 @@ from ._exceptions import (
     ProtocolError,
     WebTaskError,
 )
-from ._frames import materialize, record_arrow_schema, unify_tables
-from ._ledger import AttemptRow, Ledger
-from ._models import Canceled, Completed, FileResult, Pending, Started, TaskStatus
-from ._plan import BatchPlan
-from ._policies import RetryPolicy
-from ._scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
+from .._materialize import materialize
+from .._tables.compiled import record_arrow_schema
+from .._tables.unify import unify_tables
+from .._wire.client import AsyncClient
+from .._wire.models import Canceled, Completed, FileResult, Pending, Started, TaskStatus
+from .._wire.policies import RetryPolicy
+from .ledger import AttemptRow, Ledger
+from .plan import BatchPlan
+from .result import (
+    AMBIGUOUS,
+    FAILED,
+    IN_FLIGHT,
+    PLANNED,
+    SKIPPED,
+    SUCCEEDED,
+    ItemReport,
+)
+from .scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
 
 __all__ = ["Options", "Runner", "history"]
 

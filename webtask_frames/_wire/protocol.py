@@ -24,13 +24,11 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import jsonschema
 
-from ._exceptions import (
+from .._exceptions import (
     AmbiguousSubmissionError,
     APIError,
     AuthenticationError,
@@ -42,7 +40,8 @@ from ._exceptions import (
     TransportError,
     WebTaskError,
 )
-from ._policies import RetryPolicy
+from .._tables.compiled import coerce_output_schema
+from .policies import RetryPolicy
 
 __all__ = [
     "MODELS",
@@ -50,7 +49,6 @@ __all__ = [
     "Fail",
     "Retry",
     "build_start_body",
-    "coerce_output_schema",
     "decide_exception",
     "decide_response",
     "error_from_response",
@@ -97,56 +95,6 @@ class Fail:
 
 
 Decision = Done | Retry | Fail
-
-
-def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
-    """A JSON Schema dict from a dict, a JSON file path, or a pydantic model (class or instance).
-
-    The schema is checked against the draft 2020-12 metaschema; a bad schema raises
-    ``InvalidInputError`` with the JSON path of the problem, before any request.
-
-    Example:
-        >>> coerce_output_schema({"type": "object"})
-        {'type': 'object'}
-    """
-    if output_schema is None:
-        return None
-    schema: Any = output_schema
-    if isinstance(output_schema, str | Path):
-        path = Path(output_schema)
-        try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InvalidInputError(
-                f"output_schema: cannot read {str(path)!r} ({exc.strerror}); pass a dict, a "
-                "pydantic model or the path of a JSON file",
-                field="output_schema",
-            ) from exc
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(
-                f"output_schema: {str(path)!r} is not JSON (line {exc.lineno}: {exc.msg})",
-                field="output_schema",
-            ) from exc
-    elif hasattr(output_schema, "model_json_schema"):
-        # Duck-typed pydantic support: a model class or instance, without importing pydantic.
-        maker = output_schema.model_json_schema
-        schema = maker() if callable(maker) else None
-    if not isinstance(schema, Mapping):
-        raise InvalidInputError(
-            f"output_schema: expected a JSON Schema object (dict), a pydantic model or a JSON "
-            f"file path, got {type(output_schema).__name__}",
-            field="output_schema",
-        )
-    checked: dict[str, Any] = dict(schema)
-    try:
-        jsonschema.Draft202012Validator.check_schema(checked)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise InvalidInputError(
-            f"output_schema is not valid JSON Schema draft 2020-12 at {where}: {exc.message}",
-            field="output_schema",
-        ) from None
-    return checked
 
 
 def _check_json(field: str, value: Any) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._schema import ANNOTATIONS, Layout, Node, resolve_pointer
+from .schema import ANNOTATIONS, Layout, Node, resolve_pointer
 
 __all__ = ["Certifier", "rows_with_null"]
 

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._exceptions import ProtocolError
+from .._exceptions import ProtocolError
 
 __all__ = ["BLOCK_BYTES", "blocks", "loads"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._exceptions import InvalidInputError
-from ._schema import (
+from .._exceptions import InvalidInputError
+from .schema import (
     NULL,
     Layout,
     Node,

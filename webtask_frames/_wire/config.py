@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ._exceptions import ConfigurationError
-from ._redact import mask_key
+from .._exceptions import ConfigurationError
+from .._redact import mask_key
 
 __all__ = ["DEFAULT_BASE_URL", "ENV_API_KEY", "ENV_BASE_URL", "ENV_WORKSPACE_ID", "Settings"]
 

@@ -1,0 +1,1 @@
+"""The batch layer: plan, scheduler, ledger, engine and result of a sweep."""

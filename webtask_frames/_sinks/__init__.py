@@ -1,0 +1,1 @@
+"""The sinks layer: Arrow tables landed in Parquet files and DuckDB tables, atomically."""

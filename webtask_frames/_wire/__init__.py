@@ -1,0 +1,1 @@
+"""The wire layer: settings, policies, wire models, protocol decisions, the HTTP client."""
