@@ -240,6 +240,93 @@ def _unknown() -> None:
     return None
 
 
+def _null_verdict(
+    check: _Check, nulls: np.ndarray, required: bool | None, maybe_null: _MaybeNull
+) -> bool | np.ndarray:
+    """The verdict for rows whose value is an Arrow null (see ``_evaluate``)."""
+    if required is None:
+        return check.null_ok
+    if required:
+        return False
+    if check.null_ok or not nulls.any():
+        return check.null_ok
+    flags = maybe_null.get()
+    # certainly absent (valid) unless the row's text has a null
+    return False if flags is None else ~flags
+
+
+def _within(lengths: np.ndarray, low: int | None, high: int | None) -> np.ndarray:
+    ok = np.ones(len(lengths), dtype=bool)
+    if low is not None:
+        ok &= lengths >= low
+    if high is not None:
+        ok &= lengths <= high
+    return ok
+
+
+def _strings_ok(check: _Check, arr: pa.Array, _maybe_null: _MaybeNull) -> np.ndarray:
+    ok = np.ones(len(arr), dtype=bool)
+    if check.enum is not None:
+        ok &= _np(pc.fill_null(pc.is_in(arr, value_set=pa.array(check.enum, pa.string())), True))
+    if check.min_len is not None or check.max_len is not None:
+        lengths = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+        ok &= _within(lengths, check.min_len, check.max_len)
+    return ok
+
+
+_COMPARE: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "minimum": np.greater_equal,
+    "maximum": np.less_equal,
+    "exclusiveMinimum": np.greater,
+    "exclusiveMaximum": np.less,
+}
+
+
+def _numbers_ok(check: _Check, arr: pa.Array, _maybe_null: _MaybeNull) -> np.ndarray:
+    ok = np.ones(len(arr), dtype=bool)
+    if check.kind == "float":
+        values = pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False)
+        ok &= np.isfinite(values)
+    else:
+        values = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+    if check.bounds:
+        ok &= np.abs(values.astype(np.float64)) <= _EXACT_FLOAT
+        for key, bound in check.bounds:
+            ok &= _COMPARE[key](values, bound)
+    return ok
+
+
+def _struct_ok(check: _Check, arr: pa.Array, maybe_null: _MaybeNull) -> np.ndarray:
+    ok = np.ones(len(arr), dtype=bool)
+    for name, child, req in check.fields:
+        ok &= _evaluate(child, _struct_field(arr, name), req, maybe_null)
+    return ok
+
+
+def _list_ok(check: _Check, arr: pa.Array, maybe_null: _MaybeNull) -> np.ndarray:
+    assert check.item is not None
+    ok = np.ones(len(arr), dtype=bool)
+    if check.min_items is not None or check.max_items is not None:
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+        ok &= _within(lengths, check.min_items, check.max_items)
+    flat = arr.flatten()
+    if len(flat):
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        item_ok = _evaluate(check.item, flat, None, maybe_null.child(parents))
+        if not item_ok.all():
+            ok[parents[~item_ok]] = False
+    return ok
+
+
+_KIND_CHECKS: dict[str, Callable[[_Check, pa.Array, _MaybeNull], np.ndarray]] = {
+    **dict.fromkeys(_STRINGY, _strings_ok),
+    "int": _numbers_ok,
+    "float": _numbers_ok,
+    "struct": _struct_ok,
+    "list": _list_ok,
+}
+
+
 def _evaluate(
     check: _Check, arr: pa.Array, required: bool | None, maybe_null: _MaybeNull
 ) -> np.ndarray:
@@ -249,64 +336,9 @@ def _evaluate(
     text holds a ``null`` token; None: unknown) allows it."""
     n = len(arr)
     nulls = _np(arr.is_null()) if arr.null_count else np.zeros(n, dtype=bool)
-    null_verdict: bool | np.ndarray
-    if required is None:
-        null_verdict = check.null_ok
-    elif required:
-        null_verdict = False
-    elif check.null_ok or not nulls.any():
-        null_verdict = check.null_ok
-    else:
-        flags = maybe_null.get()
-        # certainly absent (valid) unless the row's text has a null
-        null_verdict = False if flags is None else ~flags
-    ok = np.ones(n, dtype=bool)
-    kind = check.kind
-    if kind in _STRINGY:
-        if check.enum is not None:
-            ok &= _np(
-                pc.fill_null(pc.is_in(arr, value_set=pa.array(check.enum, pa.string())), True)
-            )
-        if check.min_len is not None or check.max_len is not None:
-            lengths = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
-            if check.min_len is not None:
-                ok &= lengths >= check.min_len
-            if check.max_len is not None:
-                ok &= lengths <= check.max_len
-    elif kind in ("int", "float"):
-        if kind == "float":
-            values = pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False)
-            ok &= np.isfinite(values)
-        else:
-            values = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
-        if check.bounds:
-            ok &= np.abs(values.astype(np.float64)) <= _EXACT_FLOAT
-            for key, bound in check.bounds:
-                if key == "minimum":
-                    ok &= values >= bound
-                elif key == "maximum":
-                    ok &= values <= bound
-                elif key == "exclusiveMinimum":
-                    ok &= values > bound
-                else:
-                    ok &= values < bound
-    elif kind == "struct":
-        for name, child, req in check.fields:
-            ok &= _evaluate(child, _struct_field(arr, name), req, maybe_null)
-    elif kind == "list":
-        assert check.item is not None
-        if check.min_items is not None or check.max_items is not None:
-            lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
-            if check.min_items is not None:
-                ok &= lengths >= check.min_items
-            if check.max_items is not None:
-                ok &= lengths <= check.max_items
-        flat = arr.flatten()
-        if len(flat):
-            parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-            item_ok = _evaluate(check.item, flat, None, maybe_null.child(parents))
-            if not item_ok.all():
-                ok[parents[~item_ok]] = False
+    null_verdict = _null_verdict(check, nulls, required, maybe_null)
+    kind_check = _KIND_CHECKS.get(check.kind)
+    ok = kind_check(check, arr, maybe_null) if kind_check else np.ones(n, dtype=bool)
     return np.where(nulls, null_verdict, ok)
 
 
