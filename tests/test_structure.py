@@ -1,0 +1,175 @@
+"""The package's shape, as rules a change cannot silently break.
+
+* No import cycle between the package's modules, counting every import statement
+  wherever it stands (lazy imports inside functions and ``TYPE_CHECKING`` blocks too),
+  so a cycle cannot be hidden by moving an import into a function.
+* No module over ``MAX_LINES`` lines: one concept per module.
+* No function over cyclomatic complexity ``MAX_COMPLEXITY`` as radon counts it (``with``,
+  comprehensions and boolean operators included), except schema compilation and the
+  sandbox's data generator, whose branching mirrors JSON Schema's keywords.
+* The README's module map names exactly the package's modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from radon.complexity import cc_visit
+from radon.visitors import Class, Function
+
+import webtask_frames
+
+PACKAGE = Path(webtask_frames.__file__).parent
+ROOT = PACKAGE.parent
+MAX_LINES = 600
+MAX_COMPLEXITY = 20
+# (module, qualified function name prefix) where branching follows JSON Schema's keywords.
+COMPLEXITY_EXEMPT = (
+    ("webtask_frames._tables.certify", "_Compiler."),
+    ("webtask_frames._tables.schema", "_Resolver."),
+    ("webtask_frames._tables.schema", "layout_for"),
+    ("webtask_frames.sandbox._datagen", ""),
+)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    """Every package module ``name`` imports, from any statement anywhere in the file."""
+    base = name if _is_package(name) else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                module = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            # ``from pkg import sub`` imports the submodule ``pkg.sub`` when there is one.
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in MODULES and target != name:
+                yield target
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: set(_imports(name, path)) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_is_read() -> None:
+    graph = _graph()
+    # A known edge of each kind: a top-level relative import and a lazy one in a function.
+    assert "webtask_frames._wire.client" in graph["webtask_frames._read"]
+    assert "webtask_frames._demo" in graph["webtask_frames.cli"]
+
+
+def test_cycle_detection_finds_a_lazy_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles(_graph()) == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_size(name: str) -> None:
+    lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by concept"
+
+
+def _functions(blocks: list[Function | Class], prefix: str = "") -> Iterator[tuple[str, int]]:
+    for block in blocks:
+        if isinstance(block, Class):
+            yield from _functions(list(block.methods), f"{prefix}{block.name}.")
+            yield from _functions(list(block.inner_classes), f"{prefix}{block.name}.")
+        else:
+            yield f"{prefix}{block.name}", block.complexity
+            yield from _functions(list(block.closures), f"{prefix}{block.name}.")
+
+
+def _exempt(module: str, function: str) -> bool:
+    return any(module == m and function.startswith(f) for m, f in COMPLEXITY_EXEMPT)
+
+
+def test_complexity_counts_like_radon() -> None:
+    source = "def f(xs):\n    with open('x'):\n        return [x for x in xs if x and x > 1]\n"
+    assert dict(_functions(cc_visit(source))) == {"f": 5}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_function_complexity(name: str) -> None:
+    blocks = cc_visit(MODULES[name].read_text(encoding="utf-8"))
+    too_complex = {
+        function: score
+        for function, score in _functions(blocks)
+        if score > MAX_COMPLEXITY and not _exempt(name, function)
+    }
+    assert too_complex == {}, f"{name}: split these functions"
+
+
+def test_readme_module_map_matches_the_tree() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\s*(?:[│├└─ ]*)([\w/]+\.py)\b", section, re.MULTILINE))
+    actual = {
+        str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py") if path.name != "__main__.py"
+    }
+    assert listed == actual
