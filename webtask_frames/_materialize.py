@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 
 from ._exceptions import InvalidInputError, SchemaValidationError
-from ._tables.compiled import coerce_output_schema
+from ._tables.compiled import SchemaPlan, schema_plan
 from ._tables.readers import ReadResult, extension_for, read_data, read_file
 from ._tables.records import add_constant_columns
-from ._tables.schema import layout_for
-from ._tables.validate import Collector, RecordValidator, check_mode
+from ._tables.schema import Layout
+from ._tables.validate import Collector, check_mode
 from ._wire.client import AsyncClient
 from ._wire.models import Canceled, Completed, FileResult, InlineResult, TaskStatus, status_summary
 
@@ -94,18 +94,7 @@ def _validation_message(
     )
 
 
-async def _materialize(
-    client: AsyncClient,
-    status: TaskStatus,
-    *,
-    output_schema: Any,
-    parameters: Mapping[str, Any] | None,
-    record_path: str | None,
-    validate: str,
-    cache_dir: Path | None,
-    extra_columns: Mapping[str, Any] | None,
-) -> Materialized:
-    mode = check_mode(validate)
+def _check_completed(status: TaskStatus) -> Completed:
     if isinstance(status, Canceled):
         status.raise_for_outcome()
     if not isinstance(status, Completed):
@@ -116,55 +105,69 @@ async def _materialize(
             web_task_id=status.web_task_id,
         )
     status.raise_for_outcome()
-    schema = coerce_output_schema(output_schema)
-    layout = layout_for(schema)
-    validator = (
-        RecordValidator(layout.record_schema) if layout is not None and mode != "off" else None
-    )
-    collector = Collector(validator, keep_messages=mode == "flag")
-    raw_path: Path | None = None
+    return status
+
+
+async def _read_result(
+    client: AsyncClient,
+    status: Completed,
+    *,
+    layout: Layout | None,
+    collector: Collector,
+    record_path: str | None,
+    cache_dir: Path | None,
+) -> tuple[ReadResult, Path | None]:
+    """The result's records as a table (file results downloaded or taken from the cache),
+    and the cached raw file if any."""
     result = status.result
-    read: ReadResult
-    if isinstance(result, FileResult):
-        path, tmp = await _fetch(client, result, status.web_task_id, cache_dir)
-        try:
-            read = await asyncio.to_thread(
-                read_file,
-                path,
-                result.content_type,
-                layout=layout,
-                collector=collector,
-                record_path=record_path,
-            )
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
-        raw_path = path if cache_dir is not None else None
-    else:
+    if not isinstance(result, FileResult):
         data = result.data if isinstance(result, InlineResult) else None
         read = read_data(data, layout=layout, collector=collector, record_path=record_path)
-    table = read.table
+        return read, None
+    path, tmp = await _fetch(client, result, status.web_task_id, cache_dir)
+    try:
+        read = await asyncio.to_thread(
+            read_file,
+            path,
+            result.content_type,
+            layout=layout,
+            collector=collector,
+            record_path=record_path,
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return read, (path if cache_dir is not None else None)
+
+
+def _with_columns(
+    table: pa.Table,
+    web_task_id: str,
+    parameters: Mapping[str, Any] | None,
+    extra_columns: Mapping[str, Any] | None,
+) -> pa.Table:
     if parameters:
         table = add_constant_columns(table, dict(parameters))
     if extra_columns:
         table = add_constant_columns(table, dict(extra_columns), override=True)
-    table = add_constant_columns(table, {WEBTASK_ID_COLUMN: status.web_task_id}, override=True)
+    return add_constant_columns(table, {WEBTASK_ID_COLUMN: web_task_id}, override=True)
+
+
+def _apply_mode(
+    table: pa.Table, mode: str, collector: Collector, web_task_id: str, n_records: int
+) -> tuple[pa.Table, str | None]:
+    """Act on the invalid rows per ``mode``: raise, warn (the message), flag or drop."""
     n_invalid = collector.n_invalid
-    warning = None
-    if n_invalid:
-        if mode == "raise":
-            raise SchemaValidationError(
-                _validation_message(
-                    status.web_task_id, n_invalid, read.n_records, collector.errors
-                ),
-                errors=list(collector.errors),
-                n_invalid=n_invalid,
-                web_task_id=status.web_task_id,
-            )
+    if n_invalid and mode in ("raise", "warn"):
+        message = _validation_message(web_task_id, n_invalid, n_records, collector.errors)
         if mode == "warn":
-            warning = _validation_message(
-                status.web_task_id, n_invalid, read.n_records, collector.errors
-            )
+            return table, message
+        raise SchemaValidationError(
+            message,
+            errors=list(collector.errors),
+            n_invalid=n_invalid,
+            web_task_id=web_task_id,
+        )
     mask = collector.mask()
     if mode == "flag":
         messages = [collector.messages.get(i) for i in range(table.num_rows)]
@@ -173,10 +176,41 @@ async def _materialize(
         table = table.append_column("_errors", pa.array(messages, pa.string()))
     elif mode == "drop" and n_invalid:
         table = table.filter(pa.array(mask, pa.bool_()))
-    summary = {k: v for k, v in _jsonish(status_summary(status)).items() if k != "raw"}
+    return table, None
+
+
+async def _materialize(
+    client: AsyncClient,
+    status: TaskStatus,
+    *,
+    schema: SchemaPlan | None,
+    parameters: Mapping[str, Any] | None,
+    record_path: str | None,
+    validate: str,
+    cache_dir: Path | None,
+    extra_columns: Mapping[str, Any] | None,
+) -> Materialized:
+    """``materialize`` with a checked ``SchemaPlan``: its layout and its validator (compiled
+    once per plan) serve every result read with it."""
+    mode = check_mode(validate)
+    completed = _check_completed(status)
+    layout = schema.layout if schema is not None else None
+    validator = schema.validator if schema is not None and mode != "off" else None
+    collector = Collector(validator, keep_messages=mode == "flag")
+    read, raw_path = await _read_result(
+        client,
+        completed,
+        layout=layout,
+        collector=collector,
+        record_path=record_path,
+        cache_dir=cache_dir,
+    )
+    table = _with_columns(read.table, completed.web_task_id, parameters, extra_columns)
+    table, warning = _apply_mode(table, mode, collector, completed.web_task_id, read.n_records)
+    summary = {k: v for k, v in _jsonish(status_summary(completed)).items() if k != "raw"}
     summary.update(
         n_records=read.n_records,
-        n_invalid=n_invalid,
+        n_invalid=collector.n_invalid,
         n_rows=table.num_rows,
         validate=mode,
         result_format=read.format,
@@ -185,7 +219,7 @@ async def _materialize(
     return Materialized(
         table=table,
         n_records=read.n_records,
-        n_invalid=n_invalid,
+        n_invalid=collector.n_invalid,
         errors=list(collector.errors),
         raw_path=raw_path,
         summary=summary,
@@ -197,7 +231,7 @@ async def materialize(
     client: AsyncClient,
     status: Completed,
     *,
-    output_schema: dict[str, Any] | None,
+    output_schema: dict[str, Any] | SchemaPlan | None,
     parameters: Mapping[str, Any] | None = None,
     record_path: str | None = None,
     validate: str = "raise",
@@ -209,7 +243,8 @@ async def materialize(
 
     A failed or canceled task raises ``TaskFailedError`` / ``TaskCanceledError``;
     ``validate="raise"`` raises ``SchemaValidationError``; ``"warn"`` emits a
-    ``UserWarning``.
+    ``UserWarning``. Pass a ``SchemaPlan`` as ``output_schema`` when materializing many
+    results with one schema: it is then checked and compiled once.
 
     Example:
         >>> m = await materialize(client, status, output_schema=schema)  # doctest: +SKIP
@@ -218,7 +253,7 @@ async def materialize(
     out = await _materialize(
         client,
         status,
-        output_schema=output_schema,
+        schema=schema_plan(output_schema),
         parameters=parameters,
         record_path=record_path,
         validate=validate,

@@ -17,17 +17,15 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from ._exceptions import InvalidInputError, SchemaValidationError, WaitTimeoutError
+from ._exceptions import SchemaValidationError, WaitTimeoutError
 from ._materialize import Materialized, _materialize
-from ._tables.compiled import coerce_output_schema
+from ._options import ReadOptions, resolve_client
 from ._tables.unify import table_to_pandas
-from ._tables.validate import check_mode
 from ._wire.client import AsyncClient, Client
 from ._wire.models import Canceled, Completed
 from ._wire.portal import run_sync
@@ -43,111 +41,43 @@ __all__ = [
 ]
 
 
-DTYPE_BACKENDS = ("pyarrow", "numpy_nullable")
-
-
-def _check_args(
-    *,
+async def _read(
+    opts: ReadOptions,
     client: Any,
-    record_path: Any,
-    validate: Any,
-    dtype_backend: Any,
-    timeout: Any,
-    cache_dir: Any,
-) -> None:
-    check_mode(validate)
-    if dtype_backend not in DTYPE_BACKENDS:
-        raise InvalidInputError(
-            f"dtype_backend: expected 'pyarrow' or 'numpy_nullable', got {dtype_backend!r}",
-            field="dtype_backend",
-        )
-    if record_path is not None and (
-        not isinstance(record_path, str) or not record_path.strip() or ".." in record_path
-    ):
-        raise InvalidInputError(
-            f"record_path: expected a dotted path like 'data.items', got {record_path!r}",
-            field="record_path",
-        )
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise InvalidInputError(
-            f"timeout: expected a number of seconds > 0, got {timeout!r}", field="timeout"
-        )
-    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
-        raise InvalidInputError(
-            f"cache_dir: expected a directory path, got {type(cache_dir).__name__}",
-            field="cache_dir",
-        )
-    if client is not None and not isinstance(client, AsyncClient | Client):
-        raise InvalidInputError(
-            f"client: expected a webtask_frames Client or AsyncClient, got {type(client).__name__}",
-            field="client",
-        )
-
-
-async def _read_arrow(
     task: Any,
     *,
     web_task_id: str | None = None,
-    start_url: Any = None,
     parameters: Any = None,
-    output_schema: Any = None,
+    start_url: Any = None,
     reuse_key: Any = None,
     model: Any = None,
-    client: AsyncClient | Client | None,
-    record_path: str | None,
-    validate: str,
-    timeout: float | None,
-    cache_dir: Any,
 ) -> Materialized:
     """Start ``task`` (or, with ``web_task_id``, attach to an existing task), wait, and
     materialize its result. Everything is validated before any request."""
     if web_task_id is None:
-        body = build_start_body(
+        body: dict[str, Any] | None = build_start_body(
             task,
             start_url=start_url,
             parameters=parameters,
-            output_schema=output_schema,
+            output_schema=opts.schema,
             reuse_key=reuse_key,
             model=model,
         )
-        schema, params = body.get("outputSchema"), body.get("parameters")
+        params = body.get("parameters") if body is not None else None
     else:
-        schema = coerce_output_schema(output_schema)
-        params = dict(parameters) if parameters is not None else None
-    owned = client is None
-    async_client = (
-        AsyncClient()
-        if client is None
-        else (client.async_client if isinstance(client, Client) else client)
-    )
+        body, params = None, dict(parameters) if parameters is not None else None
+    async_client, owned = resolve_client(client)
     try:
-        if web_task_id is None:
-            web_task_id = await async_client.start_body(body)
-            first_poll = async_client.poll.first_interval()  # a fresh task is never done yet
-        else:
-            first_poll = 0.0
-        try:
-            status = await async_client.wait(web_task_id, timeout=timeout, first_poll_s=first_poll)
-        except WaitTimeoutError as exc:
-            raise WaitTimeoutError(
-                f"{exc.message}; or read it later with read_webtask_result({web_task_id!r})",
-                web_task_id=web_task_id,
-                last_status=exc.last_status,
-            ) from None
-        assert isinstance(status, Completed | Canceled)
-        completed = status.raise_for_outcome()
-        assert isinstance(completed, Completed)
+        completed = await _wait(async_client, body, web_task_id, opts.timeout)
         try:
             return await _materialize(
                 async_client,
                 completed,
-                output_schema=schema,
+                schema=opts.schema,
                 parameters=params,
-                record_path=record_path,
-                validate=validate,
-                cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                record_path=opts.record_path,
+                validate=opts.validate,
+                cache_dir=opts.cache_dir,
                 extra_columns=None,
             )
         except SchemaValidationError as exc:
@@ -164,21 +94,51 @@ async def _read_arrow(
             await async_client.aclose()
 
 
-def _deliver(m: Materialized, dtype_backend: str | None) -> Any:
-    """The public result: an Arrow table (``dtype_backend`` None) or a DataFrame."""
+async def _wait(
+    client: AsyncClient,
+    body: dict[str, Any] | None,
+    web_task_id: str | None,
+    timeout: float | None,
+) -> Completed:
+    """Start ``body`` (or attach to ``web_task_id``) and wait for a successful completion."""
+    if web_task_id is None:
+        assert body is not None
+        web_task_id = await client.start_body(body)
+        first_poll = client.poll.first_interval()  # a fresh task is never done yet
+    else:
+        first_poll = 0.0
+    try:
+        status = await client.wait(web_task_id, timeout=timeout, first_poll_s=first_poll)
+    except WaitTimeoutError as exc:
+        raise WaitTimeoutError(
+            f"{exc.message}; or read it later with read_webtask_result({web_task_id!r})",
+            web_task_id=web_task_id,
+            last_status=exc.last_status,
+        ) from None
+    assert isinstance(status, Completed | Canceled)
+    completed = status.raise_for_outcome()
+    assert isinstance(completed, Completed)
+    return completed
+
+
+def _warn(m: Materialized) -> None:
     if m.warning:
-        warnings.warn(m.warning, UserWarning, stacklevel=3)
-    return _with_metadata(m) if dtype_backend is None else _frame(m, dtype_backend)
+        # stacklevel 4: warnings.warn <- _warn <- _table/_frame <- the public function's caller
+        warnings.warn(m.warning, UserWarning, stacklevel=4)
 
 
-def _with_metadata(m: Materialized) -> pa.Table:
+def _table(m: Materialized) -> pa.Table:
+    """The public Arrow result: the summary goes in the schema metadata."""
+    _warn(m)
     meta = dict(m.table.schema.metadata or {})
     meta[b"webtask"] = json.dumps(m.summary, default=str).encode()
     return m.table.replace_schema_metadata(meta)
 
 
-def _frame(m: Materialized, dtype_backend: str) -> pd.DataFrame:
-    df = table_to_pandas(m.table, dtype_backend)
+def _frame(m: Materialized, opts: ReadOptions) -> pd.DataFrame:
+    """The public DataFrame result: the summary goes in ``df.attrs["webtask"]``."""
+    _warn(m)
+    df = table_to_pandas(m.table, opts.dtype_backend)
     df.attrs["webtask"] = m.summary
     return df
 
@@ -212,29 +172,25 @@ async def read_webtask_arrow_async(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pa.Table:
     """Async ``read_webtask_arrow``."""
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
-        record_path=record_path,
-        validate=validate,
-        dtype_backend="pyarrow",
-        timeout=timeout,
-        cache_dir=cache_dir,
-    )
-    m = await _read_arrow(
-        task,
-        start_url=start_url,
-        parameters=parameters,
         output_schema=output_schema,
-        reuse_key=reuse_key,
-        model=model,
-        client=client,
         record_path=record_path,
         validate=validate,
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    table: pa.Table = _deliver(m, None)
-    return table
+    return _table(
+        await _read(
+            opts,
+            client,
+            task,
+            parameters=parameters,
+            start_url=start_url,
+            reuse_key=reuse_key,
+            model=model,
+        )
+    )
 
 
 async def read_webtask_async(
@@ -253,29 +209,27 @@ async def read_webtask_async(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Async ``read_webtask``."""
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
+        output_schema=output_schema,
         record_path=record_path,
         validate=validate,
         dtype_backend=dtype_backend,
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    m = await _read_arrow(
-        task,
-        start_url=start_url,
-        parameters=parameters,
-        output_schema=output_schema,
-        reuse_key=reuse_key,
-        model=model,
-        client=client,
-        record_path=record_path,
-        validate=validate,
-        timeout=timeout,
-        cache_dir=cache_dir,
+    return _frame(
+        await _read(
+            opts,
+            client,
+            task,
+            parameters=parameters,
+            start_url=start_url,
+            reuse_key=reuse_key,
+            model=model,
+        ),
+        opts,
     )
-    df: pd.DataFrame = _deliver(m, dtype_backend)
-    return df
 
 
 def read_webtask_arrow(
@@ -299,31 +253,27 @@ def read_webtask_arrow(
         >>> table = read_webtask_arrow("List YC companies", output_schema=schema)
         ... # doctest: +SKIP
     """
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
+        output_schema=output_schema,
         record_path=record_path,
         validate=validate,
-        dtype_backend="pyarrow",
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    m = run_sync(
-        _read_arrow(
-            task,
-            start_url=start_url,
-            parameters=parameters,
-            output_schema=output_schema,
-            reuse_key=reuse_key,
-            model=model,
-            client=client,
-            record_path=record_path,
-            validate=validate,
-            timeout=timeout,
-            cache_dir=cache_dir,
+    return _table(
+        run_sync(
+            _read(
+                opts,
+                client,
+                task,
+                parameters=parameters,
+                start_url=start_url,
+                reuse_key=reuse_key,
+                model=model,
+            )
         )
     )
-    table: pa.Table = _deliver(m, None)
-    return table
 
 
 def read_webtask(
@@ -350,31 +300,29 @@ def read_webtask(
         >>> df = read_webtask("List YC companies", parameters={"batch": "S24"},
         ...                   output_schema=Company, reuse_key="yc")  # doctest: +SKIP
     """
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
+        output_schema=output_schema,
         record_path=record_path,
         validate=validate,
         dtype_backend=dtype_backend,
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    m = run_sync(
-        _read_arrow(
-            task,
-            start_url=start_url,
-            parameters=parameters,
-            output_schema=output_schema,
-            reuse_key=reuse_key,
-            model=model,
-            client=client,
-            record_path=record_path,
-            validate=validate,
-            timeout=timeout,
-            cache_dir=cache_dir,
-        )
+    return _frame(
+        run_sync(
+            _read(
+                opts,
+                client,
+                task,
+                parameters=parameters,
+                start_url=start_url,
+                reuse_key=reuse_key,
+                model=model,
+            )
+        ),
+        opts,
     )
-    df: pd.DataFrame = _deliver(m, dtype_backend)
-    return df
 
 
 async def read_webtask_result_async(
@@ -390,27 +338,18 @@ async def read_webtask_result_async(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Async ``read_webtask_result``."""
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
+        output_schema=output_schema,
         record_path=record_path,
         validate=validate,
         dtype_backend=dtype_backend,
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    m = await _read_arrow(
-        None,
-        web_task_id=web_task_id,
-        parameters=parameters,
-        output_schema=output_schema,
-        client=client,
-        record_path=record_path,
-        validate=validate,
-        timeout=timeout,
-        cache_dir=cache_dir,
+    return _frame(
+        await _read(opts, client, None, web_task_id=web_task_id, parameters=parameters), opts
     )
-    df: pd.DataFrame = _deliver(m, dtype_backend)
-    return df
 
 
 def read_webtask_result(
@@ -435,29 +374,18 @@ def read_webtask_result(
         >>> df = read_webtask_result("wt_123", output_schema=schema, validate="flag")
         ... # doctest: +SKIP
     """
-    _check_args(
+    opts = ReadOptions.build(
         client=client,
+        output_schema=output_schema,
         record_path=record_path,
         validate=validate,
         dtype_backend=dtype_backend,
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    m = run_sync(
-        _read_arrow(
-            None,
-            web_task_id=web_task_id,
-            parameters=parameters,
-            output_schema=output_schema,
-            client=client,
-            record_path=record_path,
-            validate=validate,
-            timeout=timeout,
-            cache_dir=cache_dir,
-        )
+    return _frame(
+        run_sync(_read(opts, client, None, web_task_id=web_task_id, parameters=parameters)), opts
     )
-    df: pd.DataFrame = _deliver(m, dtype_backend)
-    return df
 
 
 for _fn in (

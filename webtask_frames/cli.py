@@ -22,12 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._batch.api import run_batch
+from ._batch.result import BatchResult
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
     InvalidInputError,
     WebTaskError,
 )
+from ._options import MODELS, VALIDATE_MODES
+from ._wire.client import Client
 
 __all__ = ["main"]
 
@@ -123,22 +127,24 @@ def _with_constants(grid: Any, constants: dict[str, Any]) -> Any:
     return grid
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from ._batch.api import run_batch
-    from ._wire.client import Client
-
+def _grid(args: argparse.Namespace) -> Any:
     constants = dict(_parse_param(p) for p in args.param)
-    grid = _with_constants(_read_grid(Path(args.grid)), constants) if args.grid else [constants]
+    return _with_constants(_read_grid(Path(args.grid)), constants) if args.grid else [constants]
+
+
+def _check_flags(args: argparse.Namespace) -> None:
     if args.duckdb and not args.table:
         raise InvalidInputError("--duckdb needs --table NAME", field="--table")
     if args.table and not args.duckdb:
         raise InvalidInputError("--table needs --duckdb FILE", field="--duckdb")
     if args.partition_by and not args.out:
         raise InvalidInputError("--partition-by needs --out DIR", field="--partition-by")
-    _check_targets(args)  # before any money is spent, not after
+
+
+def _sweep(args: argparse.Namespace, grid: Any) -> BatchResult:
     client = None if args.dry_run else Client(base_url=args.base_url)
     try:
-        result = run_batch(
+        return run_batch(
             args.task,
             grid,
             start_url=args.start_url,
@@ -150,6 +156,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ledger=args.ledger,
             max_cost_usd=args.max_cost_usd,
             validate=args.validate,
+            record_path=args.record_path,
             progress=not args.quiet,
             dry_run=args.dry_run,
             resubmit_ambiguous=args.resubmit_ambiguous,
@@ -157,9 +164,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
-    if args.dry_run:
-        print(result.summary())
-        return EXIT_OK
+
+
+def _land(args: argparse.Namespace, result: BatchResult) -> int:
+    """Write the rows to the targets; on failure keep them in a rescue file (exit 1)."""
     try:
         if args.out:
             path = result.to_parquet(args.out, partition_by=args.partition_by or None)
@@ -176,6 +184,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"were saved to {rescue}",
             file=sys.stderr,
         )
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    grid = _grid(args)
+    _check_flags(args)
+    _check_targets(args)  # before any money is spent, not after
+    result = _sweep(args, grid)
+    if args.dry_run:
+        print(result.summary())
+        return EXIT_OK
+    if _land(args, result) != EXIT_OK:
         return EXIT_PARTIAL
     if not args.out and not args.duckdb and not args.quiet and result.n_records:
         print(result.records.to_string(max_rows=20, max_colwidth=40))
@@ -258,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", metavar="FILE", help="items to sweep: .csv, .json, .jsonl, .parquet")
     run.add_argument("--schema", metavar="FILE", help="outputSchema: a JSON Schema file")
     run.add_argument("--reuse-key", metavar="KEY", help="reuseKey, may be a format string")
-    run.add_argument("--model", choices=("haiku", "sonnet", "opus"), help="default: haiku")
+    run.add_argument("--model", choices=MODELS, help="default: haiku")
     run.add_argument("--out", metavar="FILE|DIR", help="write rows to FILE.parquet or a DIR")
     run.add_argument(
         "--partition-by", metavar="COL", action="append", default=[], help="hive partition"
@@ -271,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="merge",
         help="DuckDB write mode (default: merge, so reruns never duplicate rows)",
     )
+    run.add_argument(
+        "--record-path", metavar="PATH", help="dotted path to the records, e.g. data.items"
+    )
     run.add_argument("--ledger", metavar="FILE", help="crash-safe ledger: rerun to resume")
     run.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop submitting past it")
     run.add_argument(
@@ -281,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--validate",
-        choices=("raise", "warn", "flag", "drop", "off"),
+        choices=VALIDATE_MODES,
         default="flag",
         help="what to do with rows that break the schema (default: flag)",
     )

@@ -11,13 +11,13 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from .._exceptions import InvalidInputError
-from .._tables.validate import check_mode
+from .._options import BatchOptions, resolve_client
 from .._wire.client import AsyncClient, Client
 from .._wire.policies import RetryPolicy
 from .._wire.portal import run_sync
@@ -30,44 +30,6 @@ from .scheduler import Scheduler
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 
 logger = logging.getLogger("webtask_frames")
-
-
-def _check_options(max_concurrency: Any, max_cost_usd: Any, validate: Any, retry: Any) -> None:
-    if max_concurrency is not None and (
-        not isinstance(max_concurrency, int)
-        or isinstance(max_concurrency, bool)
-        or max_concurrency < 1
-    ):
-        raise InvalidInputError(
-            f"max_concurrency: expected an int >= 1, got {max_concurrency!r}",
-            field="max_concurrency",
-        )
-    if max_cost_usd is not None and (
-        isinstance(max_cost_usd, bool)
-        or not isinstance(max_cost_usd, int | float)
-        or not max_cost_usd >= 0
-    ):
-        raise InvalidInputError(
-            f"max_cost_usd: expected a number of dollars >= 0, got {max_cost_usd!r}",
-            field="max_cost_usd",
-        )
-    check_mode(validate)
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise InvalidInputError(
-            f"retry: expected a RetryPolicy, got {type(retry).__name__}", field="retry"
-        )
-
-
-def _resolve_client(client: Any, retry: RetryPolicy | None) -> tuple[AsyncClient, bool]:
-    if client is None:
-        return (AsyncClient(retry=retry) if retry is not None else AsyncClient()), True
-    if isinstance(client, Client):
-        return client.async_client, False
-    if isinstance(client, AsyncClient):
-        return client, False
-    raise InvalidInputError(
-        f"client: expected a Client or AsyncClient, got {type(client).__name__}", field="client"
-    )
 
 
 def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) -> BatchResult:
@@ -101,11 +63,8 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
     for index in to_run:
         est = costs.estimate(plan.items[index].reuse_key, cold=sched.is_cold(index))
         total += est.mean if est is not None else 0.0
-    plan = BatchPlan(
-        task=plan.task,
-        model=plan.model,
-        output_schema=plan.output_schema,
-        items=plan.items,
+    plan = replace(
+        plan,
         order=order,
         estimated_cost_usd=total if known else None,
         estimated_duration_s=makespan if not durations.empty else None,
@@ -117,6 +76,95 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
         dry_run=True,
         ledger=ledger_path,
     )
+
+
+def _engine_options(opts: BatchOptions, http: AsyncClient) -> Options:
+    """The engine's options: ours, with the client's defaults filled in."""
+    return Options(
+        max_concurrency=opts.max_concurrency or http.max_concurrency,
+        max_cost_usd=opts.max_cost_usd,
+        retry=opts.retry or http.retry,
+        validate=opts.read.validate,
+        record_path=opts.read.record_path,
+        progress=opts.progress,
+        resubmit_ambiguous=opts.resubmit_ambiguous,
+        cache_dir=opts.read.cache_dir,
+        ledger_path=opts.ledger,
+    )
+
+
+async def _execute(runner: Runner, durable: bool) -> None:
+    try:
+        await runner.run()
+    except asyncio.CancelledError:
+        left = [s.report.webtask_id for s in runner.items if s.report.status == IN_FLIGHT]
+        logger.warning(
+            "batch canceled; %d task(s) keep running server-side%s",
+            len(left),
+            ": re-run with the same ledger to re-attach" if durable else f": {left[:20]}",
+        )
+        raise
+    if runner.stopped_reason:
+        logger.error("batch stopped early (%s): %s", runner.stopped_reason, runner.stop_message)
+
+
+async def _run(
+    task: Any,
+    grid: Any,
+    opts: BatchOptions,
+    client: Any,
+    *,
+    start_url: Template,
+    reuse_key: Template,
+    model: Any,
+) -> BatchResult:
+    """The one body of ``run_batch`` and ``run_batch_async``, with checked options."""
+    began = time.monotonic()
+    plan = build_plan(
+        task,
+        grid,
+        start_url=start_url,
+        output_schema=opts.read.schema,
+        reuse_key=reuse_key,
+        model=model,
+    )
+    if opts.dry_run:
+        cap = opts.max_concurrency or getattr(client, "max_concurrency", None) or 10
+        return _dry_run(plan, opts.ledger, cap)
+    book = Ledger.open(opts.ledger, plan) if opts.ledger is not None else None
+    try:
+        http, owned = resolve_client(client, opts.retry)
+    except BaseException:
+        if book is not None:
+            book.close()
+        raise
+    before = (http.counts.start, http.counts.result, http.counts.download)
+    try:
+        runner = Runner(plan, http, _engine_options(opts, http), book)
+        await _execute(runner, book is not None)
+    finally:
+        if book is not None:
+            book.close()
+        if owned:
+            await http.aclose()
+    result = BatchResult(
+        plan=plan,
+        records_table=runner.records(),
+        tasks_table=build_tasks_table([s.report for s in runner.items], plan.parameter_names),
+        stopped_reason=runner.stopped_reason,
+        stopped_message=runner.stop_message,
+        validation_errors=sorted(runner.validation_errors),
+        requests={
+            "start": http.counts.start - before[0],
+            "result": http.counts.result - before[1],
+            "download": http.counts.download - before[2],
+        },
+        elapsed_s=time.monotonic() - began,
+        ledger=opts.ledger,
+        cache_dir=opts.read.cache_dir,
+    )
+    logger.info("%r", result)
+    return result
 
 
 async def run_batch_async(
@@ -144,78 +192,23 @@ async def run_batch_async(
     Example:
         >>> result = await run_batch_async("Scrape", {"batch": ["S24"]})  # doctest: +SKIP
     """
-    began = time.monotonic()
-    _check_options(max_concurrency, max_cost_usd, validate, retry)
-    plan = build_plan(
-        task,
-        grid,
-        start_url=start_url,
+    opts = BatchOptions.build(
+        client=client,
         output_schema=output_schema,
-        reuse_key=reuse_key,
-        model=model,
+        record_path=record_path,
+        validate=validate,
+        cache_dir=cache_dir,
+        max_concurrency=max_concurrency,
+        max_cost_usd=max_cost_usd,
+        retry=retry,
+        progress=progress,
+        resubmit_ambiguous=resubmit_ambiguous,
+        dry_run=dry_run,
+        ledger=ledger,
     )
-    ledger_path = Path(ledger) if ledger is not None else None
-    if dry_run:
-        cap = max_concurrency or getattr(client, "max_concurrency", None) or 10
-        return _dry_run(plan, ledger_path, cap)
-    if cache_dir is None and ledger_path is not None:
-        cache_dir = ledger_path.with_name(ledger_path.name + ".cache")
-    book = Ledger.open(ledger_path, plan) if ledger_path is not None else None
-    try:
-        http, owned = _resolve_client(client, retry)
-    except BaseException:
-        if book is not None:
-            book.close()
-        raise
-    before = (http.counts.start, http.counts.result, http.counts.download)
-    try:
-        options = Options(
-            max_concurrency=max_concurrency or http.max_concurrency,
-            max_cost_usd=float(max_cost_usd) if max_cost_usd is not None else None,
-            retry=retry or http.retry,
-            validate=validate,
-            record_path=record_path,
-            progress=progress,
-            resubmit_ambiguous=resubmit_ambiguous,
-            cache_dir=Path(cache_dir) if cache_dir is not None else None,
-            ledger_path=ledger_path,
-        )
-        runner = Runner(plan, http, options, book)
-        try:
-            await runner.run()
-        except asyncio.CancelledError:
-            left = [s.report.webtask_id for s in runner.items if s.report.status == IN_FLIGHT]
-            logger.warning(
-                "batch canceled; %d task(s) keep running server-side%s",
-                len(left),
-                ": re-run with the same ledger to re-attach" if book else f": {left[:20]}",
-            )
-            raise
-    finally:
-        if book is not None:
-            book.close()
-        if owned:
-            await http.aclose()
-    if runner.stopped_reason:
-        logger.error("batch stopped early (%s): %s", runner.stopped_reason, runner.stop_message)
-    result = BatchResult(
-        plan=plan,
-        records_table=runner.records(),
-        tasks_table=build_tasks_table([s.report for s in runner.items], plan.parameter_names),
-        stopped_reason=runner.stopped_reason,
-        stopped_message=runner.stop_message,
-        validation_errors=sorted(runner.validation_errors),
-        requests={
-            "start": http.counts.start - before[0],
-            "result": http.counts.result - before[1],
-            "download": http.counts.download - before[2],
-        },
-        elapsed_s=time.monotonic() - began,
-        ledger=ledger_path,
-        cache_dir=options.cache_dir,
+    return await _run(
+        task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model
     )
-    logger.info("%r", result)
-    return result
 
 
 def run_batch(
@@ -258,7 +251,8 @@ def run_batch(
     with ``resubmit_ambiguous=True``. ``dry_run=True`` returns the plan and a cost
     estimate without sending anything.
 
-    Raises ``InvalidInputError`` (naming the field) before any request for bad input.
+    Raises ``InvalidInputError`` (naming the field) before any request for bad input:
+    every option ``read_webtask`` refuses is refused here too, with the same message.
 
     Example:
         >>> result = run_batch(                                       # doctest: +SKIP
@@ -269,24 +263,20 @@ def run_batch(
         ... )
         >>> result.records.groupby("batch").size()                  # doctest: +SKIP
     """
+    opts = BatchOptions.build(
+        client=client,
+        output_schema=output_schema,
+        record_path=record_path,
+        validate=validate,
+        cache_dir=cache_dir,
+        max_concurrency=max_concurrency,
+        max_cost_usd=max_cost_usd,
+        retry=retry,
+        progress=progress,
+        resubmit_ambiguous=resubmit_ambiguous,
+        dry_run=dry_run,
+        ledger=ledger,
+    )
     return run_sync(
-        run_batch_async(
-            task,
-            grid,
-            start_url=start_url,
-            output_schema=output_schema,
-            reuse_key=reuse_key,
-            model=model,
-            client=client,
-            max_concurrency=max_concurrency,
-            ledger=ledger,
-            max_cost_usd=max_cost_usd,
-            retry=retry,
-            validate=validate,
-            record_path=record_path,
-            progress=progress,
-            dry_run=dry_run,
-            resubmit_ambiguous=resubmit_ambiguous,
-            cache_dir=cache_dir,
-        )
+        _run(task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model)
     )

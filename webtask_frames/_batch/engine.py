@@ -685,7 +685,7 @@ class Runner:
                 out = await materialize(
                     self.client,
                     status,
-                    output_schema=self.plan.output_schema,
+                    output_schema=self.plan.schema,
                     parameters=report.parameters,
                     record_path=self.opt.record_path,
                     validate=self.opt.validate,
@@ -739,7 +739,7 @@ class Runner:
         tables = [st.table for st in self.items if st.table is not None]
         if tables:
             return unify_tables(tables)
-        fields = list(record_arrow_schema(self.plan.output_schema) or [])
+        fields = list(record_arrow_schema(self.plan.schema) or [])
         names = {f.name for f in fields}
         for name in self.plan.parameter_names:
             if name not in names:

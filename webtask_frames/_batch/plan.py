@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import InvalidInputError
-from .._tables.compiled import coerce_output_schema
+from .._tables.compiled import SchemaPlan, schema_plan
 from .._wire.protocol import build_start_body
 
 __all__ = ["BatchPlan", "Item", "build_plan", "canonical_json", "expand_grid", "stable_hash"]
@@ -76,6 +76,9 @@ class Item:
 class BatchPlan:
     """The validated sweep: items, their chains (items sharing a reuseKey) and identity.
 
+    ``schema`` is the outputSchema compiled once for the whole sweep (``output_schema``
+    is its dict); every item's body and every result read uses it.
+
     A dry run fills in ``order`` (the predicted submission order of the items still to
     run), ``estimated_cost_usd`` (AI cost of those items from the ledger's history; None
     without history) and ``estimated_duration_s`` (the predicted makespan in seconds, None
@@ -89,6 +92,12 @@ class BatchPlan:
     order: list[int] = field(default_factory=list)
     estimated_cost_usd: float | None = None
     estimated_duration_s: float | None = None
+    schema: SchemaPlan | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.schema is None and self.output_schema is not None:
+            # Built by hand from a dict: compile it once here, not per item or result.
+            object.__setattr__(self, "schema", schema_plan(self.output_schema))
 
     @property
     def keys(self) -> list[str | None]:
@@ -325,12 +334,15 @@ def build_plan(
 ) -> BatchPlan:
     """Validate everything and build each item's start body; raises ``InvalidInputError``.
 
+    The outputSchema (dict, JSON file path, pydantic model or ``SchemaPlan``) is checked
+    and compiled once for all items.
+
     Example:
         >>> plan = build_plan("Scrape", {"batch": ["S24", "W24"]}, reuse_key="yc_{batch}")
         >>> [item.reuse_key for item in plan.items]
         ['yc_S24', 'yc_W24']
     """
-    schema = coerce_output_schema(output_schema)
+    schema = schema_plan(output_schema)
     rows = expand_grid(grid)
     names: dict[str, None] = {}
     for row in rows:
@@ -355,4 +367,10 @@ def build_plan(
                 raise  # the same for every item
             raise InvalidInputError(f"grid item {index}: {exc.message}", field=exc.field) from None
         items.append(Item(index, params, key, url, body))
-    return BatchPlan(task=task, model=model, output_schema=schema, items=items)
+    return BatchPlan(
+        task=task,
+        model=model,
+        output_schema=schema.schema if schema is not None else None,
+        items=items,
+        schema=schema,
+    )

@@ -1,11 +1,18 @@
 """An outputSchema as given by the user (dict, JSON file, pydantic model) made a checked
 JSON Schema, and what it implies for the record columns.
+
+``SchemaPlan`` is that work done once per call: the metaschema check, the record layout,
+the record Arrow schema and (lazily) the compiled record validator. Entry points build
+one and hand it down, so a 1,000-item sweep checks and compiles its schema once, not per
+item or per result.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +20,28 @@ import jsonschema
 import pyarrow as pa
 
 from .._exceptions import InvalidInputError
-from .schema import arrow_type, layout_for
+from .schema import Layout, arrow_type, layout_for
+from .validate import RecordValidator
 
-__all__ = ["coerce_output_schema", "record_arrow_schema"]
+__all__ = [
+    "SchemaPlan",
+    "check_jsonable",
+    "coerce_output_schema",
+    "record_arrow_schema",
+    "schema_plan",
+]
+
+
+def check_jsonable(field_name: str, value: Any) -> None:
+    """``InvalidInputError`` naming ``field_name`` unless ``value`` is strict JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{field_name}: not JSON-serialisable ({exc}); convert values to str, int, float, "
+            "bool, None, lists or dicts (no NaN/inf) before submitting",
+            field=field_name,
+        ) from None
 
 
 def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
@@ -68,9 +94,62 @@ def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
     return checked
 
 
-def record_arrow_schema(output_schema: Mapping[str, Any] | None) -> pa.Schema | None:
-    """The Arrow schema of the record columns an outputSchema yields (broadcast
-    columns of a wrapper included), or None without a schema.
+@dataclass(frozen=True, eq=False)
+class SchemaPlan:
+    """One outputSchema, checked once, with everything derived from it.
+
+    ``schema`` is the checked JSON Schema dict (draft 2020-12 metaschema and strict JSON),
+    ``layout`` which part of it is one record, ``arrow_schema`` the record columns'
+    Arrow types; ``validator`` is compiled on first use and then reused by every result
+    read with this plan. Build it with ``SchemaPlan.build`` (or ``schema_plan``).
+
+    Example:
+        >>> plan = SchemaPlan.build({"type": "array", "items": {"type": "object",
+        ...     "properties": {"n": {"type": "integer"}}}})
+        >>> plan.arrow_schema.names, plan.validator.verdicts([{"n": 1}, {"n": "x"}])
+        (['n'], [True, False])
+    """
+
+    schema: dict[str, Any]
+    layout: Layout = field(repr=False)
+    arrow_schema: pa.Schema = field(repr=False)
+
+    @classmethod
+    def build(cls, output_schema: Any) -> SchemaPlan:
+        """Coerce and check ``output_schema`` (dict, JSON file path, pydantic model, or an
+        existing plan, returned as is); ``InvalidInputError`` naming ``output_schema``."""
+        if isinstance(output_schema, SchemaPlan):
+            return output_schema
+        schema = coerce_output_schema(output_schema)
+        if schema is None:
+            raise InvalidInputError(
+                "output_schema: expected a JSON Schema, got None", field="output_schema"
+            )
+        check_jsonable("output_schema", schema)
+        layout = layout_for(schema)
+        assert layout is not None  # a schema always has a layout
+        arrow = pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
+        return cls(schema=schema, layout=layout, arrow_schema=arrow)
+
+    @cached_property
+    def validator(self) -> RecordValidator:
+        """The record validator, compiled once (jsonschema_rs + reference) on first use."""
+        return RecordValidator(self.layout.record_schema)
+
+
+def schema_plan(output_schema: Any) -> SchemaPlan | None:
+    """``SchemaPlan.build(output_schema)``, or None without a schema.
+
+    Example:
+        >>> schema_plan(None) is None, schema_plan({"type": "object"}).schema
+        (True, {'type': 'object'})
+    """
+    return None if output_schema is None else SchemaPlan.build(output_schema)
+
+
+def record_arrow_schema(output_schema: Any) -> pa.Schema | None:
+    """The Arrow schema of the record columns an outputSchema (or ``SchemaPlan``) yields
+    (broadcast columns of a wrapper included), or None without a schema.
 
     Example:
         >>> record_arrow_schema({"type": "array", "items": {"type": "object", "properties": {
@@ -78,8 +157,5 @@ def record_arrow_schema(output_schema: Mapping[str, Any] | None) -> pa.Schema | 
         n: int64
         at: date32[day]
     """
-    if output_schema is None:
-        return None
-    layout = layout_for(coerce_output_schema(output_schema))
-    assert layout is not None
-    return pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
+    plan = schema_plan(output_schema)
+    return plan.arrow_schema if plan is not None else None

@@ -56,39 +56,42 @@ def unify_tables(tables: Sequence[pa.Table]) -> pa.Table:
     first = tables[0].schema
     if all(t.schema.equals(first) for t in tables[1:]):
         return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
-    names: list[str] = []
+    types = _types_by_name(tables)
+    plans = {name: _target(seen) for name, seen in types.items()}
+    schema = pa.schema([pa.field(n, target) for n, (target, _) in plans.items()])
+    out = []
+    for t in tables:
+        arrays = [
+            _conform(t.column(name), target, node)
+            if name in t.column_names
+            else pa.nulls(t.num_rows, target)
+            for name, (target, node) in plans.items()
+        ]
+        out.append(pa.Table.from_arrays(arrays, schema=schema))
+    return pa.concat_tables(out).unify_dictionaries()
+
+
+def _types_by_name(tables: Sequence[pa.Table]) -> dict[str, list[pa.DataType]]:
+    """Each column's types across the tables, columns in order of first appearance."""
     types: dict[str, list[pa.DataType]] = {}
     for t in tables:
         for f in t.schema:
-            if f.name not in types:
-                names.append(f.name)
-                types[f.name] = []
-            types[f.name].append(f.type)
-    targets: dict[str, pa.DataType] = {}
-    nodes: dict[str, Node] = {}
-    for name in names:
-        seen = [t for t in types[name] if not pa.types.is_null(t)]
-        node = node_from_arrow(seen[0]) if seen else node_from_arrow(pa.null())
-        for other in seen[1:]:
-            node = unify_nodes(node, node_from_arrow(other))
-        nodes[name] = node
-        if not seen:
-            targets[name] = pa.null()
-        elif all(t == seen[0] for t in seen):
-            targets[name] = seen[0]
-        else:
-            targets[name] = arrow_type(node)
-    out = []
-    for t in tables:
-        arrays = []
-        for name in names:
-            if name in t.column_names:
-                arrays.append(_conform(t.column(name), targets[name], nodes[name]))
-            else:
-                arrays.append(pa.nulls(t.num_rows, targets[name]))
-        schema = pa.schema([pa.field(n, targets[n]) for n in names])
-        out.append(pa.Table.from_arrays(arrays, schema=schema))
-    return pa.concat_tables(out).unify_dictionaries()
+            types.setdefault(f.name, []).append(f.type)
+    return types
+
+
+def _target(types: list[pa.DataType]) -> tuple[pa.DataType, Node]:
+    """One column's unified type and plan: identical types are kept as they are (so
+    schema-declared types survive); otherwise the promotion of their nodes."""
+    seen = [t for t in types if not pa.types.is_null(t)]
+    node = node_from_arrow(seen[0]) if seen else node_from_arrow(pa.null())
+    for other in seen[1:]:
+        node = unify_nodes(node, node_from_arrow(other))
+    if not seen:
+        return pa.null(), node
+    if all(t == seen[0] for t in seen):
+        return seen[0], node
+    return arrow_type(node), node
 
 
 _NULLABLE_NUMPY: dict[pa.DataType, Any] = {

@@ -18,7 +18,6 @@ ambiguous and surfaces as ``AmbiguousSubmissionError``.
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import random
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ from .._exceptions import (
     TransportError,
     WebTaskError,
 )
-from .._tables.compiled import coerce_output_schema
+from .._tables.compiled import SchemaPlan, check_jsonable, coerce_output_schema
 from .policies import RetryPolicy
 
 __all__ = [
@@ -97,15 +96,33 @@ class Fail:
 Decision = Done | Retry | Fail
 
 
-def _check_json(field: str, value: Any) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+def _checked_schema(output_schema: Any) -> dict[str, Any] | None:
+    """The outputSchema to send. A ``SchemaPlan`` was checked when it was built (once per
+    call, not once per item of a sweep); anything else is coerced and checked here."""
+    if isinstance(output_schema, SchemaPlan):
+        return output_schema.schema
+    schema = coerce_output_schema(output_schema)
+    if schema is not None:
+        check_jsonable("output_schema", schema)
+    return schema
+
+
+def _check_start_url(start_url: Any) -> None:
+    if not isinstance(start_url, str) or not start_url.startswith(("http://", "https://")):
         raise InvalidInputError(
-            f"{field}: not JSON-serialisable ({exc}); convert values to str, int, float, bool, "
-            "None, lists or dicts (no NaN/inf) before submitting",
-            field=field,
-        ) from None
+            f"start_url: expected an http(s) URL string, got {start_url!r}", field="start_url"
+        )
+
+
+def _checked_parameters(parameters: Any) -> dict[str, Any]:
+    if not isinstance(parameters, Mapping) or not all(isinstance(k, str) for k in parameters):
+        raise InvalidInputError(
+            "parameters: expected a dict with string keys, e.g. {'batch': 'S24'}",
+            field="parameters",
+        )
+    params = dict(parameters)
+    check_jsonable("parameters", params)
+    return params
 
 
 def build_start_body(
@@ -119,6 +136,9 @@ def build_start_body(
 ) -> dict[str, Any]:
     """Validate arguments and return the camelCase JSON body of ``POST /web-tasks/start``.
 
+    ``output_schema`` is a dict, a JSON file path, a pydantic model (each checked against
+    the draft 2020-12 metaschema here) or an already checked ``SchemaPlan``.
+
     Example:
         >>> build_start_body("Scrape", parameters={"batch": "S24"}, reuse_key="yc")
         {'task': 'Scrape', 'parameters': {'batch': 'S24'}, 'reuseKey': 'yc'}
@@ -129,23 +149,12 @@ def build_start_body(
         )
     body: dict[str, Any] = {"task": task}
     if start_url is not None:
-        if not isinstance(start_url, str) or not start_url.startswith(("http://", "https://")):
-            raise InvalidInputError(
-                f"start_url: expected an http(s) URL string, got {start_url!r}", field="start_url"
-            )
+        _check_start_url(start_url)
         body["startUrl"] = start_url
     if parameters is not None:
-        if not isinstance(parameters, Mapping) or not all(isinstance(k, str) for k in parameters):
-            raise InvalidInputError(
-                "parameters: expected a dict with string keys, e.g. {'batch': 'S24'}",
-                field="parameters",
-            )
-        params = dict(parameters)
-        _check_json("parameters", params)
-        body["parameters"] = params
-    schema = coerce_output_schema(output_schema)
+        body["parameters"] = _checked_parameters(parameters)
+    schema = _checked_schema(output_schema)
     if schema is not None:
-        _check_json("output_schema", schema)
         body["outputSchema"] = schema
     if reuse_key is not None:
         if not isinstance(reuse_key, str) or not reuse_key.strip():

@@ -1,0 +1,126 @@
+"""An outputSchema is checked and compiled once per call, not once per item or result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import jsonschema
+import pytest
+from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, FakeAPI
+from frames.fakeservice import FakeService, client_for
+
+from webtask_frames import AsyncClient, InvalidInputError, read_webtask, run_batch_async
+from webtask_frames._batch.plan import build_plan
+from webtask_frames._tables import schema as schema_module
+from webtask_frames._tables import validate as validate_module
+from webtask_frames._tables.compiled import SchemaPlan, record_arrow_schema, schema_plan
+from webtask_frames._wire.protocol import build_start_body
+
+SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "n": {"type": "integer", "minimum": 2}},
+    },
+}
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts metaschema checks, layouts built and record validators compiled."""
+    seen: Counter[str] = Counter()
+    check = jsonschema.Draft202012Validator.check_schema
+
+    def counted_check(schema: Any, *args: Any, **kwargs: Any) -> None:
+        seen["check_schema"] += 1
+        check(schema, *args, **kwargs)
+
+    monkeypatch.setattr(
+        jsonschema.Draft202012Validator, "check_schema", staticmethod(counted_check)
+    )
+    for name, cls in (
+        ("layout", schema_module.Layout),
+        ("validator", validate_module.RecordValidator),
+    ):
+        init = cls.__init__
+
+        def counted_init(self: Any, *a: Any, _init: Any = init, _n: str = name, **k: Any) -> None:
+            seen[_n] += 1
+            _init(self, *a, **k)
+
+        monkeypatch.setattr(cls, "__init__", counted_init)
+    return seen
+
+
+def test_a_1000_item_plan_checks_and_compiles_its_schema_once(calls: Counter[str]) -> None:
+    plan = build_plan(
+        "Scrape", {"page": list(range(1000))}, output_schema=SCHEMA, reuse_key="k_{page}"
+    )
+    assert len(plan.items) == 1000
+    assert all(item.body["outputSchema"] == SCHEMA for item in plan.items)
+    assert plan.schema is not None and plan.output_schema == SCHEMA
+    assert calls == Counter(check_schema=1, layout=1)  # the validator: only when a result comes
+    plan.schema.validator.verdicts([{"name": "a"}])
+    plan.schema.validator.verdicts([{"name": "b"}])
+    assert calls == Counter(check_schema=1, layout=1, validator=1)
+
+
+def test_a_20_item_batch_compiles_its_schema_once(calls: Counter[str]) -> None:
+    fake = FakeAPI()
+
+    async def go() -> Any:
+        async with AsyncClient(
+            api_key=API_KEY,
+            workspace_id=WORKSPACE,
+            base_url=BASE_URL,
+            transport=fake.transport(),
+            poll_min_s=0.005,
+            poll_max_s=0.05,
+        ) as client:
+            return await run_batch_async(
+                "Scrape",
+                {"page": list(range(20))},
+                output_schema=SCHEMA,
+                client=client,
+                progress=False,
+            )
+
+    result = asyncio.run(go())
+    assert fake.accepted == 20
+    # Each item's first row has n=1 < minimum 2: the one compiled validator judged them all.
+    assert len(result.records) == 20
+    assert len(result.invalid) == 20
+    assert calls == Counter(check_schema=1, layout=1, validator=1)
+
+
+def test_read_webtask_checks_its_schema_once(calls: Counter[str]) -> None:
+    service = FakeService()
+    service.data = [{"name": "Acme", "n": 3}]
+    df = read_webtask("t", output_schema=SCHEMA, client=client_for(service))
+    assert df["name"].tolist() == ["Acme"]
+    assert calls == Counter(check_schema=1, layout=1, validator=1)
+
+
+def test_build_start_body_checks_raw_schemas_but_trusts_a_plan(calls: Counter[str]) -> None:
+    plan = SchemaPlan.build(SCHEMA)
+    assert calls["check_schema"] == 1
+    assert build_start_body("t", output_schema=plan)["outputSchema"] == SCHEMA
+    assert calls["check_schema"] == 1
+    assert build_start_body("t", output_schema=SCHEMA)["outputSchema"] == SCHEMA
+    assert calls["check_schema"] == 2
+    with pytest.raises(InvalidInputError, match="output_schema is not valid"):
+        build_start_body("t", output_schema={"type": "nope"})
+
+
+def test_plan_helpers() -> None:
+    plan = SchemaPlan.build(SCHEMA)
+    assert SchemaPlan.build(plan) is plan and schema_plan(plan) is plan
+    assert schema_plan(None) is None and record_arrow_schema(None) is None
+    assert record_arrow_schema(plan) == plan.arrow_schema
+    assert plan.arrow_schema.names == ["name", "n"]
+    assert plan.validator is plan.validator
+    with pytest.raises(InvalidInputError, match="not JSON-serialisable"):
+        SchemaPlan.build({"type": "object", "default": float("nan")})
