@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -335,6 +336,92 @@ def test_download_size_mismatch_retries_then_fails(
     assert info.value.code == "size-mismatch"
     assert api.count("file") == 3
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_download_retries_transient_faults_through_the_policy(
+    api: ScriptedAPI,
+    make_client: MakeClient,
+    sleeps: list[float],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="webtask_frames")
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script(
+        "file",
+        httpx.Response(503, text="slow down"),
+        httpx.ReadError("connection reset"),
+        httpx.Response(200, content=b'[{"a": 1}]\n'),
+    )
+    client = make_client()
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    assert run(go()).read_bytes() == b'[{"a": 1}]\n'
+    assert api.count("file") == 3
+    assert client.counts.download == 3
+    assert len(sleeps) == 2
+    assert all(0 <= s <= min(20.0, 0.5 * 2**i) for i, s in enumerate(sleeps))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("retrying" in m and "files.test/results/wt_1.json?<redacted>" in m for m in messages)
+    assert not any("s3cr3t" in m for m in messages)
+    assert list(tmp_path.iterdir()) == [tmp_path / "r.json"]
+
+
+def test_download_transport_errors_exhaust_the_attempts(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.ReadTimeout("slow"))
+    client = make_client(retry=RetryPolicy(max_attempts=4))
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(TransportError) as info:
+        run(go())
+    assert api.count("file") == 4
+    assert len(sleeps) == 3
+    assert info.value.attempts == 4
+    assert "s3cr3t" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_deadline_bounds_retries(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(502))
+    policy = RetryPolicy(max_attempts=1000, backoff_base_s=10, backoff_cap_s=10, deadline_s=60)
+    client = make_client(retry=policy)
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(DownloadError) as info:
+        run(go())
+    assert info.value.code == "http-502"
+    assert sum(sleeps) <= 60
+    assert api.count("file") == len(sleeps) + 1 < 1000
+
+
+def test_download_404_is_not_retried(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(404))
+    client = make_client()
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(DownloadError) as info:
+        run(go())
+    assert (info.value.code, info.value.retryable) == ("http-404", False)
+    assert api.count("file") == 1
+    assert api.count("result") == 1  # not an expiry: no refresh either
+    assert sleeps == []
 
 
 def test_expired_url_refreshes_once_never_starts_a_task(

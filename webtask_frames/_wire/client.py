@@ -21,26 +21,36 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
 from .._exceptions import (
     ConfigurationError,
-    DownloadError,
     InvalidInputError,
     ProtocolError,
     ResultExpiredError,
-    TransportError,
     WaitTimeoutError,
 )
 from .._redact import install_log_filter, mask_key, redact_url
 from .._version import __version__
-from .config import Settings, is_loopback_host, origin_of
+from .config import Settings, origin_of
 from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .portal import run_sync
-from .protocol import Done, Fail, RequestKind, build_start_body, decide_exception, decide_response
+from .protocol import (
+    Decision,
+    Done,
+    Fail,
+    RequestKind,
+    build_start_body,
+    check_signed_url,
+    decide_download_exception,
+    decide_download_response,
+    decide_download_size,
+    decide_exception,
+    decide_response,
+)
 
 __all__ = ["AsyncClient", "Client", "RequestCounts"]
 
@@ -50,6 +60,16 @@ install_log_filter()
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome(Generic[T]):
+    """One attempt: the protocol's decision, a short note for logs (status code or
+    exception name, never a URL) and, when the decision is ``Done``, the value."""
+
+    decision: Decision
+    note: str
+    value: T | None = None
 
 
 @dataclass
@@ -185,6 +205,32 @@ class AsyncClient:
     def _url(self, *parts: str) -> str:
         return "/".join((self.base_url, self.workspace_id, *parts))
 
+    async def _with_retries(
+        self, what: str, attempt_once: Callable[[int, float], Awaitable[_Outcome[T]]]
+    ) -> T:
+        """Run ``attempt_once(attempt, elapsed)`` until its decision is final.
+
+        The one retry loop of the client: API requests and downloads alike. Every decision
+        (and so attempt counting, backoff and the ``RetryPolicy`` deadline) comes from
+        ``protocol``; this loop only logs, sleeps and counts. ``what`` names the request in
+        logs and must not hold a secret (signed URLs go through ``redact_url``).
+        """
+        started = self._clock()
+        attempt = 0
+        while True:
+            outcome = await attempt_once(attempt, self._clock() - started)
+            decision = outcome.decision
+            logger.debug("%s -> %s (attempt %d)", what, outcome.note, attempt + 1)
+            if isinstance(decision, Done):
+                if outcome.value is None:  # pragma: no cover - a Done always carries a value
+                    raise ProtocolError(f"{what}: no value after a successful attempt")
+                return outcome.value
+            if isinstance(decision, Fail):
+                raise decision.error
+            logger.info("%s failed (%s); retrying in %.2fs", what, outcome.note, decision.delay)
+            await self._sleep(decision.delay)
+            attempt += 1
+
     async def _request(
         self,
         kind: RequestKind,
@@ -194,10 +240,9 @@ class AsyncClient:
         body: dict[str, Any] | None = None,
         web_task_id: str | None = None,
     ) -> httpx.Response:
-        started = self._clock()
         headers = {"x-api-key": self._settings.api_key}
-        attempt = 0
-        while True:
+
+        async def attempt_once(attempt: int, elapsed: float) -> _Outcome[httpx.Response]:
             sent_at = datetime.now(UTC)
             if kind == "start":
                 self.counts.start += 1
@@ -205,7 +250,7 @@ class AsyncClient:
                 self.counts.result += 1
             common: dict[str, Any] = {
                 "attempt": attempt,
-                "elapsed": self._clock() - started,
+                "elapsed": elapsed,
                 "policy": self.retry,
                 "rng": self._rng,
                 "request_body": body,
@@ -215,23 +260,11 @@ class AsyncClient:
             try:
                 response = await self._api().request(method, url, json=body, headers=headers)
             except httpx.TransportError as exc:
-                decision = decide_exception(kind, exc, **common)
-                status_text = type(exc).__name__
-            else:
-                decision = decide_response(
-                    kind, response, secrets=(self._settings.api_key,), **common
-                )
-                status_text = str(response.status_code)
-            logger.debug("%s %s -> %s (attempt %d)", method, kind, status_text, attempt + 1)
-            if isinstance(decision, Done):
-                return response
-            if isinstance(decision, Fail):
-                raise decision.error
-            logger.info(
-                "%s %s failed (%s); retrying in %.2fs", method, kind, status_text, decision.delay
-            )
-            await self._sleep(decision.delay)
-            attempt += 1
+                return _Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
+            decision = decide_response(kind, response, secrets=(self._settings.api_key,), **common)
+            return _Outcome(decision, str(response.status_code), response)
+
+        return await self._with_retries(f"{method} {kind}", attempt_once)
 
     # -- the API ----------------------------------------------------------------------
 
@@ -416,82 +449,56 @@ class AsyncClient:
             return await self._download_once(fresh.result, target, chunk_size)
 
     async def _download_once(self, file: FileResult, target: Path, chunk_size: int) -> Path:
-        scheme, host, _ = origin_of(file.url)
-        if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
-            raise DownloadError(
-                f"refusing to fetch signed URL {redact_url(file.url)} over {scheme or 'no scheme'}"
-                ": its query string is a credential; only https (or loopback http) is allowed",
-                code="insecure-url",
-                web_task_id=file.web_task_id,
-            )
-        started = self._clock()
-        attempt = 0
-        while True:
-            try:
-                return await self._stream_to(file, target, chunk_size)
-            except (DownloadError, httpx.TransportError) as exc:
-                if isinstance(exc, DownloadError) and not exc.retryable:
-                    raise
-                error = (
-                    exc
-                    if isinstance(exc, DownloadError)
-                    else TransportError(
-                        f"{type(exc).__name__} downloading {redact_url(file.url)}",
-                        web_task_id=file.web_task_id,
-                        attempts=attempt + 1,
-                    )
-                )
-                delay = self.retry.backoff(attempt, self._rng)
-                attempt += 1
-                if (
-                    attempt >= self.retry.max_attempts
-                    or self._clock() - started + delay > self.retry.deadline_s
-                ):
-                    raise error from None
-                logger.info("download failed (%s); retrying in %.2fs", error.code, delay)
-                await self._sleep(delay)
+        check_signed_url(file)
 
-    async def _stream_to(self, file: FileResult, target: Path, chunk_size: int) -> Path:
+        async def attempt_once(attempt: int, elapsed: float) -> _Outcome[Path]:
+            return await self._download_attempt(file, target, chunk_size, attempt, elapsed)
+
+        return await self._with_retries(f"GET {redact_url(file.url)}", attempt_once)
+
+    async def _download_attempt(
+        self, file: FileResult, target: Path, chunk_size: int, attempt: int, elapsed: float
+    ) -> _Outcome[Path]:
+        """One GET of the signed URL into a temporary file, renamed to ``target`` only when
+        the transfer is complete and its size checks out."""
+        retry: dict[str, Any] = {
+            "attempt": attempt,
+            "elapsed": elapsed,
+            "policy": self.retry,
+            "rng": self._rng,
+        }
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         self.counts.download += 1
-        written = 0
         try:
-            async with self._file_client().stream("GET", file.url) as response:
-                if response.status_code in (401, 403, 410) or (
-                    response.status_code == 400 and file.expired()
-                ):
-                    raise ResultExpiredError(
-                        f"signed URL refused with HTTP {response.status_code} (expired or "
-                        "revoked); fetch a fresh one with client.result(web_task_id)",
-                        web_task_id=file.web_task_id,
-                    )
-                if response.status_code >= 400:
-                    transient = response.status_code >= 500 or response.status_code == 429
-                    raise DownloadError(
-                        f"file download answered HTTP {response.status_code}",
-                        code=f"http-{response.status_code}",
-                        web_task_id=file.web_task_id,
-                        retryable=transient,
-                    )
-                with tmp.open("wb") as out:
-                    async for chunk in response.aiter_bytes(chunk_size):
-                        out.write(chunk)
-                        written += len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-            if file.size_bytes >= 0 and written != file.size_bytes:
-                raise DownloadError(
-                    f"downloaded {written} bytes but the result advertised {file.size_bytes}; "
-                    "the transfer was truncated or corrupted",
-                    code="size-mismatch",
-                    web_task_id=file.web_task_id,
-                )
+            try:
+                async with self._file_client().stream("GET", file.url) as response:
+                    note = str(response.status_code)
+                    decision = decide_download_response(response, file, **retry)
+                    if not isinstance(decision, Done):
+                        return _Outcome(decision, note)
+                    written = await _write_body(response, tmp, chunk_size)
+            except httpx.TransportError as exc:
+                return _Outcome(decide_download_exception(exc, file, **retry), type(exc).__name__)
+            decision = decide_download_size(written, file, **retry)
+            if not isinstance(decision, Done):
+                return _Outcome(decision, f"{note}, {written} bytes")
             os.replace(tmp, target)
-            logger.debug("downloaded %d bytes from %s", written, redact_url(file.url))
-            return target
+            return _Outcome(decision, f"{note}, {written} bytes", target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+async def _write_body(response: httpx.Response, tmp: Path, chunk_size: int) -> int:
+    """Stream a response body to ``tmp`` and fsync it; the number of bytes written."""
+    written = 0
+    with tmp.open("wb") as out:
+        async for chunk in response.aiter_bytes(chunk_size):
+            out.write(chunk)
+            written += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return written
 
 
 class Client:
