@@ -1,8 +1,10 @@
 """``AsyncClient`` (the core) and ``Client`` (its synchronous facade).
 
 The async client moves bytes and sleeps; every decision (what to send, whether an answer
-is final, retryable or ambiguous) comes from ``_protocol``. The sync ``Client`` runs the
-same coroutines on a dedicated loop thread, so it also works inside a Jupyter cell.
+is final, retryable or ambiguous) comes from ``protocol``, and every request, API call or
+signed-URL download, goes through the one retry loop in ``attempts``. The sync ``Client``
+runs the same coroutines on a dedicated loop thread, so it also works inside a Jupyter
+cell.
 
 Two httpx clients are kept apart on purpose: the API client sends ``x-api-key`` and follows
 no redirects; the file client, used for signed result URLs, never carries a credential.
@@ -15,13 +17,12 @@ import logging
 import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,20 +35,15 @@ from .._exceptions import (
 )
 from .._redact import install_log_filter, mask_key, redact_url
 from .._version import __version__
+from .attempts import Outcome, download_attempt, run_with_retries
 from .config import Settings, origin_of
 from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .portal import run_sync
 from .protocol import (
-    Decision,
-    Done,
-    Fail,
     RequestKind,
     build_start_body,
     check_signed_url,
-    decide_download_exception,
-    decide_download_response,
-    decide_download_size,
     decide_exception,
     decide_response,
 )
@@ -60,16 +56,6 @@ install_log_filter()
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome(Generic[T]):
-    """One attempt: the protocol's decision, a short note for logs (status code or
-    exception name, never a URL) and, when the decision is ``Done``, the value."""
-
-    decision: Decision
-    note: str
-    value: T | None = None
 
 
 @dataclass
@@ -205,32 +191,6 @@ class AsyncClient:
     def _url(self, *parts: str) -> str:
         return "/".join((self.base_url, self.workspace_id, *parts))
 
-    async def _with_retries(
-        self, what: str, attempt_once: Callable[[int, float], Awaitable[_Outcome[T]]]
-    ) -> T:
-        """Run ``attempt_once(attempt, elapsed)`` until its decision is final.
-
-        The one retry loop of the client: API requests and downloads alike. Every decision
-        (and so attempt counting, backoff and the ``RetryPolicy`` deadline) comes from
-        ``protocol``; this loop only logs, sleeps and counts. ``what`` names the request in
-        logs and must not hold a secret (signed URLs go through ``redact_url``).
-        """
-        started = self._clock()
-        attempt = 0
-        while True:
-            outcome = await attempt_once(attempt, self._clock() - started)
-            decision = outcome.decision
-            logger.debug("%s -> %s (attempt %d)", what, outcome.note, attempt + 1)
-            if isinstance(decision, Done):
-                if outcome.value is None:  # pragma: no cover - a Done always carries a value
-                    raise ProtocolError(f"{what}: no value after a successful attempt")
-                return outcome.value
-            if isinstance(decision, Fail):
-                raise decision.error
-            logger.info("%s failed (%s); retrying in %.2fs", what, outcome.note, decision.delay)
-            await self._sleep(decision.delay)
-            attempt += 1
-
     async def _request(
         self,
         kind: RequestKind,
@@ -242,7 +202,7 @@ class AsyncClient:
     ) -> httpx.Response:
         headers = {"x-api-key": self._settings.api_key}
 
-        async def attempt_once(attempt: int, elapsed: float) -> _Outcome[httpx.Response]:
+        async def attempt_once(attempt: int, elapsed: float) -> Outcome[httpx.Response]:
             sent_at = datetime.now(UTC)
             if kind == "start":
                 self.counts.start += 1
@@ -260,11 +220,13 @@ class AsyncClient:
             try:
                 response = await self._api().request(method, url, json=body, headers=headers)
             except httpx.TransportError as exc:
-                return _Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
+                return Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
             decision = decide_response(kind, response, secrets=(self._settings.api_key,), **common)
-            return _Outcome(decision, str(response.status_code), response)
+            return Outcome(decision, str(response.status_code), response)
 
-        return await self._with_retries(f"{method} {kind}", attempt_once)
+        return await run_with_retries(
+            f"{method} {kind}", attempt_once, sleep=self._sleep, clock=self._clock
+        )
 
     # -- the API ----------------------------------------------------------------------
 
@@ -450,55 +412,23 @@ class AsyncClient:
 
     async def _download_once(self, file: FileResult, target: Path, chunk_size: int) -> Path:
         check_signed_url(file)
+        files = self._file_client()
 
-        async def attempt_once(attempt: int, elapsed: float) -> _Outcome[Path]:
-            return await self._download_attempt(file, target, chunk_size, attempt, elapsed)
+        async def attempt_once(attempt: int, elapsed: float) -> Outcome[Path]:
+            self.counts.download += 1
+            return await download_attempt(
+                files,
+                file,
+                target,
+                chunk_size=chunk_size,
+                attempt=attempt,
+                elapsed=elapsed,
+                policy=self.retry,
+                rng=self._rng,
+            )
 
-        return await self._with_retries(f"GET {redact_url(file.url)}", attempt_once)
-
-    async def _download_attempt(
-        self, file: FileResult, target: Path, chunk_size: int, attempt: int, elapsed: float
-    ) -> _Outcome[Path]:
-        """One GET of the signed URL into a temporary file, renamed to ``target`` only when
-        the transfer is complete and its size checks out."""
-        retry: dict[str, Any] = {
-            "attempt": attempt,
-            "elapsed": elapsed,
-            "policy": self.retry,
-            "rng": self._rng,
-        }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        self.counts.download += 1
-        try:
-            try:
-                async with self._file_client().stream("GET", file.url) as response:
-                    note = str(response.status_code)
-                    decision = decide_download_response(response, file, **retry)
-                    if not isinstance(decision, Done):
-                        return _Outcome(decision, note)
-                    written = await _write_body(response, tmp, chunk_size)
-            except httpx.TransportError as exc:
-                return _Outcome(decide_download_exception(exc, file, **retry), type(exc).__name__)
-            decision = decide_download_size(written, file, **retry)
-            if not isinstance(decision, Done):
-                return _Outcome(decision, f"{note}, {written} bytes")
-            os.replace(tmp, target)
-            return _Outcome(decision, f"{note}, {written} bytes", target)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-async def _write_body(response: httpx.Response, tmp: Path, chunk_size: int) -> int:
-    """Stream a response body to ``tmp`` and fsync it; the number of bytes written."""
-    written = 0
-    with tmp.open("wb") as out:
-        async for chunk in response.aiter_bytes(chunk_size):
-            out.write(chunk)
-            written += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return written
+        what = f"GET {redact_url(file.url)}"
+        return await run_with_retries(what, attempt_once, sleep=self._sleep, clock=self._clock)
 
 
 class Client:
