@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 from collections.abc import Callable
@@ -529,3 +530,30 @@ def test_sync_client_works_inside_a_running_event_loop(api: ScriptedAPI) -> None
         return status
 
     assert asyncio.run(notebook_cell()).web_task_id == "wt_1"
+
+
+@pytest.mark.parametrize("name", ["__init__", "start", "result", "wait", "run", "download"])
+def test_sync_methods_mirror_the_async_signatures(name: str) -> None:
+    """Editors and help() show the same explicit keywords on both clients."""
+    sync_sig = inspect.signature(getattr(Client, name))
+    async_sig = inspect.signature(getattr(AsyncClient, name))
+    assert list(sync_sig.parameters.values()) == list(async_sig.parameters.values())
+    assert not any(p.kind is p.VAR_KEYWORD for p in sync_sig.parameters.values())
+    if name != "__init__":
+        assert sync_sig.return_annotation == async_sig.return_annotation
+        assert "Example:" in (getattr(Client, name).__doc__ or "")
+
+
+def test_sync_client_passes_every_keyword_through(api: ScriptedAPI, tmp_path: Path) -> None:
+    api.script("start", STARTED_OK)
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(200, content=b'[{"a": 1}]\n'))
+    with sync_client(api) as client:
+        wt_id = client.start("t", start_url="https://example.com", reuse_key="k", model="haiku")
+        status = client.wait(wt_id, timeout=5, first_poll_s=0)
+        path = client.download(status, tmp_path / "r.json", refresh=False, chunk_size=4)
+    assert api.requests[0].read() == (
+        b'{"task":"t","startUrl":"https://example.com","reuseKey":"k","model":"haiku"}'
+    )
+    assert path.read_bytes() == b'[{"a": 1}]\n'
+    assert client.async_client.poll.min_s == 0.001

@@ -2,8 +2,9 @@
 
 ``protocol`` decides what an attempt's outcome means (``Done``, ``Retry(delay)``,
 ``Fail(error)``) and this module acts on it: ``run_with_retries`` is the single retry loop
-the client drives API requests and signed-URL downloads through, and ``download_attempt``
-performs one GET of a signed URL into a temporary file. Attempt counting, backoff and the
+the client drives API requests and signed-URL downloads through; ``api_attempt`` sends one
+API request and ``download_attempt`` performs one GET of a signed URL into a temporary
+file. Attempt counting, backoff and the
 ``RetryPolicy`` deadline all come from the decisions, so both kinds of request follow the
 same rules.
 """
@@ -16,6 +17,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -28,12 +30,15 @@ from .protocol import (
     Decision,
     Done,
     Fail,
+    RequestKind,
     decide_download_exception,
     decide_download_response,
     decide_download_size,
+    decide_exception,
+    decide_response,
 )
 
-__all__ = ["Outcome", "download_attempt", "run_with_retries"]
+__all__ = ["Outcome", "api_attempt", "download_attempt", "run_with_retries"]
 
 logger = logging.getLogger("webtask_frames")
 T = TypeVar("T")
@@ -82,6 +87,47 @@ async def run_with_retries(
         logger.info("%s failed (%s); retrying in %.2fs", what, outcome.note, decision.delay)
         await sleep(decision.delay)
         attempt += 1
+
+
+async def api_attempt(
+    api: httpx.AsyncClient,
+    kind: RequestKind,
+    method: str,
+    url: str,
+    *,
+    api_key: str,
+    body: dict[str, Any] | None,
+    web_task_id: str | None,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Outcome[httpx.Response]:
+    """One API request with ``api`` (the client that may carry the key), classified.
+
+    The send time goes into the decision so an ambiguous start can say when it was sent;
+    the key is passed to the decision only to scrub it from echoed server messages.
+
+    Example:
+        >>> outcome = await api_attempt(api, "result", "GET", url, api_key=key, body=None,
+        ...                             web_task_id="wt_1", attempt=0, elapsed=0.0,
+        ...                             policy=RetryPolicy())  # doctest: +SKIP
+    """
+    common: dict[str, Any] = {
+        "attempt": attempt,
+        "elapsed": elapsed,
+        "policy": policy,
+        "rng": rng,
+        "request_body": body,
+        "web_task_id": web_task_id,
+        "sent_at": datetime.now(UTC),
+    }
+    try:
+        response = await api.request(method, url, json=body, headers={"x-api-key": api_key})
+    except httpx.TransportError as exc:
+        return Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
+    decision = decide_response(kind, response, secrets=(api_key,), **common)
+    return Outcome(decision, str(response.status_code), response)
 
 
 async def download_attempt(

@@ -19,10 +19,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -35,18 +34,12 @@ from .._exceptions import (
 )
 from .._redact import install_log_filter, mask_key, redact_url
 from .._version import __version__
-from .attempts import Outcome, download_attempt, run_with_retries
+from .attempts import Outcome, api_attempt, download_attempt, run_with_retries
 from .config import Settings, origin_of
 from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .portal import run_sync
-from .protocol import (
-    RequestKind,
-    build_start_body,
-    check_signed_url,
-    decide_exception,
-    decide_response,
-)
+from .protocol import RequestKind, build_start_body, check_signed_url
 
 __all__ = ["AsyncClient", "Client", "RequestCounts"]
 
@@ -55,7 +48,6 @@ install_log_filter()
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
-T = TypeVar("T")
 
 
 @dataclass
@@ -200,29 +192,26 @@ class AsyncClient:
         body: dict[str, Any] | None = None,
         web_task_id: str | None = None,
     ) -> httpx.Response:
-        headers = {"x-api-key": self._settings.api_key}
+        api, key = self._api(), self._settings.api_key
 
         async def attempt_once(attempt: int, elapsed: float) -> Outcome[httpx.Response]:
-            sent_at = datetime.now(UTC)
             if kind == "start":
                 self.counts.start += 1
             else:
                 self.counts.result += 1
-            common: dict[str, Any] = {
-                "attempt": attempt,
-                "elapsed": elapsed,
-                "policy": self.retry,
-                "rng": self._rng,
-                "request_body": body,
-                "web_task_id": web_task_id,
-                "sent_at": sent_at,
-            }
-            try:
-                response = await self._api().request(method, url, json=body, headers=headers)
-            except httpx.TransportError as exc:
-                return Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
-            decision = decide_response(kind, response, secrets=(self._settings.api_key,), **common)
-            return Outcome(decision, str(response.status_code), response)
+            return await api_attempt(
+                api,
+                kind,
+                method,
+                url,
+                api_key=key,
+                body=body,
+                web_task_id=web_task_id,
+                attempt=attempt,
+                elapsed=elapsed,
+                policy=self.retry,
+                rng=self._rng,
+            )
 
         return await run_with_retries(
             f"{method} {kind}", attempt_once, sleep=self._sleep, clock=self._clock
@@ -449,9 +438,28 @@ class Client:
         api_key: str | None = None,
         workspace_id: str | None = None,
         base_url: str | None = None,
-        **kwargs: Any,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_concurrency: int = 10,
+        poll_min_s: float = 1.0,
+        poll_max_s: float = 15.0,
+        wait_timeout_s: float = 3600.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._async = AsyncClient(api_key, workspace_id, base_url, **kwargs)
+        # The transport is async on purpose: the requests run on the facade's loop thread.
+        self._async = AsyncClient(
+            api_key,
+            workspace_id,
+            base_url,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            poll_min_s=poll_min_s,
+            poll_max_s=poll_max_s,
+            wait_timeout_s=wait_timeout_s,
+            retry=retry,
+            transport=transport,
+        )
 
     @property
     def async_client(self) -> AsyncClient:
@@ -481,27 +489,117 @@ class Client:
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncClient(", "Client(", 1)
 
-    def start(self, task: str, **kwargs: Any) -> str:
-        """Submit a task; see ``AsyncClient.start``."""
-        return run_sync(self._async.start(task, **kwargs))
+    def start(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Submit a web task and return its ``webTaskId``.
+
+        Arguments are validated before anything is sent. ``output_schema`` may be a JSON
+        Schema dict, a pydantic model class, or a path to a JSON file. Raises
+        ``AmbiguousSubmissionError`` when the request may have created a task whose id we
+        never received; such a request is never resent automatically.
+
+        Example:
+            >>> wt_id = client.start("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+        """
+        return run_sync(
+            self._async.start(
+                task,
+                start_url=start_url,
+                parameters=parameters,
+                output_schema=output_schema,
+                reuse_key=reuse_key,
+                model=model,
+            )
+        )
 
     def result(self, web_task_id: str) -> TaskStatus:
-        """Fetch a task's status; see ``AsyncClient.result``."""
+        """Fetch a task's current status (``Pending``, ``Started``, ``Completed``, ``Canceled``).
+
+        Example:
+            >>> status = client.result("wt_123")  # doctest: +SKIP
+        """
         return run_sync(self._async.result(web_task_id))
 
-    def wait(self, web_task_id: str, **kwargs: Any) -> TaskStatus:
-        """Poll to a terminal status; see ``AsyncClient.wait``."""
-        return run_sync(self._async.wait(web_task_id, **kwargs))
+    def wait(
+        self,
+        web_task_id: str,
+        *,
+        timeout: float | None = None,
+        first_poll_s: float | None = None,
+    ) -> TaskStatus:
+        """Poll until the task is terminal and return that status (success or not).
 
-    def run(self, task: str, **kwargs: Any) -> TaskStatus:
-        """Start and wait; see ``AsyncClient.run``."""
-        return run_sync(self._async.run(task, **kwargs))
+        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``. When
+        ``timeout`` (default ``wait_timeout_s``) passes, ``WaitTimeoutError`` carries the id:
+        the task keeps running and ``wait`` can be called again to re-attach.
+        ``first_poll_s`` delays the first poll (0 polls at once), e.g. to a predicted
+        finish time.
+
+        Example:
+            >>> status = client.wait("wt_123", timeout=600)  # doctest: +SKIP
+        """
+        return run_sync(self._async.wait(web_task_id, timeout=timeout, first_poll_s=first_poll_s))
+
+    def run(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> TaskStatus:
+        """Start a task and wait for it. With ``check`` (default) a failed or canceled task
+        raises ``TaskFailedError`` / ``TaskCanceledError``; otherwise the status is returned.
+
+        Example:
+            >>> status = client.run("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+            >>> status.result.data                                      # doctest: +SKIP
+        """
+        return run_sync(
+            self._async.run(
+                task,
+                start_url=start_url,
+                parameters=parameters,
+                output_schema=output_schema,
+                reuse_key=reuse_key,
+                model=model,
+                timeout=timeout,
+                check=check,
+            )
+        )
 
     def download(
-        self, file: FileResult | Completed, dest: str | os.PathLike[str], **kwargs: Any
+        self,
+        file: FileResult | Completed,
+        dest: str | os.PathLike[str],
+        *,
+        refresh: bool = True,
+        chunk_size: int = 1 << 20,
     ) -> Path:
-        """Stream a file result to disk; see ``AsyncClient.download``."""
-        return run_sync(self._async.download(file, dest, **kwargs))
+        """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
+
+        No credential is ever sent with the signed URL. When the URL has expired or is
+        refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
+        new URL (``refresh``); a new task is never started. Transient faults are retried by
+        the client's ``RetryPolicy``.
+
+        Example:
+            >>> status = client.run("Export all products")        # doctest: +SKIP
+            >>> client.download(status, "products.json")          # doctest: +SKIP
+        """
+        return run_sync(self._async.download(file, dest, refresh=refresh, chunk_size=chunk_size))
 
     def close(self) -> None:
         """Close connection pools."""
