@@ -118,6 +118,7 @@ _SIMPLE_TYPES: dict[str, pa.DataType] = {
 
 # -- JSON Schema -> Node -------------------------------------------------------------
 
+
 _NULL_SCHEMA_KEYS = frozenset({"type"})
 
 
@@ -308,20 +309,15 @@ class Layout:
 
 def _record_schema(root: dict[str, Any], sub: Any, pointer: str) -> dict[str, Any] | bool:
     """A standalone schema for the subschema at ``pointer`` that still resolves the root's
-    ``$ref``s: the root is embedded under ``$defs`` with its own ``$id``."""
+    ``$ref``s: the root's definitions hoisted into it when that suffices, else the root
+    embedded under ``$defs`` with its own ``$id``."""
     if pointer == "#":
         return root
     if isinstance(sub, bool):
         return sub
-    refs = set(_local_refs(root))
-    if all(r.startswith(("#/$defs/", "#/definitions/")) for r in refs) and "$id" not in root:
-        out = dict(sub)
-        for key in ("$defs", "definitions"):
-            if isinstance(root.get(key), Mapping):
-                merged = dict(root[key])
-                merged.update(out.get(key) or {})
-                out[key] = merged
-        return out
+    hoisted = hoist_defs(sub, root)
+    if hoisted is not None:
+        return hoisted
     base = root.get("$id") if isinstance(root.get("$id"), str) else "urn:webtask-frames:output"
     embedded = copy.deepcopy(root)
     embedded["$id"] = base
@@ -329,16 +325,47 @@ def _record_schema(root: dict[str, Any], sub: Any, pointer: str) -> dict[str, An
     return {"$defs": {"__output_schema__": embedded}, "$ref": f"{base}{pointer}"}
 
 
-def _local_refs(schema: Any) -> Iterable[str]:
+DEFS_KEYWORDS = ("$defs", "definitions")
+_DEFS_REF_PREFIXES = tuple(f"#/{key}/" for key in DEFS_KEYWORDS)
+
+
+def hoist_defs(body: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``body``, a schema cut out of ``source``, with ``source``'s ``$defs`` and
+    ``definitions`` at its root (``body``'s own entries win), so the ``#/$defs/...``
+    references it took along still resolve where it now stands.
+
+    None when that cannot hold: ``source`` has an ``$id`` or a reference of another form
+    (``#/properties/...``, remote, dynamic).
+
+    Example:
+        >>> root = {"$defs": {"Id": {"type": "integer"}}, "items": {"$ref": "#/$defs/Id"}}
+        >>> hoist_defs(root["items"], root)
+        {'$ref': '#/$defs/Id', '$defs': {'Id': {'type': 'integer'}}}
+        >>> hoist_defs({"$ref": "#/items"}, {"$ref": "#/items"}) is None
+        True
+    """
+    if "$id" in source or not all(r.startswith(_DEFS_REF_PREFIXES) for r in schema_refs(source)):
+        return None
+    out = dict(body)
+    for key in DEFS_KEYWORDS:
+        if isinstance(source.get(key), Mapping):
+            merged = dict(source[key])
+            merged.update(out.get(key) or {})
+            out[key] = merged
+    return out
+
+
+def schema_refs(schema: Any) -> Iterable[str]:
+    """Every ``$ref`` and ``$dynamicRef`` in ``schema``; ``enum``/``const`` hold data."""
     if isinstance(schema, Mapping):
         for key, value in schema.items():
-            if key == "$ref" and isinstance(value, str):
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
                 yield value
-            else:
-                yield from _local_refs(value)
+            elif key not in ("enum", "const"):
+                yield from schema_refs(value)
     elif isinstance(schema, list):
         for value in schema:
-            yield from _local_refs(value)
+            yield from schema_refs(value)
 
 
 def _deref(root: Mapping[str, Any], schema: Any, pointer: str) -> tuple[Any, str]:
