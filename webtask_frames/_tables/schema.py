@@ -119,9 +119,6 @@ _SIMPLE_TYPES: dict[str, pa.DataType] = {
 # -- JSON Schema -> Node -------------------------------------------------------------
 
 
-_NULL_SCHEMA_KEYS = frozenset({"type"})
-
-
 def _is_null_schema(schema: Any) -> bool:
     return isinstance(schema, Mapping) and schema.get("type") == "null"
 
