@@ -26,6 +26,7 @@ import pyarrow as pa
 from ._exceptions import InvalidInputError, SchemaValidationError, WaitTimeoutError
 from ._materialize import Materialized, _materialize
 from ._tables.compiled import coerce_output_schema
+from ._tables.metadata import METADATA_KEY
 from ._tables.unify import table_to_pandas
 from ._tables.validate import check_mode
 from ._wire.client import AsyncClient, Client
@@ -173,7 +174,7 @@ def _deliver(m: Materialized, dtype_backend: str | None) -> Any:
 
 def _with_metadata(m: Materialized) -> pa.Table:
     meta = dict(m.table.schema.metadata or {})
-    meta[b"webtask"] = json.dumps(m.summary, default=str).encode()
+    meta[METADATA_KEY] = json.dumps(m.summary, default=str).encode()
     return m.table.replace_schema_metadata(meta)
 
 
@@ -293,7 +294,8 @@ def read_webtask_arrow(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pa.Table:
     """Run a web task and return its result as a ``pyarrow.Table``; the summary (id,
-    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"``.
+    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"`` (the one
+    key webtask-frames uses for its metadata, also in Parquet files it writes).
 
     Example:
         >>> table = read_webtask_arrow("List YC companies", output_schema=schema)
