@@ -33,7 +33,7 @@ import numpy as np
 from jsonschema.exceptions import relevance
 
 from .._exceptions import InvalidInputError
-from .schema import DEFS_KEYWORDS, hoist_defs
+from .refs import DEFS_KEYWORDS, hoist_defs
 
 __all__ = [
     "MODES",
