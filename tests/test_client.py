@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -337,6 +339,92 @@ def test_download_size_mismatch_retries_then_fails(
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_download_retries_transient_faults_through_the_policy(
+    api: ScriptedAPI,
+    make_client: MakeClient,
+    sleeps: list[float],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="webtask_frames")
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script(
+        "file",
+        httpx.Response(503, text="slow down"),
+        httpx.ReadError("connection reset"),
+        httpx.Response(200, content=b'[{"a": 1}]\n'),
+    )
+    client = make_client()
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    assert run(go()).read_bytes() == b'[{"a": 1}]\n'
+    assert api.count("file") == 3
+    assert client.counts.download == 3
+    assert len(sleeps) == 2
+    assert all(0 <= s <= min(20.0, 0.5 * 2**i) for i, s in enumerate(sleeps))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("retrying" in m and "files.test/results/wt_1.json?<redacted>" in m for m in messages)
+    assert not any("s3cr3t" in m for m in messages)
+    assert list(tmp_path.iterdir()) == [tmp_path / "r.json"]
+
+
+def test_download_transport_errors_exhaust_the_attempts(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.ReadTimeout("slow"))
+    client = make_client(retry=RetryPolicy(max_attempts=4))
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(TransportError) as info:
+        run(go())
+    assert api.count("file") == 4
+    assert len(sleeps) == 3
+    assert info.value.attempts == 4
+    assert "s3cr3t" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_deadline_bounds_retries(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(502))
+    policy = RetryPolicy(max_attempts=1000, backoff_base_s=10, backoff_cap_s=10, deadline_s=60)
+    client = make_client(retry=policy)
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(DownloadError) as info:
+        run(go())
+    assert info.value.code == "http-502"
+    assert sum(sleeps) <= 60
+    assert api.count("file") == len(sleeps) + 1 < 1000
+
+
+def test_download_404_is_not_retried(
+    api: ScriptedAPI, make_client: MakeClient, sleeps: list[float], tmp_path: Path
+) -> None:
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(404))
+    client = make_client()
+
+    async def go() -> Path:
+        return await client.download(await client.result("wt_1"), tmp_path / "r.json")
+
+    with pytest.raises(DownloadError) as info:
+        run(go())
+    assert (info.value.code, info.value.retryable) == ("http-404", False)
+    assert api.count("file") == 1
+    assert api.count("result") == 1  # not an expiry: no refresh either
+    assert sleeps == []
+
+
 def test_expired_url_refreshes_once_never_starts_a_task(
     api: ScriptedAPI, make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -442,3 +530,30 @@ def test_sync_client_works_inside_a_running_event_loop(api: ScriptedAPI) -> None
         return status
 
     assert asyncio.run(notebook_cell()).web_task_id == "wt_1"
+
+
+@pytest.mark.parametrize("name", ["__init__", "start", "result", "wait", "run", "download"])
+def test_sync_methods_mirror_the_async_signatures(name: str) -> None:
+    """Editors and help() show the same explicit keywords on both clients."""
+    sync_sig = inspect.signature(getattr(Client, name))
+    async_sig = inspect.signature(getattr(AsyncClient, name))
+    assert list(sync_sig.parameters.values()) == list(async_sig.parameters.values())
+    assert not any(p.kind is p.VAR_KEYWORD for p in sync_sig.parameters.values())
+    if name != "__init__":
+        assert sync_sig.return_annotation == async_sig.return_annotation
+        assert "Example:" in (getattr(Client, name).__doc__ or "")
+
+
+def test_sync_client_passes_every_keyword_through(api: ScriptedAPI, tmp_path: Path) -> None:
+    api.script("start", STARTED_OK)
+    api.script("result", httpx.Response(200, json=file_status()))
+    api.script("file", httpx.Response(200, content=b'[{"a": 1}]\n'))
+    with sync_client(api) as client:
+        wt_id = client.start("t", start_url="https://example.com", reuse_key="k", model="haiku")
+        status = client.wait(wt_id, timeout=5, first_poll_s=0)
+        path = client.download(status, tmp_path / "r.json", refresh=False, chunk_size=4)
+    assert api.requests[0].read() == (
+        b'{"task":"t","startUrl":"https://example.com","reuseKey":"k","model":"haiku"}'
+    )
+    assert path.read_bytes() == b'[{"a": 1}]\n'
+    assert client.async_client.poll.min_s == 0.001

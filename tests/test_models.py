@@ -1,17 +1,25 @@
-"""Parsing the reference examples and the exported surface."""
+"""Parsing the reference examples and the wire timestamps."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
-import webtask_frames
-from webtask_frames import Canceled, Completed, FileResult, InlineResult, Pending, Started
-from webtask_frames._exceptions import ProtocolError
-from webtask_frames._wire.models import parse_status
+from webtask_frames import (
+    Canceled,
+    Completed,
+    FileResult,
+    InlineResult,
+    Pending,
+    ProtocolError,
+    Started,
+)
+from webtask_frames._tables.records import date_or_none, timestamp_or_none
+from webtask_frames._wire.models import parse_status, parse_timestamp_strict
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -91,14 +99,18 @@ def test_to_wire_redacts_signed_urls() -> None:
     assert "signature" in json.dumps(status.to_wire(redact=False))
 
 
-def test_exports_are_sorted_and_complete() -> None:
-    exported = webtask_frames.__all__
-    assert list(exported) == sorted(exported)
-    public = {n for n in dir(webtask_frames) if not n.startswith("_")} - {
-        name
-        for name in dir(webtask_frames)
-        if type(getattr(webtask_frames, name)).__name__ == "module"
-    }
-    assert public | {"__version__"} == set(exported)
-    for name in exported:
-        assert getattr(webtask_frames, name).__doc__ or name == "__version__", name
+def test_wire_timestamps_are_strict_data_timestamps_tolerant() -> None:
+    """Two contracts, two names: the wire raises, the data conversion gives None."""
+    assert parse_timestamp_strict(None) is None
+    naive = parse_timestamp_strict("2026-05-19T12:00:00")
+    assert naive is not None and naive.tzinfo is not None
+    with pytest.raises(ProtocolError, match="unparseable"):
+        parse_timestamp_strict("yesterday")
+    with pytest.raises(ProtocolError):
+        parse_timestamp_strict(1716120000)
+    assert timestamp_or_none("yesterday") is None
+    assert timestamp_or_none(1716120000) is None
+    shifted = timestamp_or_none("2026-05-19T12:00:00+02:00")
+    assert shifted is not None and (shifted.hour, shifted.utcoffset()) == (10, timedelta(0))
+    assert date_or_none("2026-05-19") == date(2026, 5, 19)
+    assert date_or_none("19/05/2026") is None

@@ -13,9 +13,12 @@ from webtask_frames import (
     AmbiguousSubmissionError,
     AuthenticationError,
     BadRequestError,
+    DownloadError,
+    FileResult,
     InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResultExpiredError,
     RetryPolicy,
     ServerError,
     TransportError,
@@ -26,6 +29,10 @@ from webtask_frames._wire.protocol import (
     Fail,
     Retry,
     build_start_body,
+    check_signed_url,
+    decide_download_exception,
+    decide_download_response,
+    decide_download_size,
     decide_exception,
     decide_response,
     parse_retry_after,
@@ -275,3 +282,156 @@ def test_server_message_never_echoes_the_key() -> None:
     assert isinstance(decision, Fail)
     assert "secret-123" not in str(decision.error)
     assert "INTUNED_API_KEY" in str(decision.error)
+
+
+# -- downloads of signed file URLs ------------------------------------------------------
+
+SIGNED = "https://files.test/r/wt_1.json?signature=s3cr3t&expires=9"
+
+
+def signed_file(
+    url: str = SIGNED, *, size: int = 11, expires_at: datetime | None = None
+) -> FileResult:
+    return FileResult(
+        url=url,
+        content_type="application/json",
+        size_bytes=size,
+        expires_at=expires_at,
+        web_task_id="wt_1",
+    )
+
+
+@pytest.mark.parametrize("status", [200, 204, 304])
+def test_download_below_400_is_done(status: int) -> None:
+    decision = decide_download_response(
+        httpx.Response(status), signed_file(), attempt=0, elapsed=0, policy=POLICY
+    )
+    assert isinstance(decision, Done)
+
+
+@pytest.mark.parametrize("status", [401, 403, 410])
+def test_download_refused_url_is_expired_and_final(status: int) -> None:
+    decision = decide_download_response(
+        httpx.Response(status), signed_file(), attempt=0, elapsed=0, policy=POLICY
+    )
+    assert isinstance(decision, Fail)
+    assert isinstance(decision.error, ResultExpiredError)
+    assert not decision.error.retryable
+    assert decision.error.web_task_id == "wt_1"
+    assert "s3cr3t" not in str(decision.error)
+
+
+def test_download_400_is_expired_only_after_the_advertised_expiry() -> None:
+    past = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    expired = decide_download_response(
+        httpx.Response(400),
+        signed_file(expires_at=past),
+        attempt=0,
+        elapsed=0,
+        policy=POLICY,
+        now=now,
+    )
+    assert isinstance(expired, Fail)
+    assert isinstance(expired.error, ResultExpiredError)
+    fresh = decide_download_response(
+        httpx.Response(400),
+        signed_file(expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
+        attempt=0,
+        elapsed=0,
+        policy=POLICY,
+        now=now,
+    )
+    assert isinstance(fresh, Fail)
+    assert type(fresh.error) is DownloadError
+    assert (fresh.error.code, fresh.error.retryable) == ("http-400", False)
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_download_transient_statuses_retry(status: int) -> None:
+    decision = decide_download_response(
+        httpx.Response(status), signed_file(), attempt=0, elapsed=0, policy=POLICY
+    )
+    assert isinstance(decision, Retry)
+    assert isinstance(decision.error, DownloadError)
+    assert decision.error.code == f"http-{status}"
+    assert decision.error.retryable
+    assert "s3cr3t" not in str(decision.error)
+    assert 0 <= decision.delay <= POLICY.backoff_base_s
+
+
+@pytest.mark.parametrize("status", [404, 409, 416])
+def test_download_other_client_errors_are_final(status: int) -> None:
+    decision = decide_download_response(
+        httpx.Response(status), signed_file(), attempt=0, elapsed=0, policy=POLICY
+    )
+    assert isinstance(decision, Fail)
+    assert not isinstance(decision.error, ResultExpiredError)
+    assert not decision.error.retryable
+
+
+def test_download_size_check() -> None:
+    ok = decide_download_size(11, signed_file(), attempt=0, elapsed=0, policy=POLICY)
+    assert isinstance(ok, Done)
+    unknown = decide_download_size(3, signed_file(size=-1), attempt=0, elapsed=0, policy=POLICY)
+    assert isinstance(unknown, Done)  # no advertised size: nothing to compare
+    short = decide_download_size(2, signed_file(), attempt=0, elapsed=0, policy=POLICY)
+    assert isinstance(short, Retry)
+    assert short.error.code == "size-mismatch"
+    assert "advertised 11" in str(short.error)
+    assert "s3cr3t" not in str(short.error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ConnectError(f"cannot reach {SIGNED}"),
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("peer closed connection without sending complete body"),
+    ],
+)
+def test_download_transport_errors_retry_without_quoting_the_url(
+    exc: httpx.TransportError,
+) -> None:
+    decision = decide_download_exception(exc, signed_file(), attempt=1, elapsed=0, policy=POLICY)
+    assert isinstance(decision, Retry)
+    assert isinstance(decision.error, TransportError)
+    assert decision.error.attempts == 2
+    assert decision.error.web_task_id == "wt_1"
+    assert "s3cr3t" not in str(decision.error)
+    assert "files.test/r/wt_1.json" in str(decision.error)
+
+
+def test_download_retries_share_the_policy_bounds() -> None:
+    policy = RetryPolicy(max_attempts=3, deadline_s=10)
+    file = signed_file()
+    common = {"policy": policy, "elapsed": 0.0}
+    assert isinstance(
+        decide_download_response(httpx.Response(503), file, attempt=1, **common), Retry
+    )
+    assert isinstance(decide_download_size(0, file, attempt=1, **common), Retry)
+    last_status = decide_download_response(httpx.Response(503), file, attempt=2, **common)
+    last_size = decide_download_size(0, file, attempt=2, **common)
+    last_net = decide_download_exception(httpx.ReadError("x"), file, attempt=2, **common)
+    for decision in (last_status, last_size, last_net):
+        assert isinstance(decision, Fail)
+        assert decision.error.retryable  # the fault was transient; the budget ran out
+    late = decide_download_size(0, file, attempt=0, policy=policy, elapsed=10.5)
+    assert isinstance(late, Fail)  # past the deadline: no time left for another attempt
+
+
+@pytest.mark.parametrize(
+    "url", ["http://files.test/r?sig=1", "ftp://files.test/r?sig=1", "files.test/r?sig=1"]
+)
+def test_signed_url_must_not_travel_in_clear(url: str) -> None:
+    with pytest.raises(DownloadError) as info:
+        check_signed_url(signed_file(url))
+    assert info.value.code == "insecure-url"
+    assert "sig=1" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", [SIGNED, "http://127.0.0.1:8000/r?sig=1", "http://localhost/r?sig=1"]
+)
+def test_signed_url_https_or_loopback_is_allowed(url: str) -> None:
+    check_signed_url(signed_file(url))

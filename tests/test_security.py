@@ -12,12 +12,15 @@ import httpx
 import pytest
 from mockapi import API_KEY, BASE_URL, FILES_URL, WORKSPACE, ScriptedAPI, completed_body, error_body
 
+import webtask_frames
 from webtask_frames import (
     APIError,
     AsyncClient,
     Client,
     ConfigurationError,
+    LedgerLockedError,
     TransportError,
+    WebTaskError,
 )
 from webtask_frames._wire.config import Settings
 
@@ -139,3 +142,42 @@ def test_exceptions_pickle_without_losing_fields() -> None:
         "transport",
         str(exc),
     )
+
+
+EXPORTED_ERRORS = sorted(
+    (
+        obj
+        for obj in (getattr(webtask_frames, name) for name in webtask_frames.__all__)
+        if isinstance(obj, type) and issubclass(obj, BaseException)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+
+def test_every_exception_is_exported_under_the_base_class() -> None:
+    assert WebTaskError in EXPORTED_ERRORS and LedgerLockedError in EXPORTED_ERRORS
+    assert all(issubclass(cls, WebTaskError) for cls in EXPORTED_ERRORS)
+
+
+@pytest.mark.parametrize("cls", EXPORTED_ERRORS, ids=lambda cls: cls.__name__)
+def test_every_exported_exception_pickles_with_its_identifiers(cls: type[WebTaskError]) -> None:
+    """Batch runs move errors across threads and processes: nothing may be lost."""
+    extra: dict[str, object] = {"status_code": 503} if issubclass(cls, APIError) else {}
+    exc = cls(
+        "it broke; try again",
+        code="some-code",
+        web_task_id="wt_9",
+        correlation_id="corr-9",
+        **extra,  # type: ignore[arg-type]
+    )
+    clone = pickle.loads(pickle.dumps(exc))
+    assert type(clone) is cls
+    assert (clone.code, clone.web_task_id, clone.correlation_id) == (
+        "some-code",
+        "wt_9",
+        "corr-9",
+    )
+    assert str(clone) == str(exc)
+    assert clone.args == exc.args
+    assert clone.retryable == exc.retryable
+    assert vars(clone) == vars(exc)

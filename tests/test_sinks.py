@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from webtask_frames import InvalidInputError
 from webtask_frames._sinks import parquet as _sinks
 from webtask_frames._sinks.duckdb import write_duckdb
 from webtask_frames._sinks.parquet import read_provenance, write_parquet
+from webtask_frames._tables.metadata import METADATA_KEY
 
 HOSTILE = ["../x", "a/b", "", "ünï cødé", "..", "/etc/passwd", "a\\b", None]
 
@@ -74,6 +76,22 @@ def test_single_file_round_trip_with_provenance(tmp_path: Path) -> None:
     assert pa.types.is_struct(table.schema.field("company").type)
     assert pa.types.is_string(table.schema.field("kind").type)  # dictionary made plain
     assert read_provenance(path) == {"task": "t", "v": 1}
+
+
+def test_provenance_uses_the_one_metadata_key(tmp_path: Path) -> None:
+    path = write_parquet(rows(), tmp_path / "r.parquet", provenance={"task": "t"})
+    metadata = pq.read_schema(path).metadata
+    assert METADATA_KEY == b"webtask"  # the key read_webtask_arrow's tables carry too
+    assert json.loads(metadata[METADATA_KEY]) == {"task": "t"}
+    assert b"webtask_frames" not in metadata
+
+
+def test_provenance_of_files_written_with_the_old_key_still_reads(tmp_path: Path) -> None:
+    old = rows().replace_schema_metadata({b"webtask_frames": b'{"task": "old"}'})
+    pq.write_table(old, tmp_path / "old.parquet")
+    assert read_provenance(tmp_path / "old.parquet") == {"task": "old"}
+    pq.write_table(rows(), tmp_path / "none.parquet")
+    assert read_provenance(tmp_path / "none.parquet") == {}
 
 
 def test_crash_during_parquet_write_keeps_the_previous_file(

@@ -10,6 +10,7 @@ or a signed URL's query string.
     WebTaskError
     ├── ConfigurationError ........ missing or unsafe settings (key, workspace, base URL)
     ├── InvalidInputError ......... a bad argument, caught before any request is sent
+    │   └── LedgerLockedError ..... another running batch holds this ledger
     ├── ProtocolError ............. the server answered something outside the contract
     ├── TransportError ............ the network failed and retries were exhausted
     ├── APIError .................. the API answered with an HTTP error status
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "DownloadError",
     "InvalidInputError",
+    "LedgerLockedError",
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
@@ -152,6 +154,20 @@ class InvalidInputError(WebTaskError, ValueError):
     def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.field = field
+
+
+class LedgerLockedError(InvalidInputError):
+    """Another process is running a batch on this ledger (it holds the ledger's lock).
+
+    Wait for that batch to finish (or stop it), or pass a different ledger path. The
+    lock is released by the operating system when its process dies, even by ``kill -9``.
+
+    Example:
+        >>> run_batch("List companies", grid, ledger="sweep.db")  # doctest: +SKIP
+        LedgerLockedError: ledger 'sweep.db' is in use by another running batch; ...
+    """
+
+    default_code = "ledger-locked"
 
 
 class ProtocolError(WebTaskError):

@@ -25,6 +25,7 @@ import pyarrow as pa
 from ._exceptions import SchemaValidationError, WaitTimeoutError
 from ._materialize import Materialized, _materialize
 from ._options import ReadOptions, resolve_client
+from ._tables.metadata import METADATA_KEY
 from ._tables.unify import table_to_pandas
 from ._wire.client import AsyncClient, Client
 from ._wire.models import Canceled, Completed
@@ -131,7 +132,7 @@ def _table(m: Materialized) -> pa.Table:
     """The public Arrow result: the summary goes in the schema metadata."""
     _warn(m)
     meta = dict(m.table.schema.metadata or {})
-    meta[b"webtask"] = json.dumps(m.summary, default=str).encode()
+    meta[METADATA_KEY] = json.dumps(m.summary, default=str).encode()
     return m.table.replace_schema_metadata(meta)
 
 
@@ -247,7 +248,8 @@ def read_webtask_arrow(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pa.Table:
     """Run a web task and return its result as a ``pyarrow.Table``; the summary (id,
-    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"``.
+    cost, reuse, timings, counts) is in the schema metadata under ``b"webtask"`` (the one
+    key webtask-frames uses for its metadata, also in Parquet files it writes).
 
     Example:
         >>> table = read_webtask_arrow("List YC companies", output_schema=schema)

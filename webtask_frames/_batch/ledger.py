@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .._exceptions import InvalidInputError
+from .._exceptions import InvalidInputError, LedgerLockedError
 from .._wire.models import Canceled, Completed, TaskStatus, parse_status
 from .plan import BatchPlan, canonical_json
 
@@ -84,12 +84,6 @@ CREATE INDEX IF NOT EXISTS attempts_by_item ON attempts (item, attempt);
 """
 
 STATES = ("intent", "submitted", "terminal", "ambiguous", "not-sent")
-
-
-class LedgerLockedError(InvalidInputError):
-    """Another process is running a batch on this ledger."""
-
-    default_code = "ledger-locked"
 
 
 def _now() -> str:

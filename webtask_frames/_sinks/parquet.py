@@ -4,8 +4,9 @@
 the previous file or dataset intact. Partition values are percent-encoded by pyarrow
 (``a/b`` -> ``a%2Fb``), so no value can escape the target directory; partition column
 *names* are checked here. Provenance (task, reuse key, schema hash, library version) rides
-in the file metadata; the API key and signed URLs never reach it, because they are never
-in the tables.
+in the file metadata under ``METADATA_KEY`` (``b"webtask"``, the key ``read_webtask_arrow``
+uses too; files with the older ``b"webtask_frames"`` still read); the API key and signed
+URLs never reach it, because they are never in the tables.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .._exceptions import InvalidInputError
+from .._tables.metadata import METADATA_KEY, read_metadata
 from .._tables.unify import plain_strings
 
 __all__ = ["METADATA_KEY", "read_provenance", "write_parquet"]
 
-METADATA_KEY = b"webtask_frames"
 _UNSAFE_NAME = re.compile(r"[/\\=\x00]|^\.|^$")
 
 
@@ -150,11 +151,16 @@ def _swap_directory(new: Path, target: Path) -> None:
 
 
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance dict stored by ``write_parquet`` in a file's (or dataset's) metadata."""
+    """The provenance dict stored by ``write_parquet`` in a file's (or dataset's) metadata.
+
+    Files written before the metadata key was unified (``b"webtask_frames"``) still read.
+
+    Example:
+        >>> read_provenance("companies.parquet")["task"]  # doctest: +SKIP
+        'List companies'
+    """
     target = Path(path)
     files = sorted(target.rglob("*.parquet")) if target.is_dir() else [target]
     if not files:
         return {}
-    metadata = pq.read_schema(files[0]).metadata or {}
-    raw = metadata.get(METADATA_KEY)
-    return dict(json.loads(raw)) if raw else {}
+    return read_metadata(pq.read_schema(files[0]).metadata)

@@ -179,8 +179,17 @@ def _to_bool(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
-def parse_timestamp(v: Any) -> datetime | None:
-    """ISO-8601 text to an aware UTC datetime (naive text is taken as UTC), else None."""
+def timestamp_or_none(v: Any) -> datetime | None:
+    """ISO-8601 text to an aware UTC datetime (naive text is taken as UTC), else None.
+
+    Tolerant data conversion: a value that is not a timestamp becomes null in its column
+    (validation reports the row); it never raises. (Wire timestamps are parsed strictly
+    by ``_wire.models.parse_timestamp_strict``.)
+
+    Example:
+        >>> (timestamp_or_none("2026-05-19T12:00:00+02:00").hour, timestamp_or_none("soon"))
+        (10, None)
+    """
     if isinstance(v, datetime):
         parsed = v
     elif isinstance(v, str):
@@ -198,8 +207,8 @@ def parse_timestamp(v: Any) -> datetime | None:
         return None
 
 
-def parse_date(v: Any) -> date | None:
-    """ISO-8601 date text to a date, else None."""
+def date_or_none(v: Any) -> date | None:
+    """ISO-8601 date text to a date, else None (tolerant, like ``timestamp_or_none``)."""
     if isinstance(v, datetime):
         return None
     if isinstance(v, date):
@@ -228,9 +237,9 @@ def converter(node: Node) -> Callable[[Any], Any]:
     if kind == "bool":
         return _to_bool
     if kind == "timestamp":
-        return parse_timestamp
+        return timestamp_or_none
     if kind == "date":
-        return parse_date
+        return date_or_none
     if kind == "json":
         return to_json_text
     if kind == "struct":

@@ -33,6 +33,8 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
+from .refs import hoist_defs
+
 __all__ = [
     "JSON_TEXT",
     "Layout",
@@ -118,8 +120,6 @@ _SIMPLE_TYPES: dict[str, pa.DataType] = {
 
 # -- JSON Schema -> Node -------------------------------------------------------------
 
-_NULL_SCHEMA_KEYS = frozenset({"type"})
-
 
 def _is_null_schema(schema: Any) -> bool:
     return isinstance(schema, Mapping) and schema.get("type") == "null"
@@ -148,33 +148,17 @@ class _Resolver:
         self.root = root
 
     def node(self, schema: Any, stack: tuple[str, ...] = ()) -> Node:
+        """The column plan of ``schema``; ``stack`` holds the ``$ref``s being expanded."""
         if schema is True or schema == {}:
             return JSON
         if schema is False or not isinstance(schema, Mapping):
             return NULL if schema is False else JSON
-        ref = schema.get("$ref")
-        if isinstance(ref, str):
-            if ref in stack:
-                return JSON  # recursive model: keep the value as JSON text
-            try:
-                target = resolve_pointer(self.root, ref)
-            except KeyError:
-                return JSON
-            siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
-            if siblings:
-                return JSON
-            return self.node(target, (*stack, ref))
+        if isinstance(schema.get("$ref"), str):
+            return self._ref_node(schema, stack)
         for key in ("anyOf", "oneOf"):
             branches = schema.get(key)
             if isinstance(branches, list) and branches:
-                options = [b for b in branches if not _is_null_schema(b)]
-                nodes = [self.node(b, stack) for b in options]
-                if not nodes:
-                    return NULL
-                merged = nodes[0]
-                for other in nodes[1:]:
-                    merged = _merge_alternatives(merged, other)
-                return merged
+                return self._union_node(branches, stack)
         all_of = schema.get("allOf")
         if isinstance(all_of, list) and all_of:
             return self.node(all_of[0], stack) if len(all_of) == 1 else JSON
@@ -182,39 +166,45 @@ class _Resolver:
             return _enum_node(schema["enum"])
         if "const" in schema:
             return _enum_node([schema["const"]])
-        types = schema.get("type")
-        if isinstance(types, str):
-            types = [types]
-        if types is None:
-            if "properties" in schema:
-                types = ["object"]
-            elif "items" in schema:
-                types = ["array"]
-            else:
-                return JSON
-        if not isinstance(types, list):
+        kinds = _declared_kinds(schema)
+        if kinds is None:
             return JSON
-        kinds = [t for t in types if t != "null"]
         if not kinds:
             return NULL
         if set(kinds) == {"integer", "number"}:
             return Node("float")
         if len(kinds) != 1:
             return JSON
-        kind = kinds[0]
+        return self._typed_node(kinds[0], schema, stack)
+
+    def _ref_node(self, schema: Mapping[str, Any], stack: tuple[str, ...]) -> Node:
+        ref = schema["$ref"]
+        if ref in stack:
+            return JSON  # recursive model: keep the value as JSON text
+        try:
+            target = resolve_pointer(self.root, ref)
+        except KeyError:
+            return JSON
+        siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
+        if siblings:
+            return JSON
+        return self.node(target, (*stack, ref))
+
+    def _union_node(self, branches: list[Any], stack: tuple[str, ...]) -> Node:
+        nodes = [self.node(b, stack) for b in branches if not _is_null_schema(b)]
+        if not nodes:
+            return NULL
+        merged = nodes[0]
+        for other in nodes[1:]:
+            merged = _merge_alternatives(merged, other)
+        return merged
+
+    def _typed_node(self, kind: str, schema: Mapping[str, Any], stack: tuple[str, ...]) -> Node:
         if kind == "string":
             fmt = schema.get("format")
-            if fmt == "date-time":
-                return Node("timestamp")
-            if fmt == "date":
-                return Node("date")
-            return STRING
-        if kind == "integer":
-            return Node("int")
-        if kind == "number":
-            return Node("float")
-        if kind == "boolean":
-            return Node("bool")
+            return _STRING_FORMATS.get(fmt, STRING) if isinstance(fmt, str) else STRING
+        if kind in _SCALAR_KINDS:
+            return _SCALAR_KINDS[kind]
         if kind == "object":
             props = schema.get("properties")
             if not isinstance(props, Mapping) or not props:
@@ -228,6 +218,28 @@ class _Resolver:
                 return Node("list", item=JSON) if items is None else JSON
             return Node("list", item=self.node(items, stack))
         return JSON
+
+
+def _declared_kinds(schema: Mapping[str, Any]) -> list[Any] | None:
+    """The non-null JSON types ``schema`` declares (implied by ``properties``/``items``
+    when ``type`` is absent); None when nothing can be said."""
+    types = schema.get("type")
+    if isinstance(types, str):
+        types = [types]
+    if types is None:
+        if "properties" in schema:
+            types = ["object"]
+        elif "items" in schema:
+            types = ["array"]
+        else:
+            return None
+    if not isinstance(types, list):
+        return None
+    return [t for t in types if t != "null"]
+
+
+_STRING_FORMATS: dict[str, Node] = {"date-time": Node("timestamp"), "date": Node("date")}
+_SCALAR_KINDS = {"integer": Node("int"), "number": Node("float"), "boolean": Node("bool")}
 
 
 # Keywords that describe but never constrain an instance (draft 2020-12 annotations).
@@ -308,37 +320,20 @@ class Layout:
 
 def _record_schema(root: dict[str, Any], sub: Any, pointer: str) -> dict[str, Any] | bool:
     """A standalone schema for the subschema at ``pointer`` that still resolves the root's
-    ``$ref``s: the root is embedded under ``$defs`` with its own ``$id``."""
+    ``$ref``s: the root's definitions hoisted into it when that suffices, else the root
+    embedded under ``$defs`` with its own ``$id``."""
     if pointer == "#":
         return root
     if isinstance(sub, bool):
         return sub
-    refs = set(_local_refs(root))
-    if all(r.startswith(("#/$defs/", "#/definitions/")) for r in refs) and "$id" not in root:
-        out = dict(sub)
-        for key in ("$defs", "definitions"):
-            if isinstance(root.get(key), Mapping):
-                merged = dict(root[key])
-                merged.update(out.get(key) or {})
-                out[key] = merged
-        return out
+    hoisted = hoist_defs(sub, root)
+    if hoisted is not None:
+        return hoisted
     base = root.get("$id") if isinstance(root.get("$id"), str) else "urn:webtask-frames:output"
     embedded = copy.deepcopy(root)
     embedded["$id"] = base
     embedded.pop("$schema", None)
     return {"$defs": {"__output_schema__": embedded}, "$ref": f"{base}{pointer}"}
-
-
-def _local_refs(schema: Any) -> Iterable[str]:
-    if isinstance(schema, Mapping):
-        for key, value in schema.items():
-            if key == "$ref" and isinstance(value, str):
-                yield value
-            else:
-                yield from _local_refs(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            yield from _local_refs(value)
 
 
 def _deref(root: Mapping[str, Any], schema: Any, pointer: str) -> tuple[Any, str]:
@@ -401,15 +396,8 @@ def layout_for(output_schema: Mapping[str, Any] | None) -> Layout | None:
         sub, ptr = top, top_ptr
         props = top.get("properties") if isinstance(top, Mapping) else None
         if "object" in top_types and isinstance(props, Mapping):
-            candidates = []
-            for name, prop in props.items():
-                target, _ = _deref(root, prop, "")
-                if "array" in _types_of(target) and isinstance(target, Mapping):
-                    items, _ = _deref(root, target.get("items"), "")
-                    if "object" in _types_of(items):
-                        candidates.append(name)
-            if len(candidates) == 1:
-                wrapper = candidates[0]
+            wrapper = _wrapper_property(root, props)
+            if wrapper is not None:
                 prop_ptr = f"{top_ptr.rstrip('/')}/properties/{_escape(wrapper)}"
                 target, prop_ptr = _deref(root, props[wrapper], prop_ptr)
                 sub, ptr = target["items"], f"{prop_ptr.rstrip('/')}/items"
@@ -433,6 +421,18 @@ def layout_for(output_schema: Mapping[str, Any] | None) -> Layout | None:
         columns=columns,
         record_sub=sub,
     )
+
+
+def _wrapper_property(root: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
+    """The one property holding an array of objects, when exactly one does."""
+    candidates = []
+    for name, prop in props.items():
+        target, _ = _deref(root, prop, "")
+        if "array" in _types_of(target) and isinstance(target, Mapping):
+            items, _ = _deref(root, target.get("items"), "")
+            if "object" in _types_of(items):
+                candidates.append(name)
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def node_from_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Node:

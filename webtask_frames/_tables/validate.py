@@ -33,6 +33,7 @@ import numpy as np
 from jsonschema.exceptions import relevance
 
 from .._exceptions import InvalidInputError
+from .refs import DEFS_KEYWORDS, hoist_defs
 
 __all__ = [
     "MODES",
@@ -126,27 +127,8 @@ def _chunk_schema(schema: Mapping[str, Any] | bool) -> dict[str, Any] | None:
     root so its ``#/$defs/...`` references still resolve; None when that cannot hold."""
     if isinstance(schema, bool):
         return {"type": "array", "items": schema}
-    refs = set(_refs(schema))
-    if "$id" in schema or not all(r.startswith(("#/$defs/", "#/definitions/")) for r in refs):
-        return None
-    items = {k: v for k, v in schema.items() if k not in ("$defs", "definitions", "$schema")}
-    out: dict[str, Any] = {"type": "array", "items": items}
-    for key in ("$defs", "definitions"):
-        if key in schema:
-            out[key] = schema[key]
-    return out
-
-
-def _refs(schema: Any) -> Iterable[str]:
-    if isinstance(schema, Mapping):
-        for key, value in schema.items():
-            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
-                yield value
-            elif key not in ("enum", "const"):
-                yield from _refs(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            yield from _refs(value)
+    items = {k: v for k, v in schema.items() if k not in (*DEFS_KEYWORDS, "$schema")}
+    return hoist_defs({"type": "array", "items": items}, schema)
 
 
 class RecordValidator:

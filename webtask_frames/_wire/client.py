@@ -1,8 +1,10 @@
 """``AsyncClient`` (the core) and ``Client`` (its synchronous facade).
 
 The async client moves bytes and sleeps; every decision (what to send, whether an answer
-is final, retryable or ambiguous) comes from ``_protocol``. The sync ``Client`` runs the
-same coroutines on a dedicated loop thread, so it also works inside a Jupyter cell.
+is final, retryable or ambiguous) comes from ``protocol``, and every request, API call or
+signed-URL download, goes through the one retry loop in ``attempts``. The sync ``Client``
+runs the same coroutines on a dedicated loop thread, so it also works inside a Jupyter
+cell.
 
 Two httpx clients are kept apart on purpose: the API client sends ``x-api-key`` and follows
 no redirects; the file client, used for signed result URLs, never carries a credential.
@@ -15,32 +17,29 @@ import logging
 import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from .._exceptions import (
     ConfigurationError,
-    DownloadError,
     InvalidInputError,
     ProtocolError,
     ResultExpiredError,
-    TransportError,
     WaitTimeoutError,
 )
 from .._redact import install_log_filter, mask_key, redact_url
 from .._version import __version__
-from .config import Settings, is_loopback_host, origin_of
+from .attempts import Outcome, api_attempt, download_attempt, run_with_retries
+from .config import Settings, origin_of
 from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .portal import run_sync
-from .protocol import Done, Fail, RequestKind, build_start_body, decide_exception, decide_response
+from .protocol import RequestKind, build_start_body, check_signed_url
 
 __all__ = ["AsyncClient", "Client", "RequestCounts"]
 
@@ -49,7 +48,6 @@ install_log_filter()
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
-T = TypeVar("T")
 
 
 @dataclass
@@ -194,44 +192,30 @@ class AsyncClient:
         body: dict[str, Any] | None = None,
         web_task_id: str | None = None,
     ) -> httpx.Response:
-        started = self._clock()
-        headers = {"x-api-key": self._settings.api_key}
-        attempt = 0
-        while True:
-            sent_at = datetime.now(UTC)
+        api, key = self._api(), self._settings.api_key
+
+        async def attempt_once(attempt: int, elapsed: float) -> Outcome[httpx.Response]:
             if kind == "start":
                 self.counts.start += 1
             else:
                 self.counts.result += 1
-            common: dict[str, Any] = {
-                "attempt": attempt,
-                "elapsed": self._clock() - started,
-                "policy": self.retry,
-                "rng": self._rng,
-                "request_body": body,
-                "web_task_id": web_task_id,
-                "sent_at": sent_at,
-            }
-            try:
-                response = await self._api().request(method, url, json=body, headers=headers)
-            except httpx.TransportError as exc:
-                decision = decide_exception(kind, exc, **common)
-                status_text = type(exc).__name__
-            else:
-                decision = decide_response(
-                    kind, response, secrets=(self._settings.api_key,), **common
-                )
-                status_text = str(response.status_code)
-            logger.debug("%s %s -> %s (attempt %d)", method, kind, status_text, attempt + 1)
-            if isinstance(decision, Done):
-                return response
-            if isinstance(decision, Fail):
-                raise decision.error
-            logger.info(
-                "%s %s failed (%s); retrying in %.2fs", method, kind, status_text, decision.delay
+            return await api_attempt(
+                api,
+                kind,
+                method,
+                url,
+                api_key=key,
+                body=body,
+                web_task_id=web_task_id,
+                attempt=attempt,
+                elapsed=elapsed,
+                policy=self.retry,
+                rng=self._rng,
             )
-            await self._sleep(decision.delay)
-            attempt += 1
+
+        return await run_with_retries(
+            f"{method} {kind}", attempt_once, sleep=self._sleep, clock=self._clock
+        )
 
     # -- the API ----------------------------------------------------------------------
 
@@ -416,82 +400,24 @@ class AsyncClient:
             return await self._download_once(fresh.result, target, chunk_size)
 
     async def _download_once(self, file: FileResult, target: Path, chunk_size: int) -> Path:
-        scheme, host, _ = origin_of(file.url)
-        if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
-            raise DownloadError(
-                f"refusing to fetch signed URL {redact_url(file.url)} over {scheme or 'no scheme'}"
-                ": its query string is a credential; only https (or loopback http) is allowed",
-                code="insecure-url",
-                web_task_id=file.web_task_id,
-            )
-        started = self._clock()
-        attempt = 0
-        while True:
-            try:
-                return await self._stream_to(file, target, chunk_size)
-            except (DownloadError, httpx.TransportError) as exc:
-                if isinstance(exc, DownloadError) and not exc.retryable:
-                    raise
-                error = (
-                    exc
-                    if isinstance(exc, DownloadError)
-                    else TransportError(
-                        f"{type(exc).__name__} downloading {redact_url(file.url)}",
-                        web_task_id=file.web_task_id,
-                        attempts=attempt + 1,
-                    )
-                )
-                delay = self.retry.backoff(attempt, self._rng)
-                attempt += 1
-                if (
-                    attempt >= self.retry.max_attempts
-                    or self._clock() - started + delay > self.retry.deadline_s
-                ):
-                    raise error from None
-                logger.info("download failed (%s); retrying in %.2fs", error.code, delay)
-                await self._sleep(delay)
+        check_signed_url(file)
+        files = self._file_client()
 
-    async def _stream_to(self, file: FileResult, target: Path, chunk_size: int) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        self.counts.download += 1
-        written = 0
-        try:
-            async with self._file_client().stream("GET", file.url) as response:
-                if response.status_code in (401, 403, 410) or (
-                    response.status_code == 400 and file.expired()
-                ):
-                    raise ResultExpiredError(
-                        f"signed URL refused with HTTP {response.status_code} (expired or "
-                        "revoked); fetch a fresh one with client.result(web_task_id)",
-                        web_task_id=file.web_task_id,
-                    )
-                if response.status_code >= 400:
-                    transient = response.status_code >= 500 or response.status_code == 429
-                    raise DownloadError(
-                        f"file download answered HTTP {response.status_code}",
-                        code=f"http-{response.status_code}",
-                        web_task_id=file.web_task_id,
-                        retryable=transient,
-                    )
-                with tmp.open("wb") as out:
-                    async for chunk in response.aiter_bytes(chunk_size):
-                        out.write(chunk)
-                        written += len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-            if file.size_bytes >= 0 and written != file.size_bytes:
-                raise DownloadError(
-                    f"downloaded {written} bytes but the result advertised {file.size_bytes}; "
-                    "the transfer was truncated or corrupted",
-                    code="size-mismatch",
-                    web_task_id=file.web_task_id,
-                )
-            os.replace(tmp, target)
-            logger.debug("downloaded %d bytes from %s", written, redact_url(file.url))
-            return target
-        finally:
-            tmp.unlink(missing_ok=True)
+        async def attempt_once(attempt: int, elapsed: float) -> Outcome[Path]:
+            self.counts.download += 1
+            return await download_attempt(
+                files,
+                file,
+                target,
+                chunk_size=chunk_size,
+                attempt=attempt,
+                elapsed=elapsed,
+                policy=self.retry,
+                rng=self._rng,
+            )
+
+        what = f"GET {redact_url(file.url)}"
+        return await run_with_retries(what, attempt_once, sleep=self._sleep, clock=self._clock)
 
 
 class Client:
@@ -512,9 +438,28 @@ class Client:
         api_key: str | None = None,
         workspace_id: str | None = None,
         base_url: str | None = None,
-        **kwargs: Any,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_concurrency: int = 10,
+        poll_min_s: float = 1.0,
+        poll_max_s: float = 15.0,
+        wait_timeout_s: float = 3600.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._async = AsyncClient(api_key, workspace_id, base_url, **kwargs)
+        # The transport is async on purpose: the requests run on the facade's loop thread.
+        self._async = AsyncClient(
+            api_key,
+            workspace_id,
+            base_url,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            poll_min_s=poll_min_s,
+            poll_max_s=poll_max_s,
+            wait_timeout_s=wait_timeout_s,
+            retry=retry,
+            transport=transport,
+        )
 
     @property
     def async_client(self) -> AsyncClient:
@@ -544,27 +489,117 @@ class Client:
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncClient(", "Client(", 1)
 
-    def start(self, task: str, **kwargs: Any) -> str:
-        """Submit a task; see ``AsyncClient.start``."""
-        return run_sync(self._async.start(task, **kwargs))
+    def start(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Submit a web task and return its ``webTaskId``.
+
+        Arguments are validated before anything is sent. ``output_schema`` may be a JSON
+        Schema dict, a pydantic model class, or a path to a JSON file. Raises
+        ``AmbiguousSubmissionError`` when the request may have created a task whose id we
+        never received; such a request is never resent automatically.
+
+        Example:
+            >>> wt_id = client.start("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+        """
+        return run_sync(
+            self._async.start(
+                task,
+                start_url=start_url,
+                parameters=parameters,
+                output_schema=output_schema,
+                reuse_key=reuse_key,
+                model=model,
+            )
+        )
 
     def result(self, web_task_id: str) -> TaskStatus:
-        """Fetch a task's status; see ``AsyncClient.result``."""
+        """Fetch a task's current status (``Pending``, ``Started``, ``Completed``, ``Canceled``).
+
+        Example:
+            >>> status = client.result("wt_123")  # doctest: +SKIP
+        """
         return run_sync(self._async.result(web_task_id))
 
-    def wait(self, web_task_id: str, **kwargs: Any) -> TaskStatus:
-        """Poll to a terminal status; see ``AsyncClient.wait``."""
-        return run_sync(self._async.wait(web_task_id, **kwargs))
+    def wait(
+        self,
+        web_task_id: str,
+        *,
+        timeout: float | None = None,
+        first_poll_s: float | None = None,
+    ) -> TaskStatus:
+        """Poll until the task is terminal and return that status (success or not).
 
-    def run(self, task: str, **kwargs: Any) -> TaskStatus:
-        """Start and wait; see ``AsyncClient.run``."""
-        return run_sync(self._async.run(task, **kwargs))
+        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``. When
+        ``timeout`` (default ``wait_timeout_s``) passes, ``WaitTimeoutError`` carries the id:
+        the task keeps running and ``wait`` can be called again to re-attach.
+        ``first_poll_s`` delays the first poll (0 polls at once), e.g. to a predicted
+        finish time.
+
+        Example:
+            >>> status = client.wait("wt_123", timeout=600)  # doctest: +SKIP
+        """
+        return run_sync(self._async.wait(web_task_id, timeout=timeout, first_poll_s=first_poll_s))
+
+    def run(
+        self,
+        task: str,
+        *,
+        start_url: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        output_schema: Any = None,
+        reuse_key: str | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> TaskStatus:
+        """Start a task and wait for it. With ``check`` (default) a failed or canceled task
+        raises ``TaskFailedError`` / ``TaskCanceledError``; otherwise the status is returned.
+
+        Example:
+            >>> status = client.run("Scrape companies", reuse_key="yc")  # doctest: +SKIP
+            >>> status.result.data                                      # doctest: +SKIP
+        """
+        return run_sync(
+            self._async.run(
+                task,
+                start_url=start_url,
+                parameters=parameters,
+                output_schema=output_schema,
+                reuse_key=reuse_key,
+                model=model,
+                timeout=timeout,
+                check=check,
+            )
+        )
 
     def download(
-        self, file: FileResult | Completed, dest: str | os.PathLike[str], **kwargs: Any
+        self,
+        file: FileResult | Completed,
+        dest: str | os.PathLike[str],
+        *,
+        refresh: bool = True,
+        chunk_size: int = 1 << 20,
     ) -> Path:
-        """Stream a file result to disk; see ``AsyncClient.download``."""
-        return run_sync(self._async.download(file, dest, **kwargs))
+        """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
+
+        No credential is ever sent with the signed URL. When the URL has expired or is
+        refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
+        new URL (``refresh``); a new task is never started. Transient faults are retried by
+        the client's ``RetryPolicy``.
+
+        Example:
+            >>> status = client.run("Export all products")        # doctest: +SKIP
+            >>> client.download(status, "products.json")          # doctest: +SKIP
+        """
+        return run_sync(self._async.download(file, dest, refresh=refresh, chunk_size=chunk_size))
 
     def close(self) -> None:
         """Close connection pools."""

@@ -50,8 +50,17 @@ _COMPUTE_UNIT_TO_HOURS = {
 }
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """ISO-8601 text to an aware datetime (naive input is taken as UTC); None stays None."""
+def parse_timestamp_strict(value: Any) -> datetime | None:
+    """ISO-8601 text to an aware datetime (naive input is taken as UTC); None stays None.
+
+    Strict: anything else raises ``ProtocolError``, because a required wire timestamp
+    that does not parse means the server broke the contract. (Result *data* is converted
+    tolerantly instead, by ``_tables.records.timestamp_or_none``.)
+
+    Example:
+        >>> parse_timestamp_strict("2026-05-19T12:00:00Z").isoformat()
+        '2026-05-19T12:00:00+00:00'
+    """
     if value is None or isinstance(value, datetime):
         return value
     if not isinstance(value, str):
@@ -67,7 +76,7 @@ def _lenient_timestamp(value: Any) -> datetime | None:
     """For informational timestamps: unparseable becomes None instead of failing the
     whole (billed, completed) status."""
     try:
-        return parse_timestamp(value)
+        return parse_timestamp_strict(value)
     except ProtocolError:
         return None
 
@@ -366,19 +375,19 @@ def parse_status(payload: Any) -> TaskStatus:
     common: dict[str, Any] = {
         "web_task_id": web_task_id,
         "status": status,
-        "created_at": parse_timestamp(payload.get("createdAt")),
+        "created_at": parse_timestamp_strict(payload.get("createdAt")),
         "extra": {k: v for k, v in payload.items() if k not in _KNOWN[status]},
         "raw": payload,
     }
     if status == "pending":
         return Pending(**common)
     if status == "started":
-        return Started(**common, started_at=parse_timestamp(payload.get("startedAt")))
+        return Started(**common, started_at=parse_timestamp_strict(payload.get("startedAt")))
     if status == "canceled":
         return Canceled(
             **common,
-            started_at=parse_timestamp(payload.get("startedAt")),
-            completed_at=parse_timestamp(payload.get("completedAt")),
+            started_at=parse_timestamp_strict(payload.get("startedAt")),
+            completed_at=parse_timestamp_strict(payload.get("completedAt")),
         )
     error = payload.get("error")
     failure = None
@@ -394,8 +403,8 @@ def parse_status(payload: Any) -> TaskStatus:
     return Completed(
         **common,
         outcome=outcome,
-        started_at=parse_timestamp(payload.get("startedAt")),
-        completed_at=parse_timestamp(payload.get("completedAt")),
+        started_at=parse_timestamp_strict(payload.get("startedAt")),
+        completed_at=parse_timestamp_strict(payload.get("completedAt")),
         reuse=Reuse.from_wire(payload.get("reuse")),
         cost=Cost.from_wire(payload.get("cost")),
         result=_parse_result(payload.get("result"), web_task_id),

@@ -5,8 +5,12 @@ client only moves bytes and sleeps (the way httpx keeps ``auth_flow`` free of I/
 
 * ``build_start_body`` validates user input and produces the exact JSON to POST, or raises
   ``InvalidInputError`` naming the field before anything is sent.
-* ``decide_response`` / ``decide_exception`` classify one attempt's outcome into
-  ``Done``, ``Retry(delay)`` or ``Fail(error)``.
+* ``decide_response`` / ``decide_exception`` classify one API attempt's outcome into
+  ``Done``, ``Retry(delay)`` or ``Fail(error)``; ``decide_download_response``,
+  ``decide_download_size`` and ``decide_download_exception`` do the same for one download
+  of a signed file URL, and ``check_signed_url`` refuses a URL before anything is sent.
+  The client runs every request, downloads included, through one retry loop driven by
+  these decisions.
 
 The asymmetry that matters: ``GET result`` is idempotent and retried on any transient
 fault, but ``POST start`` creates (and bills) a task, so it is resent only when the server
@@ -32,14 +36,19 @@ from .._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    DownloadError,
     InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResultExpiredError,
     ServerError,
     TransportError,
     WebTaskError,
 )
+from .._redact import redact_url
 from .._tables.compiled import SchemaPlan, check_jsonable, coerce_output_schema
+from .config import is_loopback_host, origin_of
+from .models import FileResult
 from .policies import RetryPolicy
 
 __all__ = [
@@ -48,6 +57,10 @@ __all__ = [
     "Fail",
     "Retry",
     "build_start_body",
+    "check_signed_url",
+    "decide_download_exception",
+    "decide_download_response",
+    "decide_download_size",
     "decide_exception",
     "decide_response",
     "error_from_response",
@@ -354,4 +367,147 @@ def decide_exception(
                 cause=what,
             )
         )
+    return _retry_or_fail(error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng)
+
+
+# -- downloads of signed file URLs ------------------------------------------------------
+
+# A signed URL that the object store refuses with one of these has expired or been
+# revoked: the same URL cannot succeed again, only a fresh one from ``result()`` can.
+_EXPIRED_STATUSES = frozenset({401, 403, 410})
+
+
+def check_signed_url(file: FileResult) -> None:
+    """Refuse a signed URL that would travel in clear text; raise ``DownloadError``.
+
+    The query string of a signed URL is a bearer credential, so only https (or http to a
+    loopback host, i.e. the local sandbox) is allowed.
+
+    Example:
+        >>> plain = FileResult(url="http://files.example/r?sig=s",
+        ...                    content_type="application/json", size_bytes=1, expires_at=None)
+        >>> try:
+        ...     check_signed_url(plain)
+        ... except DownloadError as exc:
+        ...     exc.code
+        'insecure-url'
+    """
+    scheme, host, _ = origin_of(file.url)
+    if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
+        raise DownloadError(
+            f"refusing to fetch signed URL {redact_url(file.url)} over {scheme or 'no scheme'}"
+            ": its query string is a credential; only https (or loopback http) is allowed",
+            code="insecure-url",
+            web_task_id=file.web_task_id,
+        )
+
+
+def decide_download_response(
+    response: httpx.Response,
+    file: FileResult,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """Classify the status line of one download of ``file``'s signed URL.
+
+    Below 400 the body may be read (``Done``). 401/403/410, or 400 once the URL's
+    advertised expiry (judged at ``now``) has passed, mean the URL is dead:
+    ``Fail(ResultExpiredError)``, never retried. 5xx and 429 are retried; any other 4xx
+    fails.
+
+    Example:
+        >>> f = FileResult(url="https://f.example/r?sig=s", content_type="application/json",
+        ...                size_bytes=2, expires_at=None)
+        >>> decide_download_response(httpx.Response(410), f, attempt=0, elapsed=0,
+        ...                          policy=RetryPolicy()).error.code
+        'url-expired'
+    """
+    status = response.status_code
+    if status < 400:
+        return Done()
+    where = redact_url(file.url)
+    if status in _EXPIRED_STATUSES or (status == 400 and file.expired(now)):
+        return Fail(
+            ResultExpiredError(
+                f"signed URL {where} refused with HTTP {status} (expired or revoked); fetch "
+                "a fresh one with client.result(web_task_id)",
+                web_task_id=file.web_task_id,
+            )
+        )
+    transient = status >= 500 or status == 429
+    error = DownloadError(
+        f"file download of {where} answered HTTP {status}"
+        + ("" if transient else "; downloading it again cannot succeed"),
+        code=f"http-{status}",
+        web_task_id=file.web_task_id,
+        retryable=transient,
+    )
+    if not transient:
+        return Fail(error)
+    return _retry_or_fail(error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng)
+
+
+def decide_download_size(
+    written: int,
+    file: FileResult,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Classify a finished transfer of ``written`` bytes against the advertised size.
+
+    A size the result did not advertise (``size_bytes`` < 0) is not checked. A mismatch
+    means truncation or corruption, which a fresh transfer can fix: retried.
+
+    Example:
+        >>> f = FileResult(url="https://f.example/r?sig=s", content_type="application/json",
+        ...                size_bytes=20, expires_at=None)
+        >>> decide_download_size(10, f, attempt=0, elapsed=0, policy=RetryPolicy()).error.code
+        'size-mismatch'
+    """
+    if file.size_bytes < 0 or written == file.size_bytes:
+        return Done()
+    error = DownloadError(
+        f"downloaded {written} bytes of {redact_url(file.url)} but the result advertised "
+        f"{file.size_bytes}; the transfer was truncated or corrupted",
+        code="size-mismatch",
+        web_task_id=file.web_task_id,
+    )
+    return _retry_or_fail(error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng)
+
+
+def decide_download_exception(
+    exc: httpx.TransportError,
+    file: FileResult,
+    *,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Classify a download that failed in the network layer: always worth retrying, since
+    a GET of a signed URL is idempotent and costs nothing.
+
+    The exception's own text is left out of the error: it may quote the full URL.
+
+    Example:
+        >>> f = FileResult(url="https://f.example/r?sig=s", content_type="application/json",
+        ...                size_bytes=2, expires_at=None)
+        >>> d = decide_download_exception(httpx.ReadError("reset"), f, attempt=0, elapsed=0,
+        ...                               policy=RetryPolicy())
+        >>> type(d).__name__, type(d.error).__name__
+        ('Retry', 'TransportError')
+    """
+    error = TransportError(
+        f"{type(exc).__name__} downloading {redact_url(file.url)} after {attempt + 1} "
+        "attempt(s); check the network",
+        web_task_id=file.web_task_id,
+        attempts=attempt + 1,
+    )
     return _retry_or_fail(error, attempt=attempt, elapsed=elapsed, policy=policy, rng=rng)
