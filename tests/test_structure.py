@@ -30,8 +30,6 @@ MAX_COMPLEXITY = 20
 # (module, qualified function name prefix) where branching follows JSON Schema's keywords.
 COMPLEXITY_EXEMPT = (
     ("webtask_frames._tables.certify", "_Compiler."),
-    ("webtask_frames._tables.schema", "_Resolver."),
-    ("webtask_frames._tables.schema", "layout_for"),
     ("webtask_frames.sandbox._datagen", ""),
 )
 
