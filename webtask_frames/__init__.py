@@ -39,7 +39,7 @@ from ._read import (
     read_webtask_result_async,
 )
 from ._version import __version__
-from ._wire.client import AsyncClient, Client, RequestCounts
+from ._wire.client import AsyncClient, RequestCounts
 from ._wire.models import (
     Canceled,
     Completed,
@@ -53,6 +53,7 @@ from ._wire.models import (
     TaskStatus,
 )
 from ._wire.policies import PollPolicy, RetryPolicy
+from ._wire.sync import Client
 
 __all__ = [
     "APIError",

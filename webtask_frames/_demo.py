@@ -13,7 +13,7 @@ from typing import Any
 
 from ._batch.api import run_batch
 from ._batch.result import BatchResult
-from ._wire.client import Client
+from ._wire.sync import Client
 
 __all__ = ["DEMO_GRID", "DEMO_SCHEMA", "DEMO_TASK", "run_demo"]
 

@@ -16,9 +16,10 @@ from typing import Any
 from ._exceptions import InvalidInputError
 from ._tables.compiled import SchemaPlan, schema_plan
 from ._tables.validate import MODES, check_mode
-from ._wire.client import AsyncClient, Client
+from ._wire.client import AsyncClient
 from ._wire.policies import RetryPolicy
 from ._wire.protocol import MODELS
+from ._wire.sync import Client
 
 __all__ = [
     "DTYPE_BACKENDS",

@@ -27,10 +27,11 @@ from ._materialize import Materialized, _materialize
 from ._options import ReadOptions, resolve_client
 from ._tables.metadata import METADATA_KEY
 from ._tables.unify import table_to_pandas
-from ._wire.client import AsyncClient, Client
+from ._wire.client import AsyncClient
 from ._wire.models import Canceled, Completed
 from ._wire.portal import run_sync
 from ._wire.protocol import build_start_body
+from ._wire.sync import Client
 
 __all__ = [
     "read_webtask",

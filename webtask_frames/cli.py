@@ -31,7 +31,7 @@ from ._exceptions import (
     WebTaskError,
 )
 from ._options import MODELS, VALIDATE_MODES
-from ._wire.client import Client
+from ._wire.sync import Client
 
 __all__ = ["main"]
 

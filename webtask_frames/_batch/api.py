@@ -18,9 +18,10 @@ from typing import Any
 import pyarrow as pa
 
 from .._options import BatchOptions, resolve_client
-from .._wire.client import AsyncClient, Client
+from .._wire.client import AsyncClient
 from .._wire.policies import RetryPolicy
 from .._wire.portal import run_sync
+from .._wire.sync import Client
 from .engine import Options, Runner, history
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
