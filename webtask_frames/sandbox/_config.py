@@ -30,6 +30,7 @@ class StartRequestLike(Protocol):
     @property
     def reuse_key(self) -> str | None: ...
 
+
 __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_WORKSPACE_ID",
