@@ -43,6 +43,35 @@ class Budget:
         """True once ``spent`` reached the limit."""
         return self.limit is not None and self.spent >= self.limit
 
+    def decide(self, estimate: float | None, running: int) -> tuple[float | None, str | None]:
+        """``(reservation, stop message)`` for submitting a task estimated at ``estimate``
+        (None: no cost seen yet) while ``running`` tasks are in flight.
+
+        The reservation is None to hold the task back; the message is set when the
+        budget is exhausted and nothing in flight can free any (the batch stops). With
+        no cost known, tasks are probed one at a time.
+
+        Example:
+            >>> Budget(limit=1.0, spent=0.8).decide(0.5, running=0)[1]
+            'max_cost_usd=$1.00 reached: spent $0.80, the next task is estimated at $0.50'
+        """
+        if self.limit is None:
+            return 0.0, None
+        if estimate is None:
+            if running:
+                return None, None  # no cost seen yet: probe with one task at a time
+            if self.exhausted:
+                return None, f"the budget of ${self.limit:.2f} is spent (${self.spent:.2f})"
+            return 0.0, None
+        if self.allows(estimate):
+            return estimate, None
+        if running:
+            return None, None
+        return None, (
+            f"max_cost_usd=${self.limit:.2f} reached: spent ${self.spent:.2f}, the "
+            f"next task is estimated at ${estimate:.2f}"
+        )
+
     def reserve(self, item: int, estimate: float) -> None:
         self._held[item] = estimate
 

@@ -47,7 +47,7 @@ from .._tables.unify import unify_tables
 from .._wire.client import AsyncClient
 from .._wire.models import Canceled, Completed, FileResult
 from .._wire.policies import RetryPolicy
-from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal
+from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
 from .budget import Budget
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
@@ -215,28 +215,11 @@ class Runner:
     def _affordable(self, index: int) -> float | None:
         """The cost to reserve for submitting ``index`` now, or None to hold it back (the
         batch stops when nothing in flight can free budget)."""
-        budget = self.budget
-        if budget.limit is None:
-            return 0.0
-        est = self._cost_estimate(index)
-        if est is None:
-            if self.sched.n_running:
-                return None  # no cost seen yet: probe with one task at a time
-            if budget.exhausted:
-                self._stop(
-                    "budget", f"the budget of ${budget.limit:.2f} is spent (${budget.spent:.2f})"
-                )
-                return None
-            return 0.0
-        if budget.allows(est.mean):
-            return est.mean
-        if not self.sched.n_running:
-            self._stop(
-                "budget",
-                f"max_cost_usd=${budget.limit:.2f} reached: spent ${budget.spent:.2f}, the "
-                f"next task is estimated at ${est.mean:.2f}",
-            )
-        return None
+        est = self._cost_estimate(index) if self.budget.limit is not None else None
+        reserve, stop = self.budget.decide(est.mean if est else None, self.sched.n_running)
+        if stop is not None:
+            self._stop("budget", stop)
+        return reserve
 
     # -- the main loop ---------------------------------------------------------------------
 
@@ -263,20 +246,6 @@ class Runner:
                 self._hold(st, est.mean if est is not None else 0.0, reattach=True)
                 self._spawn(self._attempt(st, reattach=st.reattach))
 
-    async def _sleep_until_woken(self, timeout: float | None) -> None:
-        """Wait for an attempt to finish (``_wakeup``) or ``timeout`` seconds of the clock."""
-        if timeout is None:
-            await self._wakeup.wait()
-            return
-        waiter = asyncio.ensure_future(self._wakeup.wait())
-        sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
-        try:
-            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, sleeper):
-                task.cancel()
-            await asyncio.gather(waiter, sleeper, return_exceptions=True)
-
     async def _loop(self) -> None:
         while True:
             self._wakeup.clear()
@@ -284,7 +253,8 @@ class Runner:
             wake = self.sched.next_wakeup(self._now())
             if not self._tasks and (wake is None or self.stopped_reason is not None):
                 return  # nothing in flight, and nothing will become ready
-            await self._sleep_until_woken(None if wake is None else max(0.0, wake - self._now()))
+            timeout = None if wake is None else max(0.0, wake - self._now())
+            await wait_event(self._wakeup, self.clock, timeout)
 
     def _skip_leftovers(self) -> None:
         """Mark items the run never got to as skipped, saying why."""

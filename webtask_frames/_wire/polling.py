@@ -38,6 +38,7 @@ __all__ = [
     "PollSchedule",
     "SystemClock",
     "poll_until_terminal",
+    "wait_event",
 ]
 
 
@@ -193,3 +194,23 @@ async def poll_until_terminal(
         if now >= deadline:
             return Expired(last)
         delay = schedule.after(status, now)
+
+
+async def wait_event(event: asyncio.Event, clock: Clock, timeout: float | None) -> None:
+    """Wait until ``event`` is set or ``timeout`` seconds of ``clock`` pass (None: no limit).
+
+    Example:
+        >>> event = asyncio.Event()
+        >>> asyncio.run(wait_event(event, SystemClock(), 0.0))
+    """
+    if timeout is None:
+        await event.wait()
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(timeout))
+    try:
+        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiter, sleeper):
+            task.cancel()
+        await asyncio.gather(waiter, sleeper, return_exceptions=True)
