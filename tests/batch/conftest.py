@@ -1,4 +1,9 @@
-"""Fixtures for batch tests: a scripted fake API and clients on it."""
+"""Fixtures for batch tests: a scripted fake API and clients on it, on a manual clock.
+
+The fake's tasks, the client's polls and retries and the engine's sleeps all run on one
+``AutoJumpClock``: virtual time that jumps ahead whenever everything waits, so the tests
+are fast and their timings do not depend on the machine's load.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,30 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from batch.clock import AutoJumpClock
 from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, FakeAPI
 
 from webtask_frames import AsyncClient, RetryPolicy
 from webtask_frames._batch.api import BatchResult, run_batch_async
+from webtask_frames._wire.polling import SystemClock
 
 
 @pytest.fixture
-def fake() -> FakeAPI:
-    return FakeAPI()
+def clock(request: pytest.FixtureRequest) -> AutoJumpClock | SystemClock:
+    """The manual clock; ``parametrize("clock", ["real"], indirect=True)`` gives the real
+    one to a test that interrupts a run from outside (a real-time ``wait_for``)."""
+    if getattr(request, "param", None) == "real":
+        return SystemClock()
+    return AutoJumpClock()
 
 
 @pytest.fixture
-def make_client(fake: FakeAPI) -> Callable[..., AsyncClient]:
+def fake(clock: AutoJumpClock | SystemClock) -> FakeAPI:
+    return FakeAPI(clock=clock.now)
+
+
+@pytest.fixture
+def make_client(fake: FakeAPI, clock: AutoJumpClock | SystemClock) -> Callable[..., AsyncClient]:
     """AsyncClients on the fake, with fast polling and fast HTTP retries."""
 
     def factory(**kwargs: Any) -> AsyncClient:
@@ -28,13 +44,15 @@ def make_client(fake: FakeAPI) -> Callable[..., AsyncClient]:
         kwargs.setdefault(
             "retry", RetryPolicy(backoff_base_s=0.001, backoff_cap_s=0.01, retry_after_min_s=0.001)
         )
-        return AsyncClient(
+        client = AsyncClient(
             api_key=API_KEY,
             workspace_id=WORKSPACE,
             base_url=BASE_URL,
             transport=fake.transport(),
             **kwargs,
         )
+        client.clock = clock  # polls, retries and the batch engine all sleep on it
+        return client
 
     return factory
 

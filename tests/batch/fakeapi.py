@@ -1,6 +1,7 @@
 """A scripted, stateful fake of the Web Tasks API for batch unit tests.
 
-Tasks run on the real monotonic clock with tiny durations. Each task's behaviour comes
+Tasks run on the fixture's clock (``clock``: the tests' manual clock, or the real
+monotonic one) with tiny durations. Each task's behaviour comes
 from ``script(body, occurrence)`` (occurrence: how often this exact body was accepted
 before), so a test says e.g. "the first run of item 3 fails with internal-error". The
 fake checks the batch's discipline at every accepted start: never more than ``cap``
@@ -68,8 +69,13 @@ class FakeAPI:
     max_running: int = 0
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _occ: dict[str, int] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _origin: float = field(default_factory=time.monotonic)
+    _origin: float | None = None
+
+    def __post_init__(self) -> None:
+        if self._origin is None:
+            self._origin = self.clock()
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
@@ -107,7 +113,7 @@ class FakeAPI:
         return httpx.Response(200, json={"webTaskId": task.id, "status": "pending"})
 
     def _accept(self, body: dict[str, Any], fingerprint: str, occurrence: int) -> FakeTask:
-        now = time.monotonic()
+        now = self.clock()
         key = body.get("reuseKey")
         running = [t for t in self.tasks.values() if t.finish > now]
         if len(running) >= self.cap:
@@ -159,8 +165,9 @@ class FakeAPI:
         return httpx.Response(200, content=json.dumps(self._data(task)).encode())
 
     def envelope(self, task: FakeTask) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
         o = self._origin
+        assert o is not None
         out: dict[str, Any] = {
             "webTaskId": task.id,
             "status": "started",

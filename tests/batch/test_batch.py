@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 import pytest
+from batch.clock import AutoJumpClock
 from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, Behaviour, FakeAPI
 
 from webtask_frames import AsyncClient, Client, InvalidInputError, RetryPolicy
@@ -83,7 +84,9 @@ def test_default_concurrency_is_the_clients(fake: FakeAPI, run: Run) -> None:
     assert result.ok and fake.violations == [] and fake.max_running == 3
 
 
-def test_sync_run_batch_works_inside_a_running_event_loop(fake: FakeAPI) -> None:
+def test_sync_run_batch_works_inside_a_running_event_loop(
+    fake: FakeAPI, clock: AutoJumpClock
+) -> None:
     client = Client(
         api_key=API_KEY,
         workspace_id=WORKSPACE,
@@ -92,6 +95,7 @@ def test_sync_run_batch_works_inside_a_running_event_loop(fake: FakeAPI) -> None
         poll_min_s=0.005,
         poll_max_s=0.05,
     )
+    client.async_client.clock = clock  # the fake's tasks run on this clock
 
     async def notebook_cell() -> BatchResult:  # Jupyter runs cells inside a loop
         return run_batch("T", {"i": [1, 2, 3]}, client=client, progress=False)
@@ -182,6 +186,7 @@ def test_validate_raise_fails_only_that_item(fake: FakeAPI, run: Run) -> None:
     assert len(result.records) == 2
 
 
+@pytest.mark.parametrize("clock", ["real"], indirect=True)
 def test_polling_is_adaptive(fake: FakeAPI, run: Run) -> None:
     # 4 keys, runs of 0.12 s (first 0.24 s). Polling every min..max (5..50 ms) from the
     # start would cost ~7 calls per warm run; aiming at the predicted finish costs ~2-3.
@@ -217,6 +222,7 @@ def test_logs_go_to_the_package_logger(run: Run, caplog: pytest.LogCaptureFixtur
     assert all(r.name.startswith("webtask_frames") or r.name == "httpx" for r in caplog.records)
 
 
+@pytest.mark.parametrize("clock", ["real"], indirect=True)
 def test_user_cancel_leaves_tasks_in_flight_and_logs(
     fake: FakeAPI, make_client: Callable[..., AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:

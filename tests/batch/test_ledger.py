@@ -83,8 +83,8 @@ def test_the_terminal_json_never_holds_a_signed_url_query(tmp_path: Path) -> Non
 
 def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db", PLAN) as ledger:
-        assert ledger._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert ledger.pragma("journal_mode") == "wal"
+        assert ledger.pragma("synchronous") == 2  # FULL
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_readonly_open_does_not_create_or_write(tmp_path: Path) -> None:
     ro = Ledger.open_readonly(path, PLAN)
     assert ro is not None
     with pytest.raises(sqlite3.OperationalError):
-        ro._conn.execute("INSERT INTO meta VALUES ('x', 'y')")
+        ro.record_intent(0, attempt=1)
     ro.close()
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from batch.clock import AutoJumpClock
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
 from webtask_frames import RetryPolicy
@@ -212,11 +212,13 @@ def test_start_that_never_connects_is_requeued_then_failed(fake: FakeAPI, run: R
     assert fake.accepted == 0 and fake.start_calls == 8  # (1 + 3 requeues) x 2 attempts
 
 
-def test_an_ambiguous_submission_keeps_its_key_for_a_while(fake: FakeAPI, run: Run) -> None:
+def test_an_ambiguous_submission_keeps_its_key_for_a_while(
+    fake: FakeAPI, run: Run, clock: AutoJumpClock
+) -> None:
     sent: dict[int, float] = {}
 
     def fault(body: dict[str, Any], n: int) -> Exception | None:
-        sent[n] = time.monotonic()
+        sent[n] = clock.now()  # virtual seconds: exact, whatever the machine's load
         return AcceptedThenDropped("dropped") if n == 1 else None
 
     fake.start_fault = fault

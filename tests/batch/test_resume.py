@@ -200,6 +200,7 @@ def test_dry_run_estimate_for_the_remaining_items(fake: FakeAPI, run: Run, tmp_p
     assert done.plan.estimated_cost_usd == 0.0 and done.plan.order == []
 
 
+@pytest.mark.parametrize("clock", ["real"], indirect=True)
 def test_a_run_cut_short_resumes_to_completion(
     fake: FakeAPI, make_client: Callable[..., AsyncClient], run: Run, tmp_path: Path
 ) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import heapq
 import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webtask_frames._batch.scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
+from webtask_frames._batch.scheduler import (
+    Estimate,
+    Estimator,
+    PollPlan,
+    Scheduler,
+    TaskSchedule,
+)
+from webtask_frames._wire.models import parse_status
 from webtask_frames._wire.policies import PollPolicy
 
 # -- Estimator -------------------------------------------------------------------------
@@ -230,27 +238,6 @@ def test_makespan_when_one_chain_dominates() -> None:
     assert first == 0
 
 
-# -- ClockRate -------------------------------------------------------------------------
-
-
-def test_clock_rate_defaults_to_one_and_learns_a_faster_server() -> None:
-    rate = ClockRate(min_span_s=1.0)
-    assert rate.rate == 1.0
-    rate.on_completed(local_elapsed=2.0, server_elapsed=100.0)
-    assert rate.rate == pytest.approx(50.0)  # a lower bound, before the regression
-    for t in range(10):
-        rate.on_submitted(local=t * 0.5, server=1_000.0 + t * 0.5 * 80.0)
-    assert rate.rate == pytest.approx(80.0)
-    assert rate.to_local(160.0) == pytest.approx(2.0)
-
-
-def test_clock_rate_needs_a_span_before_trusting_the_slope() -> None:
-    rate = ClockRate(min_span_s=5.0)
-    for t in range(5):
-        rate.on_submitted(local=t * 0.01, server=t * 0.01 * 7)
-    assert rate.rate == 1.0
-
-
 # -- PollPlan --------------------------------------------------------------------------
 
 
@@ -275,9 +262,44 @@ def test_poll_plan_aims_at_the_earliest_plausible_finish_then_steps_evenly() -> 
     assert plan.delay(10.0) == pytest.approx(82.0)
 
 
-def test_poll_plan_converts_server_seconds_with_the_clock_rate() -> None:
-    plan = PollPlan(PollPolicy(min_s=0.01, max_s=1.0, jitter=0.0), Estimate(100.0, 10.0, "key"))
-    assert plan.delay(0.0, rate=100.0) == pytest.approx(0.9)
+def test_task_schedule_anchors_the_plan_at_the_tasks_start() -> None:
+    """Queued 20 s server-side: the plan counts from the start, not from the submission."""
+    plan = PollPlan(PollPolicy(min_s=1.0, max_s=15.0, jitter=0.0), Estimate(100.0, 10.0, "key"))
+    schedule = TaskSchedule(plan, sent=0.0)
+    assert schedule.first() == pytest.approx(90.0)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    pending = parse_status({"webTaskId": "wt_1", "status": "pending", "createdAt": _iso(created)})
+    assert schedule.after(pending, 5.0) == pytest.approx(1.0)  # queued: back off from min_s
+    started = parse_status(
+        {
+            "webTaskId": "wt_1",
+            "status": "started",
+            "createdAt": _iso(created),
+            "startedAt": _iso(created + timedelta(seconds=20)),
+        }
+    )
+    assert schedule.after(started, 90.0) == pytest.approx(20.0)  # finish expected at 110
+    assert schedule.after(None, 110.0) == pytest.approx(1.0)  # a failed poll: from min_s
+
+
+def test_task_schedule_re_attached_trusts_the_wall_clock() -> None:
+    plan = PollPlan(PollPolicy(min_s=1.0, max_s=15.0, jitter=0.0), Estimate(100.0, 10.0, "key"))
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    schedule = TaskSchedule(plan, sent=None, wall_now=lambda: started_at + timedelta(seconds=30))
+    assert schedule.first() == 0.0
+    status = parse_status(
+        {
+            "webTaskId": "wt_1",
+            "status": "started",
+            "createdAt": _iso(started_at),
+            "startedAt": _iso(started_at),
+        }
+    )
+    assert schedule.after(status, 1000.0) == pytest.approx(60.0)  # running 30 s of ~90
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
 
 
 def test_poll_steps_never_go_below_min_or_above_max() -> None:

@@ -116,8 +116,10 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_module_entry_point_serves(tmp_path: Path) -> None:
-    """``python -m webtask_frames.sandbox`` prints the export line and answers quickly."""
-    started = time.monotonic()
+    """``python -m webtask_frames.sandbox`` prints the export line and serves the API.
+
+    No wall-clock bound: how fast a subprocess starts depends on the machine's load.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "webtask_frames.sandbox", "--port", "0", "--time-scale", "0.001"],
         stdout=subprocess.PIPE,
@@ -137,7 +139,6 @@ def test_module_entry_point_serves(tmp_path: Path) -> None:
             task_id = client.post(f"/{workspace}/web-tasks/start", json={"task": "x"}).json()[
                 "webTaskId"
             ]
-            ready = time.monotonic() - started
             body: dict[str, Any] = {}
             for _ in range(200):
                 body = client.get(f"/{workspace}/web-tasks/{task_id}/result").json()
@@ -145,7 +146,6 @@ def test_module_entry_point_serves(tmp_path: Path) -> None:
                     break
                 time.sleep(0.02)
         assert body["outcome"] == "success"
-        assert ready < 5.0  # typically ~0.3 s; generous for loaded CI machines
     finally:
         proc.terminate()
         proc.communicate(timeout=10)

@@ -1,8 +1,11 @@
 """The batch engine: one event loop driving every item of a sweep through its attempts.
 
-It is an event loop around three I/O-free parts: ``_plan`` (validated items),
-``Scheduler`` (what to submit next) and ``PollPlan`` (when to poll); the ``Ledger``
-makes every submission durable. One coroutine drives one attempt of one item::
+It is an event loop around I/O-free parts: ``_plan`` (validated items), ``Scheduler``
+(what to submit next), ``TaskSchedule`` (when to poll), ``next_action`` (what follows a
+failed attempt), ``Budget`` (what may still be spent) and ``restore_item`` (a re-run's
+state from the ledger); the ``Ledger`` makes every submission durable and a ``Clock``
+(the client's by default) drives every sleep. One coroutine drives one attempt of one
+item::
 
     intent (ledger) -> POST start -> submitted (ledger) -> polls -> terminal (ledger)
         -> success: materialize rows (download cached beside the ledger)
@@ -20,12 +23,10 @@ submitted tasks are re-attached, intent-only ones are ambiguous.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .._exceptions import (
-    FATAL_TASK_CODES,
     AmbiguousSubmissionError,
     AuthenticationError,
     BadRequestError,
@@ -45,50 +45,24 @@ from .._materialize import materialize
 from .._tables.compiled import record_arrow_schema
 from .._tables.unify import unify_tables
 from .._wire.client import AsyncClient
-from .._wire.models import Canceled, Completed, FileResult, Pending, Started, TaskStatus
+from .._wire.models import Canceled, Completed, FileResult
 from .._wire.policies import RetryPolicy
+from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
+from .budget import Budget
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
-from .result import (
-    AMBIGUOUS,
-    FAILED,
-    IN_FLIGHT,
-    PLANNED,
-    SKIPPED,
-    SUCCEEDED,
-    ItemReport,
-)
-from .scheduler import ClockRate, Estimate, Estimator, PollPlan, Scheduler
+from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
+from .restore import ItemState, fill_from_status, history, restore_item
+from .result import ItemReport
+from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
+from .status import ItemStatus
 
 __all__ = ["Options", "Runner", "history"]
 
 logger = logging.getLogger("webtask_frames")
 
-# A rate-limited outcome is not a failure, but a workspace saturated by someone else
-# for this long is: give the item up after this many rate-limited resubmissions.
-MAX_RATE_LIMITED_RESUBMITS = 20
-# Start requests that provably created nothing (429/503/connection refused after the
-# client's own retries) are requeued this many times before the item fails.
-MAX_NOT_SENT_RESUBMITS = 3
 # Consecutive poll errors (after the client's retries) before a task is left in flight.
 MAX_POLL_ERRORS = 5
-
-
-@dataclass
-class _Item:
-    """Run-time state of one item."""
-
-    report: ItemReport
-    attempt_id: int | None = None
-    rate_limited: int = 0
-    internal_errors: int = 0
-    not_sent: int = 0
-    holds_slot: bool = False
-    final: bool = False
-    table: pa.Table | None = None
-    cost_estimate: float = 0.0
-    done_attempt: AttemptRow | None = None
-    reattach: AttemptRow | None = None
 
 
 @dataclass
@@ -104,53 +78,16 @@ class Options:
     ledger_path: Path | None
 
 
-def history(rows: list[AttemptRow]) -> tuple[Estimator, Estimator, set[str]]:
-    """Duration and cost estimators, and warm keys, from a ledger's terminal attempts."""
-    durations, costs = Estimator(), Estimator()
-    warm: set[str] = set()
-    for row in rows:
-        if row.state != "terminal" or row.outcome != "success":
-            continue
-        cold = bool(row.cold) if row.cold is not None else True
-        durations.observe(row.reuse_key, row.duration_s, cold=cold)
-        costs.observe(row.reuse_key, row.cost_ai_usd, cold=cold)
-        if row.reuse_key is not None:
-            warm.add(row.reuse_key)
-    return durations, costs, warm
-
-
-def fill_from_status(report: ItemReport, status: TaskStatus) -> None:
-    report.webtask_id = status.web_task_id
-    report.created_at = status.created_at
-    if isinstance(status, Started | Completed | Canceled):
-        report.started_at = status.started_at
-    if isinstance(status, Completed | Canceled):
-        report.completed_at = status.completed_at
-        if report.started_at and report.completed_at:
-            report.duration_s = (report.completed_at - report.started_at).total_seconds()
-    if isinstance(status, Completed):
-        report.outcome = status.outcome
-        report.error_code = status.error.code if status.error else None
-        report.error_message = status.error.message if status.error else None
-        report.result_type = status.result.type if status.result else None
-        if status.reuse is not None:
-            if report.reuse_key is None:  # the server generated one (wtr_...): show it
-                report.reuse_key = status.reuse.key
-            report.reuse_used = status.reuse.used
-            report.reuse_created = status.reuse.created
-            report.reuse_updated = status.reuse.updated
-            report.revision_id = status.reuse.revision_id
-    elif isinstance(status, Canceled):
-        report.outcome = "canceled"
-        report.error_code = "canceled"
-        report.error_message = "the task was canceled before completing"
-
-
 class Runner:
     """One run of a sweep: restore from the ledger, then admit, poll and collect.
 
     ``run()`` returns when every item is final (or the batch stopped and nothing is in
     flight); ``items`` then hold the per-item reports and tables, ``records()`` the rows.
+    ``clock`` drives every sleep and timestamp (default: the client's ``clock``).
+
+    Example:
+        >>> runner = Runner(plan, client, options, ledger=None)  # doctest: +SKIP
+        >>> await runner.run()                                    # doctest: +SKIP
     """
 
     def __init__(
@@ -159,20 +96,24 @@ class Runner:
         client: AsyncClient,
         options: Options,
         ledger: Ledger | None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.plan = plan
         self.client = client
         self.opt = options
         self.ledger = ledger
-        self.items = [_Item(ItemReport(i.index, i.parameters, i.reuse_key)) for i in plan.items]
+        self.clock: Clock = clock if clock is not None else client.clock
+        self.items = [ItemState(ItemReport(i.index, i.parameters, i.reuse_key)) for i in plan.items]
         rows = ledger.attempts() if ledger is not None else []
         self.durations, self.costs, warm = history(rows)
-        self.spent = ledger.spent_usd() if ledger is not None else 0.0
+        self.budget = Budget(
+            options.max_cost_usd, ledger.spent_usd() if ledger is not None else 0.0
+        )
         self.stopped_reason: str | None = None  # a short code: budget, unauthenticated, ...
         self.stop_message: str | None = None
         self.validation_errors: list[tuple[int, int, str, str]] = []
         self._rng = random.Random()
-        self.rate = ClockRate(min_span_s=max(2.0, 20 * client.poll.min_s))
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._download_slots = asyncio.Semaphore(max(4, options.max_concurrency))
@@ -189,8 +130,6 @@ class Runner:
         self._closing = False  # set when run() ends: in-flight items then release freely
         self._warned_no_cost = False
 
-    # -- restoring from the ledger -----------------------------------------------------
-
     def _restore(self, rows: list[AttemptRow]) -> list[int]:
         """Item states from the ledger; returns the items still to submit, in grid order."""
         by_item: dict[int, list[AttemptRow]] = {}
@@ -199,74 +138,16 @@ class Runner:
         to_run = []
         for st in self.items:
             attempts = by_item.get(st.report.index, [])
-            if not attempts or self._restore_item(st, attempts):
+            if not attempts or restore_item(
+                st, attempts, self.opt.retry, resubmit_ambiguous=self.opt.resubmit_ambiguous
+            ):
                 to_run.append(st.report.index)
         return to_run
-
-    def _restore_item(self, st: _Item, attempts: list[AttemptRow]) -> bool:
-        """Fill ``st`` from its attempts; True when it must be (re)submitted."""
-        report = st.report
-        report.attempts = len(attempts)
-        for row in attempts:
-            report.add_cost(row.cost_ai_usd, row.cost_compute_hours)
-            if row.state in ("intent", "ambiguous"):
-                report.ambiguous_attempts += 1
-            elif row.state == "not-sent":
-                st.not_sent += 1
-            elif row.error_code == "workspace-rate-limited":
-                st.rate_limited += 1
-            elif row.error_code == "internal-error":
-                st.internal_errors += 1
-        last = attempts[-1]
-        status = last.terminal_status()
-        if status is not None:
-            fill_from_status(report, status)
-        report.webtask_id = last.web_task_id
-        if last.state == "terminal":
-            if last.outcome == "success":
-                st.done_attempt = last
-                return False
-            code = last.error_code
-            resubmit = (
-                (code == "workspace-rate-limited" and st.rate_limited <= MAX_RATE_LIMITED_RESUBMITS)
-                or (
-                    code == "internal-error"
-                    and st.internal_errors <= self.opt.retry.max_failed_resubmits
-                )
-                or code in FATAL_TASK_CODES
-            )
-            if not resubmit:
-                report.status = FAILED
-                st.final = True
-            return resubmit
-        if last.state == "submitted":
-            st.reattach = last
-            return False
-        if last.state in ("intent", "ambiguous"):
-            if self.opt.resubmit_ambiguous:
-                logger.warning(
-                    "item %d: its last submission's fate is unknown (%s); resubmitting as "
-                    "asked (resubmit_ambiguous=True): it may run and bill twice",
-                    report.index,
-                    "the process stopped between POST and ledger write"
-                    if last.state == "intent"
-                    else last.error_message,
-                )
-                return True
-            report.status = AMBIGUOUS
-            report.error_code = "ambiguous-submission"
-            report.error_message = (
-                "a start request may have created a task whose id was never recorded; "
-                "re-run with resubmit_ambiguous=True to submit it again"
-            )
-            st.final = True
-            return False
-        return True  # not-sent: no task exists
 
     # -- helpers -------------------------------------------------------------------------
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self.clock.now()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -277,13 +158,21 @@ class Runner:
         self._tasks.discard(task)
         self._wakeup.set()
 
-    def _release(self, st: _Item, **kwargs: Any) -> None:
+    def _release(self, st: ItemState, **kwargs: Any) -> None:
         if st.holds_slot:
             st.holds_slot = False
+            self.budget.release(st.report.index)
             self.sched.on_finished(st.report.index, self._now(), **kwargs)
         self._wakeup.set()
 
-    def _finish(self, st: _Item, status: str) -> None:
+    def _hold(self, st: ItemState, estimate: float, *, reattach: bool = False) -> None:
+        """``st`` takes a slot, its key and a budget reservation, and starts running."""
+        self.sched.on_started(st.report.index, self._now(), reattach=reattach)
+        self.budget.reserve(st.report.index, estimate)
+        st.holds_slot = True
+        st.report.status = ItemStatus.RUNNING
+
+    def _finish(self, st: ItemState, status: ItemStatus) -> None:
         st.report.status = status
         if not st.final and self._bar is not None:
             self._bar.update(1)
@@ -293,9 +182,12 @@ class Runner:
     def _postfix(self) -> None:
         if self._bar is None:
             return
-        failed = sum(1 for s in self.items if s.final and s.report.status != SUCCEEDED)
+        failed = sum(1 for s in self.items if s.final and s.report.status != ItemStatus.SUCCEEDED)
         self._bar.set_postfix(
-            running=self.sched.n_running, failed=failed, spent=f"${self.spent:.2f}", refresh=False
+            running=self.sched.n_running,
+            failed=failed,
+            spent=f"${self.budget.spent:.2f}",
+            refresh=False,
         )
 
     def _stop(self, code: str, message: str) -> None:
@@ -313,53 +205,74 @@ class Runner:
         for index in self.sched.drain():
             st = self.items[index]
             st.report.skipped_reason = code
-            self._finish(st, SKIPPED)
+            self._finish(st, ItemStatus.SKIPPED)
 
     # -- budget ----------------------------------------------------------------------------
 
     def _cost_estimate(self, index: int) -> Estimate | None:
         return self.costs.estimate(self.plan.items[index].reuse_key, cold=self.sched.is_cold(index))
 
-    def _budget_allows(self, index: int) -> bool:
-        """True to submit ``index`` now; may stop the batch when the budget is exhausted."""
-        limit = self.opt.max_cost_usd
-        if limit is None:
-            return True
-        est = self._cost_estimate(index)
-        in_flight = sum(s.cost_estimate for s in self.items if s.holds_slot)
-        if est is None:
-            if self.sched.n_running:
-                return False  # no cost seen yet: probe with one task at a time
-            if self.spent >= limit:
-                self._stop("budget", f"the budget of ${limit:.2f} is spent (${self.spent:.2f})")
-                return False
-            self.items[index].cost_estimate = 0.0
-            return True
-        if self.spent + in_flight + est.mean <= limit:
-            self.items[index].cost_estimate = est.mean
-            return True
-        if not self.sched.n_running:
-            self._stop(
-                "budget",
-                f"max_cost_usd=${limit:.2f} reached: spent ${self.spent:.2f}, the next task "
-                f"is estimated at ${est.mean:.2f}",
-            )
-        return False
+    def _affordable(self, index: int) -> float | None:
+        """The cost to reserve for submitting ``index`` now, or None to hold it back (the
+        batch stops when nothing in flight can free budget)."""
+        est = self._cost_estimate(index) if self.budget.limit is not None else None
+        reserve, stop = self.budget.decide(est.mean if est else None, self.sched.n_running)
+        if stop is not None:
+            self._stop("budget", stop)
+        return reserve
 
     # -- the main loop ---------------------------------------------------------------------
 
     def _admit(self) -> None:
         while self.stopped_reason is None:
-            now = self._now()
-            index = self.sched.next_ready(now)
-            if index is None or not self._budget_allows(index):
+            index = self.sched.next_ready(self._now())
+            if index is None:
+                return
+            reserve = self._affordable(index)
+            if reserve is None:
                 return
             st = self.items[index]
-            self.sched.on_started(index, now)
-            st.holds_slot = True
-            st.report.status = "running"
+            self._hold(st, reserve)
             self._spawn(self._attempt(st))
         self._postfix()
+
+    def _resume_restored(self) -> None:
+        """Re-materialize the ledger's successes and re-attach its submitted tasks."""
+        for st in self.items:
+            if st.done_attempt is not None:
+                self._spawn(self._rematerialize(st))
+            elif st.reattach is not None:
+                est = self._cost_estimate(st.report.index)
+                self._hold(st, est.mean if est is not None else 0.0, reattach=True)
+                self._spawn(self._attempt(st, reattach=st.reattach))
+
+    async def _loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            self._admit()
+            wake = self.sched.next_wakeup(self._now())
+            if not self._tasks and (wake is None or self.stopped_reason is not None):
+                return  # nothing in flight, and nothing will become ready
+            timeout = None if wake is None else max(0.0, wake - self._now())
+            await wait_event(self._wakeup, self.clock, timeout)
+
+    def _skip_leftovers(self) -> None:
+        """Mark items the run never got to as skipped, saying why."""
+        held = {
+            self.plan.items[s.report.index].reuse_key
+            for s in self.items
+            if s.holds_slot and s.report.status == ItemStatus.IN_FLIGHT
+        }
+        for st in self.items:
+            if st.final or st.report.status not in (ItemStatus.PLANNED, ItemStatus.RUNNING):
+                continue
+            self._finish(st, ItemStatus.SKIPPED)
+            busy = self.plan.items[st.report.index].reuse_key in held
+            st.report.skipped_reason = (
+                st.report.skipped_reason
+                or self.stopped_reason
+                or ("reuse-key-busy" if busy else "not-run")
+            )
 
     async def run(self) -> None:
         n_done = sum(1 for s in self.items if s.final)
@@ -372,40 +285,9 @@ class Runner:
             leave=True,
         )
         try:
-            for st in self.items:
-                if st.done_attempt is not None:
-                    self._spawn(self._rematerialize(st))
-                elif st.reattach is not None:
-                    self.sched.on_started(st.report.index, self._now(), reattach=True)
-                    st.holds_slot = True
-                    st.report.status = "running"
-                    est = self._cost_estimate(st.report.index)
-                    st.cost_estimate = est.mean if est is not None else 0.0
-                    self._spawn(self._attempt(st, reattach=st.reattach))
-            while True:
-                self._wakeup.clear()
-                self._admit()
-                wake = self.sched.next_wakeup(self._now())
-                if not self._tasks and (wake is None or self.stopped_reason is not None):
-                    break  # nothing in flight, and nothing will become ready
-                timeout = None if wake is None else max(0.0, wake - self._now())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
-            held = {
-                self.plan.items[s.report.index].reuse_key
-                for s in self.items
-                if s.holds_slot and s.report.status == IN_FLIGHT
-            }
-            for st in self.items:  # anything left without a final state
-                if not st.final and st.report.status in (PLANNED, "running"):
-                    self._finish(st, SKIPPED)
-                    busy = self.plan.items[st.report.index].reuse_key in held
-                    reason = (
-                        st.report.skipped_reason
-                        or self.stopped_reason
-                        or ("reuse-key-busy" if busy else "not-run")
-                    )
-                    st.report.skipped_reason = reason
+            self._resume_restored()
+            await self._loop()
+            self._skip_leftovers()
         finally:
             self._closing = True
             for task in list(self._tasks):
@@ -416,39 +298,23 @@ class Runner:
 
     # -- one attempt -----------------------------------------------------------------------
 
-    async def _attempt(self, st: _Item, reattach: AttemptRow | None = None) -> None:
+    async def _attempt(self, st: ItemState, reattach: AttemptRow | None = None) -> None:
         report = st.report
         try:
-            estimate = self.sched.predict(report.index)
-            if reattach is None:
-                submitted = await self._submit(st)
-                if submitted is None:
-                    if report.status == AMBIGUOUS:
-                        await self._hold_ambiguous(estimate)
-                    return
-                web_task_id, sent = submitted
-            else:
-                st.attempt_id = reattach.attempt_id
-                web_task_id, sent = reattach.web_task_id or "", None
-                logger.info("item %d: re-attaching to %s", report.index, web_task_id)
-            report.webtask_id = web_task_id
-            status = await self._poll(st, web_task_id, estimate, sent)
-            if status is None:
-                return
-            if await self._on_terminal(st, status) and isinstance(status, Completed):
-                await self._materialize(st, status)
+            await self._drive(st, reattach)
         except asyncio.CancelledError:
             if not st.final:
-                report.status = IN_FLIGHT if report.webtask_id else SKIPPED
+                report.status = ItemStatus.IN_FLIGHT if report.webtask_id else ItemStatus.SKIPPED
                 report.skipped_reason = None if report.webtask_id else "canceled"
             raise
         except Exception as exc:  # a bug or an unexpected error: report it, keep the batch
             logger.exception("item %d: unexpected error", report.index)
             report.error_code = getattr(exc, "code", type(exc).__name__)
             report.error_message = str(exc)
-            self._finish(st, IN_FLIGHT if report.webtask_id and not report.outcome else FAILED)
+            lost = report.webtask_id and not report.outcome
+            self._finish(st, ItemStatus.IN_FLIGHT if lost else ItemStatus.FAILED)
         finally:
-            if report.status == IN_FLIGHT and report.webtask_id and not self._closing:
+            if report.status == ItemStatus.IN_FLIGHT and report.webtask_id and not self._closing:
                 # Given up on, but maybe still running (and billing) server-side: keep its
                 # slot, its reuseKey and its cost estimate for the rest of the batch, so no
                 # second run of the key starts beside it and the budget still counts it.
@@ -461,13 +327,35 @@ class Runner:
             else:
                 self._release(st)
 
+    async def _drive(self, st: ItemState, reattach: AttemptRow | None) -> None:
+        """Submit (or re-attach), poll to a terminal status, and act on it."""
+        report = st.report
+        estimate = self.sched.predict(report.index)
+        if reattach is None:
+            submitted = await self._submit(st)
+            if submitted is None:
+                if report.status == ItemStatus.AMBIGUOUS:
+                    await self._hold_ambiguous(estimate)
+                return
+            web_task_id, sent = submitted
+        else:
+            st.attempt_id = reattach.attempt_id
+            web_task_id, sent = reattach.web_task_id or "", None
+            logger.info("item %d: re-attaching to %s", report.index, web_task_id)
+        report.webtask_id = web_task_id
+        status = await self._poll(st, web_task_id, estimate, sent)
+        if status is None:
+            return
+        if await self._on_terminal(st, status) and isinstance(status, Completed):
+            await self._materialize(st, status)
+
     async def _hold_ambiguous(self, estimate: Estimate | None) -> None:
         """Keep the slot and the key of an ambiguous submission for about as long as the
         task would run: it may exist server-side, and must not share its key."""
-        hold = self.rate.to_local(estimate.mean) if estimate else self.client.poll.max_s
-        await asyncio.sleep(min(hold, self.client.poll.timeout_s))
+        hold = estimate.mean if estimate else self.client.poll.max_s
+        await self.clock.sleep(min(hold, self.client.poll.timeout_s))
 
-    async def _submit(self, st: _Item) -> tuple[str, float] | None:
+    async def _submit(self, st: ItemState) -> tuple[str, float] | None:
         """POST the item: its id and the local time it was created (mid-request), or
         None (the item's state then says why)."""
         report = st.report
@@ -480,35 +368,10 @@ class Runner:
         try:
             web_task_id = await self.client.start_body(item.body)
         except (AmbiguousSubmissionError, ProtocolError) as exc:
-            report.ambiguous_attempts += 1
-            # The task may run and bill: charge its estimate to the budget, to be safe.
-            self.spent += st.cost_estimate
-            message = str(exc)
-            if self.ledger is not None and st.attempt_id is not None:
-                self.ledger.record_ambiguous(st.attempt_id, message)
-            logger.warning("item %d: ambiguous submission, not resent: %s", report.index, message)
-            report.error_code, report.error_message = "ambiguous-submission", message
-            self._finish(st, AMBIGUOUS)
+            self._on_ambiguous(st, exc)
             return None
         except WebTaskError as exc:
-            if self.ledger is not None and st.attempt_id is not None:
-                self.ledger.record_not_sent(st.attempt_id, exc.code, str(exc))
-            report.error_code, report.error_message = exc.code, str(exc)
-            if isinstance(exc, AuthenticationError | NotFoundError):
-                reason = "unauthenticated" if isinstance(exc, AuthenticationError) else "not-found"
-                report.skipped_reason = reason
-                self._finish(st, SKIPPED)
-                self._stop(reason, f"the API refused the start request: {exc}")
-            elif isinstance(exc, BadRequestError) or not exc.retryable:
-                logger.error("item %d: start rejected: %s", report.index, exc)
-                self._finish(st, FAILED)
-            elif st.not_sent < MAX_NOT_SENT_RESUBMITS and self.stopped_reason is None:
-                st.not_sent += 1
-                delay = max(self.client.poll.min_s, self.opt.retry.backoff(st.not_sent, self._rng))
-                logger.warning("item %d: start failed (%s); requeued", report.index, exc.code)
-                self._requeue(st, delay)
-            else:
-                self._finish(st, FAILED)
+            self._on_not_sent(st, exc)
             return None
         # The id first, the ledger second: a failing ledger write must not orphan a task.
         report.webtask_id = web_task_id
@@ -524,161 +387,170 @@ class Runner:
                 )
         return web_task_id, (sent + self._now()) / 2
 
-    def _requeue(self, st: _Item, delay: float) -> None:
+    def _on_ambiguous(self, st: ItemState, exc: WebTaskError) -> None:
+        """A start whose fate is unknown: never resent; its estimate counts as spent."""
+        report = st.report
+        report.ambiguous_attempts += 1
+        # The task may run and bill: charge its estimate to the budget, to be safe.
+        self.budget.charge(self.budget.held(report.index))
+        message = str(exc)
+        if self.ledger is not None and st.attempt_id is not None:
+            self.ledger.record_ambiguous(st.attempt_id, message)
+        logger.warning("item %d: ambiguous submission, not resent: %s", report.index, message)
+        report.error_code, report.error_message = "ambiguous-submission", message
+        self._finish(st, ItemStatus.AMBIGUOUS)
+
+    def _on_not_sent(self, st: ItemState, exc: WebTaskError) -> None:
+        """A start that provably created nothing: stop, fail, or requeue per the policy."""
+        report = st.report
+        if self.ledger is not None and st.attempt_id is not None:
+            self.ledger.record_not_sent(st.attempt_id, exc.code, str(exc))
+        report.error_code, report.error_message = exc.code, str(exc)
+        if isinstance(exc, AuthenticationError | NotFoundError):
+            reason = "unauthenticated" if isinstance(exc, AuthenticationError) else "not-found"
+            report.skipped_reason = reason
+            self._finish(st, ItemStatus.SKIPPED)
+            self._stop(reason, f"the API refused the start request: {exc}")
+            return
+        if isinstance(exc, BadRequestError) or not exc.retryable:
+            logger.error("item %d: start rejected: %s", report.index, exc)
+            self._finish(st, ItemStatus.FAILED)
+            return
+        st.counters.count(NOT_SENT)
+        action = next_action(
+            NOT_SENT, st.counters, self.opt.retry, stopping=self.stopped_reason is not None
+        )
+        if action is Action.RESUBMIT_AFTER_BACKOFF:
+            logger.warning("item %d: start failed (%s); requeued", report.index, exc.code)
+            self._requeue(st, self._backoff(st.counters.not_sent))
+        else:
+            self._finish(st, ItemStatus.FAILED)
+
+    def _backoff(self, attempt: int) -> float:
+        return max(self.client.poll.min_s, self.opt.retry.backoff(attempt, self._rng))
+
+    def _requeue(self, st: ItemState, delay: float) -> None:
         self._release(st)
-        st.report.status = PLANNED
+        st.report.status = ItemStatus.PLANNED
         self.sched.requeue(st.report.index, not_before=self._now() + delay)
 
     async def _poll(
         self,
-        st: _Item,
+        st: ItemState,
         web_task_id: str,
         estimate: Estimate | None,
         sent: float | None,
     ) -> Completed | Canceled | None:
-        """Poll to a terminal status; None when the task is left in flight.
+        """Poll to a terminal status; None when the task is left in flight (or not found).
 
-        ``sent`` is the local time the task was created (None when re-attaching). The
-        first poll is aimed at the predicted finish; the plan is re-anchored at the
-        task's start once a response says it started (so queueing server-side is
-        accounted for), with server durations converted by the learned clock rate.
+        ``sent`` is the local time the task was created (None when re-attaching); the
+        ``TaskSchedule`` aims the first poll at the predicted finish.
         """
-        plan = PollPlan(self.client.poll, estimate, self._rng)
         report = st.report
-        start = sent  # local time the task started running (assumed: when created)
-        anchored = False
-        created_seen = False
+        schedule = TaskSchedule(PollPlan(self.client.poll, estimate, self._rng), sent)
         deadline = (sent if sent is not None else self._now()) + self.client.poll.timeout_s
-        delay = 0.0 if sent is None else plan.delay(0.0, self.rate.rate)
-        errors = 0
-        while True:
-            if delay > 0:
-                await asyncio.sleep(min(delay, max(0.0, deadline - self._now())))
-            try:
-                status = await self.client.result(web_task_id)
-            except AuthenticationError as exc:
-                report.error_code, report.error_message = exc.code, str(exc)
-                self._stop("unauthenticated", f"the API rejected the key while polling: {exc}")
-                self._finish(st, IN_FLIGHT)
-                return None
-            except NotFoundError as exc:
-                report.error_code, report.error_message = exc.code, str(exc)
-                logger.error("item %d: task %s not found: %s", report.index, web_task_id, exc)
-                self._finish(st, FAILED)
-                return None
-            except WebTaskError as exc:
-                errors += 1
-                if errors >= MAX_POLL_ERRORS or self._now() >= deadline:
-                    report.error_code, report.error_message = exc.code, str(exc)
-                    logger.error(
-                        "item %d: giving up polling %s: %s", report.index, web_task_id, exc
-                    )
-                    self._finish(st, IN_FLIGHT)
-                    return None
-                delay = plan.delay(None)
-                continue
-            errors = 0
-            now = self._now()
-            fill_from_status(report, status)
-            if sent is not None and status.created_at is not None and not created_seen:
-                created_seen = True
-                self.rate.on_submitted(local=sent, server=status.created_at.timestamp())
-            if isinstance(status, Completed | Canceled):
-                if sent is not None and status.created_at and status.completed_at:
-                    self.rate.on_completed(
-                        local_elapsed=now - sent,
-                        server_elapsed=(status.completed_at - status.created_at).total_seconds(),
-                    )
-                return status
-            if isinstance(status, Pending):
-                start, anchored = None, False
-                since: float | None = None
-            else:
-                if not anchored or start is None:
-                    start = self._anchor(status, sent, now)
-                    anchored = True
-                    plan.reset()
-                since = now - start
-            if now >= deadline:
-                report.error_code = "wait-timeout"
-                report.error_message = (
-                    f"still {status.status} after {self.client.poll.timeout_s:g}s; the task "
-                    "keeps running: re-run with the same ledger to re-attach"
-                )
-                logger.error("item %d: %s %s", report.index, web_task_id, report.error_message)
-                self._finish(st, IN_FLIGHT)
-                return None
-            delay = plan.delay(since, self.rate.rate)
+        try:
+            outcome = await poll_until_terminal(
+                lambda: self.client.result(web_task_id),
+                schedule,
+                self.clock,
+                deadline=deadline,
+                max_errors=MAX_POLL_ERRORS,
+                raise_on=(AuthenticationError, NotFoundError),
+                on_status=lambda status: fill_from_status(report, status),
+            )
+        except AuthenticationError as exc:
+            report.error_code, report.error_message = exc.code, str(exc)
+            self._stop("unauthenticated", f"the API rejected the key while polling: {exc}")
+            self._finish(st, ItemStatus.IN_FLIGHT)
+            return None
+        except NotFoundError as exc:
+            report.error_code, report.error_message = exc.code, str(exc)
+            logger.error("item %d: task %s not found: %s", report.index, web_task_id, exc)
+            self._finish(st, ItemStatus.FAILED)
+            return None
+        if isinstance(outcome, GaveUp):
+            report.error_code, report.error_message = outcome.error.code, str(outcome.error)
+            logger.error(
+                "item %d: giving up polling %s: %s", report.index, web_task_id, outcome.error
+            )
+            self._finish(st, ItemStatus.IN_FLIGHT)
+            return None
+        if isinstance(outcome, Expired):
+            last = outcome.last.status if outcome.last is not None else "unknown"
+            report.error_code = "wait-timeout"
+            report.error_message = (
+                f"still {last} after {self.client.poll.timeout_s:g}s; the task "
+                "keeps running: re-run with the same ledger to re-attach"
+            )
+            logger.error("item %d: %s %s", report.index, web_task_id, report.error_message)
+            self._finish(st, ItemStatus.IN_FLIGHT)
+            return None
+        assert isinstance(outcome, Completed | Canceled)
+        return outcome
 
-    def _anchor(self, status: TaskStatus, sent: float | None, now: float) -> float:
-        """Local time the task started: creation plus the server's queue wait."""
-        started_at: datetime | None = getattr(status, "started_at", None)
-        if sent is not None and started_at is not None and status.created_at is not None:
-            queued = (started_at - status.created_at).total_seconds()
-            return sent + max(0.0, queued) / self.rate.rate
-        if started_at is not None:  # re-attached: trust the wall clock roughly
-            running = (datetime.now(UTC) - started_at).total_seconds() / self.rate.rate
-            return now - max(0.0, running)
-        return sent if sent is not None else now
-
-    async def _on_terminal(self, st: _Item, status: Completed | Canceled) -> bool:
+    async def _on_terminal(self, st: ItemState, status: Completed | Canceled) -> bool:
         """Record a terminal status and decide what follows; True to materialize."""
         report = st.report
         index = report.index
-        key = self.plan.items[index].reuse_key
         cold = (not status.reuse.used) if isinstance(status, Completed) and status.reuse else None
         if self.ledger is not None and st.attempt_id is not None:
             self.ledger.record_terminal(st.attempt_id, status, cold=cold)
+        self.budget.release(index)  # the reported cost replaces the reservation
         if isinstance(status, Completed):
             report.add_cost(status.cost.ai_usd, status.cost.compute_hours)
-            self.spent += status.cost.ai_usd or 0.0
-            if status.cost.ai_usd is None and self.opt.max_cost_usd is not None:
-                if not self._warned_no_cost:
-                    logger.warning(
-                        "the service reported no cost.aiUsd for %s: max_cost_usd counts only "
-                        "the costs it reports",
-                        status.web_task_id,
-                    )
-                self._warned_no_cost = True
-        st.cost_estimate = 0.0
+            self.budget.charge(status.cost.ai_usd)
+            self._warn_if_no_cost(status)
         if isinstance(status, Completed) and status.succeeded:
             is_cold = cold if cold is not None else self.sched.is_cold(index)
+            key = self.plan.items[index].reuse_key
             self.costs.observe(key, status.cost.ai_usd, cold=is_cold)
             self._release(st, duration=status.duration_s, cold=is_cold, succeeded=True)
             return True
-        code = report.error_code or "unknown"
         self._release(st)
-        stopping = self.stopped_reason is not None
-        if code == "workspace-rate-limited" and not stopping:
-            st.rate_limited += 1
-            self.sched.on_rate_limited(index)
-            if st.rate_limited <= MAX_RATE_LIMITED_RESUBMITS:
-                delay = max(
-                    self.client.poll.min_s, self.opt.retry.backoff(st.rate_limited, self._rng)
-                )
-                logger.info(
-                    "item %d: workspace-rate-limited; resubmitting in %.2fs (concurrency now %d)",
-                    index,
-                    delay,
-                    self.sched.effective_concurrency,
-                )
-                self._requeue(st, delay)
-                return False
-        elif code == "internal-error" and not stopping:
-            st.internal_errors += 1
-            if st.internal_errors <= self.opt.retry.max_failed_resubmits:
-                logger.warning("item %d: internal-error; resubmitting", index)
-                self._requeue(st, 0.0)
-                return False
-        elif code in FATAL_TASK_CODES:
-            self._finish(st, FAILED)
-            self._stop(code, f"a task failed with {code}: {report.error_message}")
-            return False
-        logger.warning("item %d: task %s failed: %s", index, status.web_task_id, code)
-        self._finish(st, FAILED)
+        self._after_failure(st, report.error_code or "unknown", status.web_task_id)
         return False
 
-    async def _materialize(self, st: _Item, status: Completed) -> None:
+    def _warn_if_no_cost(self, status: Completed) -> None:
+        if status.cost.ai_usd is None and self.opt.max_cost_usd is not None:
+            if not self._warned_no_cost:
+                logger.warning(
+                    "the service reported no cost.aiUsd for %s: max_cost_usd counts only "
+                    "the costs it reports",
+                    status.web_task_id,
+                )
+            self._warned_no_cost = True
+
+    def _after_failure(self, st: ItemState, code: str, web_task_id: str) -> None:
+        """Apply the outcome policy to a failed task of ``st``."""
+        index = st.report.index
+        stopping = self.stopped_reason is not None
+        if not stopping:
+            st.counters.count(code)
+            if code == RATE_LIMITED:
+                self.sched.on_rate_limited(index)
+        action = next_action(code, st.counters, self.opt.retry, stopping=stopping)
+        if action is Action.RESUBMIT_AFTER_BACKOFF:
+            delay = self._backoff(st.counters.rate_limited)
+            logger.info(
+                "item %d: %s; resubmitting in %.2fs (concurrency now %d)",
+                index,
+                code,
+                delay,
+                self.sched.effective_concurrency,
+            )
+            self._requeue(st, delay)
+        elif action is Action.RESUBMIT_NOW:
+            logger.warning("item %d: %s; resubmitting", index, code)
+            self._requeue(st, 0.0)
+        elif action is Action.STOP_BATCH:
+            self._finish(st, ItemStatus.FAILED)
+            self._stop(code, f"a task failed with {code}: {st.report.error_message}")
+        else:
+            logger.warning("item %d: task %s failed: %s", index, web_task_id, code)
+            self._finish(st, ItemStatus.FAILED)
+
+    async def _materialize(self, st: ItemState, status: Completed) -> None:
         report = st.report
         async with self._download_slots:
             try:
@@ -696,7 +568,7 @@ class Runner:
                 report.error_code = getattr(exc, "code", type(exc).__name__)
                 report.error_message = str(exc)
                 logger.error("item %d: result not usable: %s", report.index, exc)
-                self._finish(st, FAILED)
+                self._finish(st, ItemStatus.FAILED)
                 return
         st.table = out.table
         report.n_records, report.n_invalid = out.n_records, out.n_invalid
@@ -708,9 +580,9 @@ class Runner:
                 n_records=out.n_records,
                 n_invalid=out.n_invalid,
             )
-        self._finish(st, SUCCEEDED)
+        self._finish(st, ItemStatus.SUCCEEDED)
 
-    async def _rematerialize(self, st: _Item) -> None:
+    async def _rematerialize(self, st: ItemState) -> None:
         """A success recorded by an earlier run: rows from the local cache, no new task."""
         row = st.done_attempt
         assert row is not None
@@ -727,7 +599,7 @@ class Runner:
                     status = fresh
         except WebTaskError as exc:
             st.report.error_code, st.report.error_message = exc.code, str(exc)
-            self._finish(st, FAILED)
+            self._finish(st, ItemStatus.FAILED)
             return
         await self._materialize(st, status)
 

@@ -390,6 +390,18 @@ class Ledger:
 
     # -- reading ----------------------------------------------------------------------
 
+    def pragma(self, name: str) -> Any:
+        """The value of SQLite's ``PRAGMA name`` on this ledger's connection (diagnostics).
+
+        Example:
+            >>> ledger.pragma("journal_mode")  # doctest: +SKIP
+            'wal'
+        """
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        row = self._conn.execute(f"PRAGMA {name}").fetchone()
+        return row[0] if row else None
+
     def attempts(self) -> list[AttemptRow]:
         """Every attempt, by item then attempt number, with the item's reuseKey."""
         rows = self._conn.execute(

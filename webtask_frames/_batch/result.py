@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from .plan import BatchPlan
+from .status import ItemStatus
 
 if TYPE_CHECKING:
     import duckdb
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "build_tasks_table"]
 
-# Item states in the tasks table.
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-SKIPPED = "skipped"
-AMBIGUOUS = "ambiguous"
-IN_FLIGHT = "in-flight"
-PLANNED = "planned"
+# Short names of the states (``ItemStatus`` lives in ``status``, beside the engine).
+SUCCEEDED = ItemStatus.SUCCEEDED
+FAILED = ItemStatus.FAILED
+SKIPPED = ItemStatus.SKIPPED
+AMBIGUOUS = ItemStatus.AMBIGUOUS
+IN_FLIGHT = ItemStatus.IN_FLIGHT
+PLANNED = ItemStatus.PLANNED
 
 _TS = pa.timestamp("ms", tz="UTC")
 TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -70,7 +71,7 @@ class ItemReport:
     index: int
     parameters: dict[str, Any]
     reuse_key: str | None
-    status: str = PLANNED
+    status: ItemStatus = ItemStatus.PLANNED
     webtask_id: str | None = None
     outcome: str | None = None
     error_code: str | None = None

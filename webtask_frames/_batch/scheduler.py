@@ -15,7 +15,8 @@ Three small pieces, each driven by plain numbers so they are unit-tested without
   success adds some back (AIMD).
 * ``PollPlan`` says when to poll a running task: first near its predicted finish, then
   in steps sized by the prediction's uncertainty, backing off between the client's
-  ``poll.min_s`` and ``poll.max_s``.
+  ``poll.min_s`` and ``poll.max_s``. ``TaskSchedule`` anchors it at the task's start
+  for the polling loop (``_wire.polling``).
 
 Times are seconds on any monotonic clock the caller chooses (``now`` arguments).
 """
@@ -27,12 +28,14 @@ import math
 import random
 import statistics
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from .._wire.models import Pending, TaskStatus
 from .._wire.policies import PollPolicy
 
-__all__ = ["ClockRate", "Estimate", "Estimator", "PollPlan", "Scheduler"]
+__all__ = ["Estimate", "Estimator", "PollPlan", "Scheduler", "TaskSchedule"]
 
 # A chain is identified by its reuseKey; items without a key each form their own chain,
 # identified by ("item", index) so they never collide with a real key.
@@ -415,66 +418,6 @@ class Scheduler:
             clone.on_finished(item, now, succeeded=True)
 
 
-class ClockRate:
-    """Server seconds per local second, learned from the tasks' own timestamps.
-
-    Durations are learned in the server's seconds (``startedAt``/``completedAt``: what the
-    ledger stores and users read), but sleeps happen on the local clock. For the real
-    service the rate is 1; a simulator may run faster. The rate is the least-squares
-    slope of server ``createdAt`` against local submission time once submissions span
-    ``min_span_s`` local seconds; before that, the best lower bound from completed tasks
-    (server run time over local time from submit to observed completion); else 1.
-
-    Example:
-        >>> rate = ClockRate(min_span_s=1.0)
-        >>> for t in range(5):
-        ...     rate.on_submitted(local=float(t), server=100.0 + 10.0 * t)
-        >>> round(rate.rate, 6)
-        10.0
-    """
-
-    def __init__(self, *, min_span_s: float = 2.0) -> None:
-        self.min_span_s = min_span_s
-        self._n = 0
-        self._sx = self._sy = self._sxx = self._sxy = 0.0
-        self._x0: float | None = None
-        self._y0 = 0.0
-        self._lo = self._hi = 0.0
-        self._bound: float | None = None
-
-    def on_submitted(self, *, local: float, server: float) -> None:
-        """A task submitted at local time ``local`` was created at server time ``server``."""
-        if self._x0 is None:
-            self._x0, self._y0 = local, server
-            self._lo = self._hi = local
-        x, y = local - self._x0, server - self._y0
-        self._lo, self._hi = min(self._lo, local), max(self._hi, local)
-        self._n += 1
-        self._sx += x
-        self._sy += y
-        self._sxx += x * x
-        self._sxy += x * y
-
-    def on_completed(self, *, local_elapsed: float, server_elapsed: float) -> None:
-        """A task ran ``server_elapsed`` server seconds within ``local_elapsed`` local ones."""
-        if local_elapsed > 0 and server_elapsed > 0:
-            bound = server_elapsed / local_elapsed
-            self._bound = bound if self._bound is None else max(self._bound, bound)
-
-    @property
-    def rate(self) -> float:
-        if self._n >= 3 and self._hi - self._lo >= self.min_span_s:
-            var = self._sxx - self._sx * self._sx / self._n
-            if var > 0:
-                slope = (self._sxy - self._sx * self._sy / self._n) / var
-                if slope > 0:
-                    return slope
-        return self._bound if self._bound is not None and self._bound > 1.0 else 1.0
-
-    def to_local(self, server_seconds: float) -> float:
-        return server_seconds / self.rate
-
-
 class PollPlan:
     """When to poll one task: across its predicted finish window, then backing off.
 
@@ -516,23 +459,23 @@ class PollPlan:
             return min(self.policy.max_s, max(self.policy.min_s, base))
         return self.policy.next_interval(step, self.rng)
 
-    def delay(self, since_start: float | None, rate: float = 1.0) -> float:
+    def delay(self, since_start: float | None) -> float:
         """Seconds to sleep before the next poll.
 
         ``since_start`` is how long the task has been running by our clock (None while
-        it is queued or its start is unknown); ``rate`` converts the estimate (server
-        seconds) to local seconds (see ``ClockRate``).
+        it is queued or its start is unknown). Estimates are in the server's seconds,
+        which are real seconds (a faster-than-real simulator reports real ones too).
         """
         if since_start is None or self.estimate is None:
             self._step = self._grow(self._step, self.policy.min_s)
             return self._step
-        earliest = self.estimate.low / rate
+        earliest = self.estimate.low
         if since_start < earliest - 1e-9:
             self._step = None
             return earliest - since_start
-        spread = self.estimate.spread / rate
+        spread = self.estimate.spread
         even = min(self.policy.max_s, max(self.policy.min_s, 2 * spread / self.window_polls))
-        if since_start < (self.estimate.mean / rate) + spread - 1e-9:
+        if since_start < self.estimate.mean + spread - 1e-9:
             self._step = even
             return even
         self._step = self._grow(self._step if self._step is not None else even, even)
@@ -541,3 +484,58 @@ class PollPlan:
     def reset(self) -> None:
         """Forget the step (e.g. when the task went from pending to started)."""
         self._step = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskSchedule:
+    """A ``PollPlan`` anchored at the task's start: the engine's ``PollSchedule``.
+
+    ``sent`` is the local time the task was created (None when re-attaching: poll at
+    once). The first poll is aimed at the predicted finish counted from ``sent``; once a
+    status says the task started, the plan is re-anchored at that start (creation plus
+    the server's queue wait), so queueing server-side is accounted for. A re-attached
+    task's start comes from ``startedAt`` against ``wall_now`` (the UTC wall clock).
+
+    Example:
+        >>> plan = PollPlan(PollPolicy(min_s=1, max_s=15, jitter=0), Estimate(100, 10, "key"))
+        >>> TaskSchedule(plan, sent=5.0).first()
+        90.0
+    """
+
+    def __init__(
+        self,
+        plan: PollPlan,
+        sent: float | None,
+        *,
+        wall_now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.plan = plan
+        self.sent = sent
+        self.wall_now = wall_now
+        self._start: float | None = None  # local time the task started running
+
+    def first(self) -> float:
+        return 0.0 if self.sent is None else self.plan.delay(0.0)
+
+    def after(self, status: TaskStatus | None, now: float) -> float:
+        if status is None:  # the poll failed: back off
+            return self.plan.delay(None)
+        if isinstance(status, Pending):  # queued (again): re-anchor when it starts
+            self._start = None
+            return self.plan.delay(None)
+        if self._start is None:
+            self._start = self._anchor(status, now)
+            self.plan.reset()
+        return self.plan.delay(now - self._start)
+
+    def _anchor(self, status: TaskStatus, now: float) -> float:
+        started_at: datetime | None = getattr(status, "started_at", None)
+        if self.sent is not None and started_at is not None and status.created_at is not None:
+            queued = (started_at - status.created_at).total_seconds()
+            return self.sent + max(0.0, queued)
+        if started_at is not None:  # re-attached: trust the wall clock roughly
+            return now - max(0.0, (self.wall_now() - started_at).total_seconds())
+        return self.sent if self.sent is not None else now

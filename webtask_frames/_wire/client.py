@@ -12,12 +12,10 @@ no redirects; the file client, used for signed result URLs, never carries a cred
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +36,15 @@ from .attempts import Outcome, api_attempt, download_attempt, run_with_retries
 from .config import Settings, origin_of
 from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
+from .polling import (
+    BackoffSchedule,
+    Clock,
+    Expired,
+    GaveUp,
+    HookClock,
+    SystemClock,
+    poll_until_terminal,
+)
 from .protocol import RequestKind, build_start_body, check_signed_url
 
 __all__ = ["AsyncClient", "RequestCounts"]
@@ -103,9 +110,9 @@ class AsyncClient:
         self._http: httpx.AsyncClient | None = None
         self._files: httpx.AsyncClient | None = None
         self._rng = random.Random()
-        # Injection points for tests: fake time without patching the asyncio module.
-        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self._clock: Callable[[], float] = time.monotonic
+        # The time source of waits, polls and retry sleeps: tests inject a manual clock
+        # here instead of patching the asyncio module.
+        self.clock: Clock = SystemClock()
 
     # -- properties -------------------------------------------------------------------
 
@@ -285,6 +292,13 @@ class AsyncClient:
             ) from None
         return parse_status(payload)
 
+    # The retry loops sleep and read time through these two; both follow ``clock``.
+    async def _sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+
+    def _clock(self) -> float:
+        return self.clock.now()
+
     async def wait(
         self,
         web_task_id: str,
@@ -304,25 +318,23 @@ class AsyncClient:
             >>> status = await client.wait("wt_123", timeout=600)  # doctest: +SKIP
         """
         limit = self.poll.timeout_s if timeout is None else timeout
-        deadline = self._clock() + limit
-        interval = self.poll.first_interval(self._rng)
-        delay = 0.0 if first_poll_s is None else max(0.0, first_poll_s)
-        last: TaskStatus | None = None
-        while True:
-            if delay:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise WaitTimeoutError(
-                        f"web task still {last.status if last else 'unknown'} after {limit:g}s; "
-                        f"it keeps running: call wait({web_task_id!r}) again to re-attach",
-                        web_task_id=web_task_id,
-                        last_status=last.status if last else None,
-                    )
-                await self._sleep(min(delay, remaining))
-            last = await self.result(web_task_id)
-            if last.terminal:
-                return last
-            delay, interval = interval, self.poll.next_interval(interval, self._rng)
+        # Through the hooks, not ``self.clock``: a subclass or test may replace either.
+        clock = HookClock(self._clock, self._sleep)
+        outcome = await poll_until_terminal(
+            lambda: self.result(web_task_id),
+            BackoffSchedule(self.poll, self._rng, first_poll_s=first_poll_s),
+            clock,
+            deadline=clock.now() + limit,
+        )
+        if isinstance(outcome, Expired | GaveUp):
+            last = outcome.last if isinstance(outcome, Expired) else None
+            raise WaitTimeoutError(
+                f"web task still {last.status if last else 'unknown'} after {limit:g}s; "
+                f"it keeps running: call wait({web_task_id!r}) again to re-attach",
+                web_task_id=web_task_id,
+                last_status=last.status if last else None,
+            )
+        return outcome
 
     async def run(
         self,

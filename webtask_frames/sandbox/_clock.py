@@ -4,9 +4,16 @@ The sandbox never sleeps to make a task progress. Every request reads the clock
 and the state machine is advanced lazily to "now", so the same code works under
 an in-process ASGI transport, under uvicorn, and under a fully manual clock.
 
-Virtual seconds are what the simulated service experiences (durations, costs,
-timestamps); real seconds are what the process waits. ``time_scale`` converts
-between them: with ``time_scale=0.01`` one real second is 100 virtual seconds.
+Virtual seconds are what the simulated service experiences (nominal durations,
+latencies, costs, compute hours); real seconds are what the process waits.
+``time_scale`` converts between them: with ``time_scale=0.01`` one real second is
+100 virtual seconds.
+
+Timestamps are in real seconds. ``createdAt``/``startedAt``/``completedAt`` (and URL
+expiries) are the epoch plus *real* elapsed time, so the durations a client reads from
+them match what it measures on its own clock, at any ``time_scale``: a nominal
+60-second run at ``time_scale=0.01`` reports ``completedAt - startedAt`` of 0.6 s (its
+compute hours stay nominal). Clients therefore never learn the sandbox's speed-up.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ class VirtualTime:
     """Maps a monotonic source clock onto virtual sandbox time.
 
     ``now()`` is virtual seconds since the sandbox was created; ``epoch(t)``
-    turns a virtual instant into unix seconds for timestamps and URL expiry.
+    turns a virtual instant into unix seconds for timestamps and URL expiry: the
+    epoch plus the *real* seconds elapsed by then (``t * time_scale``).
 
     Example:
         >>> clock = ManualClock()
@@ -83,8 +91,8 @@ class VirtualTime:
         >>> clock.advance(1.0)
         >>> vt.now()
         2.0
-        >>> vt.iso(vt.now())
-        '2023-11-14T22:13:22.000Z'
+        >>> vt.iso(vt.now())   # one real second after the epoch
+        '2023-11-14T22:13:21.000Z'
     """
 
     def __init__(
@@ -111,12 +119,12 @@ class VirtualTime:
         return (self._clock() - self._origin) / self._scale
 
     def epoch(self, t: float) -> float:
-        """Unix seconds of virtual instant ``t``."""
-        return self._epoch + t
+        """Unix seconds of virtual instant ``t`` (real seconds since the epoch)."""
+        return self._epoch + self.real_seconds(t)
 
     def iso(self, t: float) -> str:
-        """ISO-8601 (ms, Z) of virtual instant ``t``."""
-        return iso_ms(self._epoch + t)
+        """ISO-8601 (ms, Z) of virtual instant ``t``, in real seconds (see ``epoch``)."""
+        return iso_ms(self.epoch(t))
 
     def real_seconds(self, virtual_s: float) -> float:
         """How long a virtual span lasts in real (clock) seconds."""

@@ -214,7 +214,8 @@ class ResultRenderer:
         else:
             size = len(inline)
         assert task.finished is not None
-        expires = int(self.time.epoch(task.finished) + self.config.file_ttl_s)
+        # The TTL is a virtual span like any duration; the expiry an instant.
+        expires = int(self.time.epoch(task.finished + self.config.file_ttl_s))
         info = ResultInfo(
             mode=mode,
             file_format=fmt,
