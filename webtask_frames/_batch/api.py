@@ -1,8 +1,8 @@
 """``run_batch``: a parameter sweep of Web Tasks, concurrent, crash-safe and budget-aware.
 
-This module holds the public entry points and the dry run; the engine is ``_runner``,
-its decisions ``_scheduler``, its durability ``_ledger``, its inputs ``_plan`` and its
-result ``_batch_result``.
+This module holds the public entry points and the dry run; the engine is ``engine``, its
+decisions ``scheduler``, ``policy`` and ``budget``, its durability ``ledger``, its inputs
+``plan`` and its result ``result``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from .._wire.client import AsyncClient
 from .._wire.policies import RetryPolicy
 from .._wire.portal import run_sync
 from .._wire.sync import Client
-from .engine import Options, Runner, history
+from .engine import Runner
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
-from .result import IN_FLIGHT, SUCCEEDED, BatchResult, ItemReport, build_tasks_table
+from .restore import history
+from .result import BatchResult, ItemReport, build_tasks_table
 from .scheduler import Scheduler
+from .status import ItemStatus
 
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 
@@ -47,7 +49,7 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
         report = ItemReport(item.index, item.parameters, item.reuse_key)
         row = latest.get(item.index)
         if row is not None and row.state == "terminal" and row.outcome == "success":
-            report.status, report.webtask_id = SUCCEEDED, row.web_task_id
+            report.status, report.webtask_id = ItemStatus.SUCCEEDED, row.web_task_id
         else:
             to_run.append(item.index)
         reports.append(report)
@@ -79,26 +81,13 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
     )
 
 
-def _engine_options(opts: BatchOptions, http: AsyncClient) -> Options:
-    """The engine's options: ours, with the client's defaults filled in."""
-    return Options(
-        max_concurrency=opts.max_concurrency or http.max_concurrency,
-        max_cost_usd=opts.max_cost_usd,
-        retry=opts.retry or http.retry,
-        validate=opts.read.validate,
-        record_path=opts.read.record_path,
-        progress=opts.progress,
-        resubmit_ambiguous=opts.resubmit_ambiguous,
-        cache_dir=opts.read.cache_dir,
-        ledger_path=opts.ledger,
-    )
-
-
 async def _execute(runner: Runner, durable: bool) -> None:
     try:
         await runner.run()
     except asyncio.CancelledError:
-        left = [s.report.webtask_id for s in runner.items if s.report.status == IN_FLIGHT]
+        left = [
+            s.report.webtask_id for s in runner.items if s.report.status == ItemStatus.IN_FLIGHT
+        ]
         logger.warning(
             "batch canceled; %d task(s) keep running server-side%s",
             len(left),
@@ -141,7 +130,7 @@ async def _run(
         raise
     before = (http.counts.start, http.counts.result, http.counts.download)
     try:
-        runner = Runner(plan, http, _engine_options(opts, http), book)
+        runner = Runner(plan, http, opts, book)
         await _execute(runner, book is not None)
     finally:
         if book is not None:

@@ -26,8 +26,6 @@ import asyncio
 import logging
 import os
 import random
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,40 +40,26 @@ from .._exceptions import (
     WebTaskError,
 )
 from .._materialize import materialize
-from .._tables.compiled import record_arrow_schema
+from .._options import BatchOptions
 from .._tables.unify import unify_tables
 from .._wire.client import AsyncClient
 from .._wire.models import Canceled, Completed, FileResult
-from .._wire.policies import RetryPolicy
 from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
 from .budget import Budget
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
-from .restore import ItemState, fill_from_status, history, restore_item
-from .result import ItemReport
+from .restore import ItemState, fill_from_status, history, restore_all
+from .result import ItemReport, empty_records
 from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
 
-__all__ = ["Options", "Runner", "history"]
+__all__ = ["Runner"]
 
 logger = logging.getLogger("webtask_frames")
 
 # Consecutive poll errors (after the client's retries) before a task is left in flight.
 MAX_POLL_ERRORS = 5
-
-
-@dataclass
-class Options:
-    max_concurrency: int
-    max_cost_usd: float | None
-    retry: RetryPolicy
-    validate: str
-    record_path: Any
-    progress: bool
-    resubmit_ambiguous: bool
-    cache_dir: Path | None
-    ledger_path: Path | None
 
 
 class Runner:
@@ -94,7 +78,7 @@ class Runner:
         self,
         plan: BatchPlan,
         client: AsyncClient,
-        options: Options,
+        options: BatchOptions,
         ledger: Ledger | None,
         *,
         clock: Clock | None = None,
@@ -102,6 +86,9 @@ class Runner:
         self.plan = plan
         self.client = client
         self.opt = options
+        # The client's defaults fill what the call left open.
+        self.max_concurrency = options.max_concurrency or client.max_concurrency
+        self.retry = options.retry or client.retry
         self.ledger = ledger
         self.clock: Clock = clock if clock is not None else client.clock
         self.items = [ItemState(ItemReport(i.index, i.parameters, i.reuse_key)) for i in plan.items]
@@ -116,12 +103,14 @@ class Runner:
         self._rng = random.Random()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._download_slots = asyncio.Semaphore(max(4, options.max_concurrency))
-        to_run = self._restore(rows)
+        self._download_slots = asyncio.Semaphore(max(4, self.max_concurrency))
+        to_run = restore_all(
+            self.items, rows, self.retry, resubmit_ambiguous=options.resubmit_ambiguous
+        )
         reattach = [s.report.index for s in self.items if s.reattach is not None]
         self.sched = Scheduler(
             plan.keys,
-            max_concurrency=options.max_concurrency,
+            max_concurrency=self.max_concurrency,
             durations=self.durations,
             warm_keys=warm,
             items=sorted(to_run + reattach),
@@ -129,20 +118,8 @@ class Runner:
         self._bar: Any = None
         self._closing = False  # set when run() ends: in-flight items then release freely
         self._warned_no_cost = False
-
-    def _restore(self, rows: list[AttemptRow]) -> list[int]:
-        """Item states from the ledger; returns the items still to submit, in grid order."""
-        by_item: dict[int, list[AttemptRow]] = {}
-        for row in rows:
-            by_item.setdefault(row.item, []).append(row)
-        to_run = []
-        for st in self.items:
-            attempts = by_item.get(st.report.index, [])
-            if not attempts or restore_item(
-                st, attempts, self.opt.retry, resubmit_ambiguous=self.opt.resubmit_ambiguous
-            ):
-                to_run.append(st.report.index)
-        return to_run
+        # Items final without success, counted as they finish (the bar shows it per event).
+        self._n_unsuccessful = sum(1 for s in self.items if s.final)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -174,18 +151,19 @@ class Runner:
 
     def _finish(self, st: ItemState, status: ItemStatus) -> None:
         st.report.status = status
-        if not st.final and self._bar is not None:
-            self._bar.update(1)
+        if not st.final:
+            self._n_unsuccessful += status != ItemStatus.SUCCEEDED
+            if self._bar is not None:
+                self._bar.update(1)
         st.final = True
         self._postfix()
 
     def _postfix(self) -> None:
         if self._bar is None:
             return
-        failed = sum(1 for s in self.items if s.final and s.report.status != ItemStatus.SUCCEEDED)
         self._bar.set_postfix(
             running=self.sched.n_running,
-            failed=failed,
+            failed=self._n_unsuccessful,
             spent=f"${self.budget.spent:.2f}",
             refresh=False,
         )
@@ -418,7 +396,7 @@ class Runner:
             return
         st.counters.count(NOT_SENT)
         action = next_action(
-            NOT_SENT, st.counters, self.opt.retry, stopping=self.stopped_reason is not None
+            NOT_SENT, st.counters, self.retry, stopping=self.stopped_reason is not None
         )
         if action is Action.RESUBMIT_AFTER_BACKOFF:
             logger.warning("item %d: start failed (%s); requeued", report.index, exc.code)
@@ -427,7 +405,7 @@ class Runner:
             self._finish(st, ItemStatus.FAILED)
 
     def _backoff(self, attempt: int) -> float:
-        return max(self.client.poll.min_s, self.opt.retry.backoff(attempt, self._rng))
+        return max(self.client.poll.min_s, self.retry.backoff(attempt, self._rng))
 
     def _requeue(self, st: ItemState, delay: float) -> None:
         self._release(st)
@@ -529,7 +507,7 @@ class Runner:
             st.counters.count(code)
             if code == RATE_LIMITED:
                 self.sched.on_rate_limited(index)
-        action = next_action(code, st.counters, self.opt.retry, stopping=stopping)
+        action = next_action(code, st.counters, self.retry, stopping=stopping)
         if action is Action.RESUBMIT_AFTER_BACKOFF:
             delay = self._backoff(st.counters.rate_limited)
             logger.info(
@@ -559,9 +537,9 @@ class Runner:
                     status,
                     output_schema=self.plan.schema,
                     parameters=report.parameters,
-                    record_path=self.opt.record_path,
-                    validate=self.opt.validate,
-                    cache_dir=self.opt.cache_dir,
+                    record_path=self.opt.read.record_path,
+                    validate=self.opt.read.validate,
+                    cache_dir=self.opt.read.cache_dir,
                     extra_columns={"_item": report.index},
                 )
             except Exception as exc:  # local work: report it on the item, keep the batch
@@ -607,22 +585,9 @@ class Runner:
 
     def records(self) -> pa.Table:
         """Every item's rows in grid order; with no rows, an empty table that still has
-        the columns (schema fields, parameters, ``_item``, ``_webtask_id``)."""
+        the columns (see ``empty_records``)."""
         tables = [st.table for st in self.items if st.table is not None]
-        if tables:
-            return unify_tables(tables)
-        fields = list(record_arrow_schema(self.plan.schema) or [])
-        names = {f.name for f in fields}
-        for name in self.plan.parameter_names:
-            if name not in names:
-                values = [item.parameters.get(name) for item in self.plan.items]
-                try:
-                    dtype = pa.array(values).type
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    dtype = pa.string()
-                fields.append(pa.field(name, dtype))
-        fields += [pa.field("_item", pa.int64()), pa.field("_webtask_id", pa.string())]
-        return pa.schema(fields).empty_table()
+        return unify_tables(tables) if tables else empty_records(self.plan)
 
 
 def _is_file(path: str | None) -> bool:

@@ -21,7 +21,7 @@ from .result import ItemReport
 from .scheduler import Estimator
 from .status import ItemStatus
 
-__all__ = ["ItemState", "fill_from_status", "history", "restore_item"]
+__all__ = ["ItemState", "fill_from_status", "history", "restore_all", "restore_item"]
 
 logger = logging.getLogger("webtask_frames")
 
@@ -144,3 +144,23 @@ def restore_item(
     if last.state in ("intent", "ambiguous"):
         return _ambiguous(st, last, resubmit_ambiguous)
     return True  # not-sent: no task exists
+
+
+def restore_all(
+    items: list[ItemState],
+    rows: list[AttemptRow],
+    retry: RetryPolicy,
+    *,
+    resubmit_ambiguous: bool,
+) -> list[int]:
+    """Fill every item's state from the ledger's attempts; returns the items still to
+    submit, in grid order (``restore_item`` decides each)."""
+    by_item: dict[int, list[AttemptRow]] = {}
+    for row in rows:
+        by_item.setdefault(row.item, []).append(row)
+    to_run = []
+    for st in items:
+        attempts = by_item.get(st.report.index, [])
+        if not attempts or restore_item(st, attempts, retry, resubmit_ambiguous=resubmit_ambiguous):
+            to_run.append(st.report.index)
+    return to_run

@@ -9,32 +9,30 @@ pandas properties are views with pyarrow dtypes.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import duckdb
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from .._sinks.duckdb import write_duckdb
+from .._sinks.parquet import write_parquet
+from .._tables.compiled import record_arrow_schema
+from .._tables.unify import table_to_pandas
+from .._version import __version__
 from .plan import BatchPlan
 from .status import ItemStatus
 
-if TYPE_CHECKING:
-    import duckdb
-    import pandas as pd
-
 __all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "build_tasks_table"]
-
-# Short names of the states (``ItemStatus`` lives in ``status``, beside the engine).
-SUCCEEDED = ItemStatus.SUCCEEDED
-FAILED = ItemStatus.FAILED
-SKIPPED = ItemStatus.SKIPPED
-AMBIGUOUS = ItemStatus.AMBIGUOUS
-IN_FLIGHT = ItemStatus.IN_FLIGHT
-PLANNED = ItemStatus.PLANNED
 
 _TS = pa.timestamp("ms", tz="UTC")
 TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -105,8 +103,6 @@ def _column(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        import json
-
         return pa.array(
             [None if v is None else json.dumps(v, sort_keys=True, default=str) for v in values],
             pa.string(),
@@ -126,13 +122,6 @@ def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> 
     for name, dtype in TASK_COLUMNS:
         columns[name] = pa.array([getattr(r, name) for r in reports], dtype)
     return pa.table(columns)
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    import pandas as pd
-
-    frame: pd.DataFrame = table.to_pandas(types_mapper=pd.ArrowDtype)
-    return frame
 
 
 @dataclass
@@ -177,8 +166,6 @@ class BatchResult:
         table = self.records_table
         if "_valid" not in table.column_names:
             return table if valid else table.slice(0, 0)
-        import pyarrow.compute as pc
-
         flags = pc.fill_null(table["_valid"], True)
         if valid:
             return table.filter(flags).drop_columns(["_valid", "_errors"])
@@ -195,32 +182,28 @@ class BatchResult:
     @property
     def records(self) -> pd.DataFrame:
         """All valid records (pyarrow dtypes), with parameters, ``_webtask_id``, ``_item``."""
-        return _to_pandas(self._split(valid=True))
+        return table_to_pandas(self._split(valid=True))
 
     @property
     def invalid(self) -> pd.DataFrame:
         """Rows that failed validation (kept with ``validate="flag"``), with ``_errors``."""
-        return _to_pandas(self._split(valid=False))
+        return table_to_pandas(self._split(valid=False))
 
     @property
     def tasks(self) -> pd.DataFrame:
         """One row per grid item, in grid order (pyarrow dtypes)."""
-        return _to_pandas(self.tasks_table)
+        return table_to_pandas(self.tasks_table)
 
     @property
     def failed(self) -> pd.DataFrame:
         """Rows of ``tasks`` that did not succeed: failed, skipped, ambiguous, in flight."""
-        import pyarrow.compute as pc
-
-        mask = pc.invert(pc.equal(self.tasks_table["status"], SUCCEEDED))
-        return _to_pandas(self.tasks_table.filter(mask))
+        mask = pc.invert(pc.equal(self.tasks_table["status"], ItemStatus.SUCCEEDED))
+        return table_to_pandas(self.tasks_table.filter(mask))
 
     @property
     def ambiguous(self) -> pd.DataFrame:
         """Items with a submission whose fate is unknown (possibly billed twice)."""
-        import pyarrow.compute as pc
-
-        return _to_pandas(
+        return table_to_pandas(
             self.tasks_table.filter(pc.greater(self.tasks_table["ambiguous_attempts"], 0))
         )
 
@@ -246,11 +229,6 @@ class BatchResult:
 
         Stored in Parquet metadata by ``to_parquet``. Never holds a key or a signed URL.
         """
-        import hashlib
-        import json
-
-        from .._version import __version__
-
         schema = self.plan.output_schema
         schema_hash = (
             hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
@@ -279,8 +257,6 @@ class BatchResult:
         Example:
             >>> result.to_parquet("companies", partition_by=["batch"])  # doctest: +SKIP
         """
-        from .._sinks.parquet import write_parquet
-
         return write_parquet(
             self._keyed(self.to_arrow(), rows=True),
             path,
@@ -308,8 +284,6 @@ class BatchResult:
         Example:
             >>> result.to_duckdb("sweep.duckdb", "companies", mode="merge")  # doctest: +SKIP
         """
-        from .._sinks.duckdb import write_duckdb
-
         write_duckdb(
             database,
             table,
@@ -328,8 +302,6 @@ class BatchResult:
     @property
     def cost_usd(self) -> float:
         """AI cost of every attempt of every item (failed and retried attempts included)."""
-        import pyarrow.compute as pc
-
         total = pc.sum(self.tasks_table["cost_ai_usd"]).as_py()
         return float(total or 0.0)
 
@@ -348,7 +320,10 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         """True when every item succeeded."""
-        return not self.dry_run and self.counts().get(SUCCEEDED, 0) == self.tasks_table.num_rows
+        return (
+            not self.dry_run
+            and self.counts().get(ItemStatus.SUCCEEDED, 0) == self.tasks_table.num_rows
+        )
 
     # -- display ----------------------------------------------------------------------
 
@@ -416,3 +391,20 @@ class BatchResult:
                     index=False
                 )
         return f"<div><b>BatchResult</b><table>{rows}</table>{failed}</div>"
+
+
+def empty_records(plan: BatchPlan) -> pa.Table:
+    """The records table of a sweep with no rows: still has its columns (the schema's
+    fields, the parameters, ``_item``, ``_webtask_id``), so queries and sinks work."""
+    fields = list(record_arrow_schema(plan.schema) or [])
+    names = {f.name for f in fields}
+    for name in plan.parameter_names:
+        if name not in names:
+            values = [item.parameters.get(name) for item in plan.items]
+            try:
+                dtype = pa.array(values).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                dtype = pa.string()
+            fields.append(pa.field(name, dtype))
+    fields += [pa.field("_item", pa.int64()), pa.field("_webtask_id", pa.string())]
+    return pa.schema(fields).empty_table()
