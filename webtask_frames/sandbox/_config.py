@@ -406,6 +406,12 @@ class SandboxConfig:
         raise ConfigError(f"overrides entries must be TaskOverride or mappings, got {value!r}")
 
     def _validate(self) -> None:
+        self._validate_identity()
+        self._validate_timing()
+        self._validate_shape()
+        self._validate_outcomes()
+
+    def _validate_identity(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key:
             raise ConfigError("api_key must be a non-empty string")
         if not isinstance(self.workspace_id, str) or not self.workspace_id:
@@ -414,6 +420,12 @@ class SandboxConfig:
             raise ConfigError("prefix must start with '/' and not end with '/'")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("seed must be an integer")
+        if self.public_origin is not None and not self.public_origin.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("public_origin must start with http:// or https://")
+
+    def _validate_timing(self) -> None:
         if not isinstance(self.time_scale, int | float) or not self.time_scale > 0:
             raise ConfigError("time_scale must be > 0")
         for name in ("duration_s", "start_latency_s", "file_ttl_s", "slow_delay_s"):
@@ -425,6 +437,10 @@ class SandboxConfig:
             raise ConfigError("reuse_speedup must be >= 1")
         if not 0 <= self.duration_jitter < 1:
             raise ConfigError("duration_jitter must be in [0, 1)")
+        if not isinstance(self.retry_after_s, int) or self.retry_after_s < 0:
+            raise ConfigError("retry_after_s must be an integer >= 0")
+
+    def _validate_shape(self) -> None:
         if not isinstance(self.cap, int) or self.cap < 1:
             raise ConfigError("cap must be an integer >= 1")
         if self.cap_mode not in CAP_MODES:
@@ -435,10 +451,8 @@ class SandboxConfig:
             raise ConfigError("inline_max_bytes must be an integer >= 0")
         if self.file_format not in FILE_FORMATS:
             raise ConfigError(f"file_format must be one of {FILE_FORMATS}")
-        if self.public_origin is not None and not self.public_origin.startswith(
-            ("http://", "https://")
-        ):
-            raise ConfigError("public_origin must start with http:// or https://")
+
+    def _validate_outcomes(self) -> None:
         _check_rate("outcome_failure_rate", self.outcome_failure_rate)
         _check_rate("rate_limited_outcome_rate", self.rate_limited_outcome_rate)
         _check_rate("invalid_row_rate", self.invalid_row_rate)
@@ -448,8 +462,6 @@ class SandboxConfig:
         for code in self.failure_codes:
             if code not in ERROR_CODES:
                 raise ConfigError(f"failure code {code!r} is not one of {ERROR_CODES}")
-        if not isinstance(self.retry_after_s, int) or self.retry_after_s < 0:
-            raise ConfigError("retry_after_s must be an integer >= 0")
 
     def replace(self, **changes: Any) -> SandboxConfig:
         """A copy with ``changes`` applied (and validated)."""

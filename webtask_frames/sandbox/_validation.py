@@ -186,6 +186,45 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parameters(raw_params: Any) -> tuple[dict[str, Any], Behaviour | None]:
+    """The request's parameters without the magic entry, and the behaviour it scripts."""
+    if raw_params is None:
+        raw_params = {}
+    if not isinstance(raw_params, dict):
+        raise ApiError(400, "'parameters' must be an object", {"field": "parameters"})
+    params = cast(dict[str, Any], raw_params)
+    if MAGIC_PARAMETER not in params:
+        return params, None
+    params = dict(params)
+    raw_magic = params.pop(MAGIC_PARAMETER)
+    if not isinstance(raw_magic, dict):
+        raise ApiError(
+            400, f"'parameters.{MAGIC_PARAMETER}' must be an object", {"field": "parameters"}
+        )
+    try:
+        return params, Behaviour.from_mapping(cast(dict[str, Any], raw_magic))
+    except (ConfigError, TypeError) as exc:
+        raise ApiError(
+            400,
+            f"invalid 'parameters.{MAGIC_PARAMETER}': {exc}",
+            {"field": f"parameters.{MAGIC_PARAMETER}"},
+        ) from exc
+
+
+def _reuse_key(reuse_key: Any) -> str | None:
+    if reuse_key is None:
+        return None
+    if not isinstance(reuse_key, str) or not reuse_key.strip():
+        raise ApiError(400, "'reuseKey' must be a non-empty string", {"field": "reuseKey"})
+    if len(reuse_key) > MAX_REUSE_KEY_LEN:
+        raise ApiError(
+            400,
+            f"'reuseKey' must be at most {MAX_REUSE_KEY_LEN} characters",
+            {"field": "reuseKey"},
+        )
+    return reuse_key
+
+
 def parse_start_body(body: bytes) -> StartRequest:
     """Validate a start request body; raise :class:`ApiError` (400) if invalid.
 
@@ -217,42 +256,12 @@ def parse_start_body(body: bytes) -> StartRequest:
     if start_url is not None and not isinstance(start_url, str):
         raise ApiError(400, "'startUrl' must be a string", {"field": "startUrl"})
 
-    raw_params = data.get("parameters")
-    if raw_params is None:
-        raw_params = {}
-    if not isinstance(raw_params, dict):
-        raise ApiError(400, "'parameters' must be an object", {"field": "parameters"})
-    params = cast(dict[str, Any], raw_params)
-    magic: Behaviour | None = None
-    if MAGIC_PARAMETER in params:
-        params = dict(params)
-        raw_magic = params.pop(MAGIC_PARAMETER)
-        if not isinstance(raw_magic, dict):
-            raise ApiError(
-                400, f"'parameters.{MAGIC_PARAMETER}' must be an object", {"field": "parameters"}
-            )
-        try:
-            magic = Behaviour.from_mapping(cast(dict[str, Any], raw_magic))
-        except (ConfigError, TypeError) as exc:
-            raise ApiError(
-                400,
-                f"invalid 'parameters.{MAGIC_PARAMETER}': {exc}",
-                {"field": f"parameters.{MAGIC_PARAMETER}"},
-            ) from exc
+    params, magic = _parameters(data.get("parameters"))
 
     schema = data.get("outputSchema")
     schema_fp = _schema_cache.check(schema) if schema is not None else None
 
-    reuse_key = data.get("reuseKey")
-    if reuse_key is not None:
-        if not isinstance(reuse_key, str) or not reuse_key.strip():
-            raise ApiError(400, "'reuseKey' must be a non-empty string", {"field": "reuseKey"})
-        if len(reuse_key) > MAX_REUSE_KEY_LEN:
-            raise ApiError(
-                400,
-                f"'reuseKey' must be at most {MAX_REUSE_KEY_LEN} characters",
-                {"field": "reuseKey"},
-            )
+    reuse_key = _reuse_key(data.get("reuseKey"))
 
     model = data.get("model")
     if model is None:
