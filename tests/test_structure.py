@@ -112,6 +112,59 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# The layers, bottom up (the README's module map): a module may import its own layer and
+# the ones below, never one above. The sandbox stands apart: it imports nothing of ours.
+LAYERS = (
+    ("webtask_frames._version", "webtask_frames._exceptions", "webtask_frames._redact"),
+    ("webtask_frames._tables",),
+    ("webtask_frames._wire",),
+    ("webtask_frames._options", "webtask_frames._materialize", "webtask_frames._sinks"),
+    ("webtask_frames._read",),
+    ("webtask_frames._batch",),
+    ("webtask_frames._demo", "webtask_frames.cli", "webtask_frames"),
+)
+
+
+def _layer(module: str) -> int | None:
+    """The layer of ``module``: the package itself by name, everything else by its
+    first component below the package (``webtask_frames._wire.client`` -> ``_wire``)."""
+    parts = module.split(".")
+    top = ".".join(parts[:2])
+    for rank, members in enumerate(LAYERS):
+        if module in members or (len(parts) > 1 and top in members and top != parts[0]):
+            return rank
+    return None
+
+
+def test_imports_never_go_up_a_layer() -> None:
+    upward = sorted(
+        (name, target)
+        for name, targets in _graph().items()
+        for target in targets
+        if (a := _layer(name)) is not None and (b := _layer(target)) is not None and b > a
+    )
+    assert upward == []
+
+
+def test_the_sandbox_imports_nothing_of_the_library() -> None:
+    sandbox = "webtask_frames.sandbox"
+    outside = sorted(
+        (name, target)
+        for name, targets in _graph().items()
+        if name.startswith(sandbox)
+        for target in targets
+        if not target.startswith(sandbox)
+    )
+    assert outside == []
+
+
+def test_every_module_has_a_layer() -> None:
+    homeless = [
+        m for m in MODULES if _layer(m) is None and not m.startswith("webtask_frames.sandbox")
+    ]
+    assert homeless == []
+
+
 def test_the_import_graph_is_read() -> None:
     graph = _graph()
     # A known edge of each kind: a top-level relative import and a lazy one in a function.

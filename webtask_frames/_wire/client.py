@@ -1,4 +1,4 @@
-"""``AsyncClient`` (the core) and ``Client`` (its synchronous facade).
+"""``AsyncClient``: the async core of the Web Tasks client (its sync facade is ``sync``).
 
 The async client moves bytes and sleeps; every decision (what to send, whether an answer
 is final, retryable or ambiguous) comes from ``protocol``, and every request, API call or
