@@ -12,6 +12,28 @@ from mockapi import API_KEY, BASE_URL, WORKSPACE, ScriptedAPI
 from webtask_frames import AsyncClient, RetryPolicy
 
 
+class RecordingClock:
+    """A virtual ``Clock``: ``sleep`` records the delay and advances time at once.
+
+    Example:
+        >>> clock = RecordingClock([])
+        >>> asyncio.run(clock.sleep(2.5))
+        >>> clock.now(), clock.sleeps
+        (1002.5, [2.5])
+    """
+
+    def __init__(self, sleeps: list[float], start: float = 1000.0) -> None:
+        self.sleeps = sleeps
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._now += seconds
+
+
 @pytest.fixture
 def api() -> ScriptedAPI:
     return ScriptedAPI()
@@ -36,15 +58,7 @@ def make_client(api: ScriptedAPI, sleeps: list[float]) -> Callable[..., AsyncCli
             **kwargs,
         )
 
-        now = [1000.0]
-
-        async def fake_sleep(seconds: float) -> None:
-            # Virtual time: sleeping advances the client's clock instantly.
-            sleeps.append(seconds)
-            now[0] += seconds
-
-        client._sleep = fake_sleep
-        client._clock = lambda: now[0]
+        client.clock = RecordingClock(sleeps)
         return client
 
     return factory
