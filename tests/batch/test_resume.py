@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
-from webtask_frames import AsyncClient, InvalidInputError
-from webtask_frames._batch.api import BatchResult, run_batch, run_batch_async
+from webtask_frames import AsyncClient, BatchResult, InvalidInputError, run_batch, run_batch_async
 from webtask_frames._batch.ledger import Ledger
 from webtask_frames._batch.plan import build_plan
 

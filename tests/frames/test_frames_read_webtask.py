@@ -22,14 +22,13 @@ from webtask_frames import (
     TaskCanceledError,
     TaskFailedError,
     WaitTimeoutError,
-)
-from webtask_frames._materialize import materialize
-from webtask_frames._read import (
     read_webtask,
     read_webtask_arrow,
     read_webtask_arrow_async,
     read_webtask_async,
+    read_webtask_result,
 )
+from webtask_frames._materialize import materialize
 
 SCHEMA = {
     "type": "array",
@@ -379,8 +378,6 @@ def test_sandbox_file_results(file_format: str, tmp_path: Path) -> None:
 
 
 def test_a_validation_failure_says_how_to_reread_without_paying(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
     service.data = BAD
     with pytest.raises(SchemaValidationError) as info:
         read_webtask("t", output_schema=SCHEMA, client=client_for(service))
@@ -395,8 +392,6 @@ def test_a_validation_failure_says_how_to_reread_without_paying(service: FakeSer
 
 
 def test_a_wait_timeout_can_be_read_later(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
     service.state = "started"
     with pytest.raises(WaitTimeoutError) as info:
         read_webtask("t", client=client_for(service), timeout=0.05)
@@ -410,8 +405,6 @@ def test_a_wait_timeout_can_be_read_later(service: FakeService) -> None:
 
 
 def test_read_webtask_result_validates_before_any_request(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
     with pytest.raises(InvalidInputError, match="output_schema"):
         read_webtask_result("wt_1", output_schema={"type": 3}, client=client_for(service))
     with pytest.raises(InvalidInputError, match="web_task_id"):
