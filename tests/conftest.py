@@ -1,4 +1,5 @@
-"""Shared fixtures: a scripted mock API and a fast, sleep-free client."""
+"""Shared fixtures: a scripted mock API and a fast, sleep-free client for protocol tests,
+and an in-process sandbox (``make_service``) for tests above the protocol."""
 
 from __future__ import annotations
 
@@ -8,30 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from mockapi import API_KEY, BASE_URL, WORKSPACE, ScriptedAPI
+from sandboxservice import MakeService, service_factory
+from stepclock import StepClock
 
 from webtask_frames import AsyncClient, RetryPolicy
-
-
-class RecordingClock:
-    """A virtual ``Clock``: ``sleep`` records the delay and advances time at once.
-
-    Example:
-        >>> clock = RecordingClock([])
-        >>> asyncio.run(clock.sleep(2.5))
-        >>> clock.now(), clock.sleeps
-        (1002.5, [2.5])
-    """
-
-    def __init__(self, sleeps: list[float], start: float = 1000.0) -> None:
-        self.sleeps = sleeps
-        self._now = start
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self._now += seconds
 
 
 @pytest.fixture
@@ -58,7 +39,13 @@ def make_client(api: ScriptedAPI, sleeps: list[float]) -> Callable[..., AsyncCli
             **kwargs,
         )
 
-        client.clock = RecordingClock(sleeps)
+        client.clock = StepClock(sleeps)
         return client
 
     return factory
+
+
+@pytest.fixture
+def make_service() -> MakeService:
+    """``make_service(*overrides, options=None, **behaviour)``: see ``sandboxservice``."""
+    return service_factory()

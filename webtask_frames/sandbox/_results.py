@@ -10,6 +10,7 @@ repeated polls and downloads cheap without growing with the number of tasks.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
@@ -95,6 +96,7 @@ class ResultInfo:
     size_bytes: int
     rows: int | None
     expires: int  # unix seconds; the signed URL's expiry
+    content_type: str  # the file's advertised contentType
 
     @property
     def extension(self) -> str:
@@ -173,7 +175,10 @@ class ResultRenderer:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def data(self, task: Task) -> Any:
-        """The task's result data (regenerated; deterministic)."""
+        """The task's result data (regenerated; deterministic), or its scripted ``data``."""
+        if task.behaviour.data is not None:
+            # A copy: callers may shape it, and the script is served as given every time.
+            return copy.deepcopy(task.behaviour.data)
         req = task.request
         seed = self.seed_material(task)
         try:
@@ -197,22 +202,23 @@ class ResultRenderer:
         cached = task.result_info
         if isinstance(cached, ResultInfo):
             return cached, None, None
-        data = self.data(task)
-        inline = dumps(data)
         behaviour = task.behaviour
-        mode = behaviour.result or "auto"
-        if mode == "auto":
-            mode = "file" if len(inline) > self.config.inline_max_bytes else "inline"
         fmt = behaviour.file_format or self.config.file_format
-        if fmt == "ndjson" and not isinstance(data, list):
+        exact = behaviour.file_body
+        data = None if exact is not None else self.data(task)
+        inline = None if exact is not None else dumps(data)
+        mode = "file" if exact is not None else behaviour.result or "auto"
+        if mode == "auto":
+            mode = "file" if len(inline or b"") > self.config.inline_max_bytes else "inline"
+        if fmt == "ndjson" and exact is None and not isinstance(data, list):
             fmt = "json"  # one record per line only makes sense for list results
-        records = main_records(data, task.request.output_schema)
+        records = main_records(data, task.request.output_schema) if exact is None else None
         if mode == "file":
-            body = self._file_bytes(data, fmt, inline)
+            body = exact if exact is not None else self._file_bytes(data, fmt, inline)
             size = len(body)
             self._files.put(task.id, body)
         else:
-            size = len(inline)
+            size = len(inline or b"")
         assert task.finished is not None
         # The TTL is a virtual span like any duration; the expiry an instant.
         expires = int(self.time.epoch(task.finished + self.config.file_ttl_s))
@@ -222,6 +228,7 @@ class ResultRenderer:
             size_bytes=size,
             rows=len(records) if records is not None else None,
             expires=expires,
+            content_type=behaviour.content_type or CONTENT_TYPES[fmt],
         )
         with self._info_lock:
             if task.result_info is None:
@@ -246,7 +253,7 @@ class ResultRenderer:
                 "type": "file",
                 "file": {
                     "url": origin + path,
-                    "contentType": CONTENT_TYPES[info.file_format],
+                    "contentType": info.content_type,
                     "sizeBytes": info.size_bytes,
                     "expiresAt": iso_ms(info.expires),
                 },
@@ -264,6 +271,8 @@ class ResultRenderer:
         """The exact bytes of a file result (regenerated if not cached)."""
         info, _, _ = self.info(task)
         body = self._files.get(task.id)
+        if body is None and task.behaviour.file_body is not None:
+            body = task.behaviour.file_body
         if body is None:
             body = self._file_bytes(self.data(task), info.file_format)
             self._files.put(task.id, body)
