@@ -197,28 +197,42 @@ class ResultRenderer:
             return b"".join(dumps(row) + b"\n" for row in data)
         return inline if inline is not None else dumps(data)
 
+    def _generated(
+        self, task: Task, fmt: str
+    ) -> tuple[str, str, int, int | None, Any, bytes | None]:
+        """Mode, format, size, rows, data and inline bytes of a (generated or scripted)
+        data result; a file body made here is cached."""
+        data = self.data(task)
+        inline = dumps(data)
+        mode = task.behaviour.result or "auto"
+        if mode == "auto":
+            mode = "file" if len(inline) > self.config.inline_max_bytes else "inline"
+        if fmt == "ndjson" and not isinstance(data, list):
+            fmt = "json"  # one record per line only makes sense for list results
+        records = main_records(data, task.request.output_schema)
+        size = len(inline)
+        if mode == "file":
+            body = self._file_bytes(data, fmt, inline)
+            size = len(body)
+            self._files.put(task.id, body)
+        rows = len(records) if records is not None else None
+        return mode, fmt, size, rows, data, inline
+
     def info(self, task: Task) -> tuple[ResultInfo, Any, bytes | None]:
         """The task's :class:`ResultInfo`, plus data and inline bytes if just made."""
         cached = task.result_info
         if isinstance(cached, ResultInfo):
             return cached, None, None
         behaviour = task.behaviour
-        fmt = behaviour.file_format or self.config.file_format
-        exact = behaviour.file_body
-        data = None if exact is not None else self.data(task)
-        inline = None if exact is not None else dumps(data)
-        mode = "file" if exact is not None else behaviour.result or "auto"
-        if mode == "auto":
-            mode = "file" if len(inline or b"") > self.config.inline_max_bytes else "inline"
-        if fmt == "ndjson" and exact is None and not isinstance(data, list):
-            fmt = "json"  # one record per line only makes sense for list results
-        records = main_records(data, task.request.output_schema) if exact is None else None
-        if mode == "file":
-            body = exact if exact is not None else self._file_bytes(data, fmt, inline)
-            size = len(body)
-            self._files.put(task.id, body)
+        fmt: str = behaviour.file_format or self.config.file_format
+        data: Any = None
+        inline: bytes | None = None
+        if behaviour.file_body is not None:
+            # Exact bytes: served as given, never parsed (so no row count, no preview).
+            mode, size, rows = "file", len(behaviour.file_body), None
+            self._files.put(task.id, behaviour.file_body)
         else:
-            size = len(inline or b"")
+            mode, fmt, size, rows, data, inline = self._generated(task, fmt)
         assert task.finished is not None
         # The TTL is a virtual span like any duration; the expiry an instant.
         expires = int(self.time.epoch(task.finished + self.config.file_ttl_s))
@@ -226,7 +240,7 @@ class ResultRenderer:
             mode=mode,
             file_format=fmt,
             size_bytes=size,
-            rows=len(records) if records is not None else None,
+            rows=rows,
             expires=expires,
             content_type=behaviour.content_type or CONTENT_TYPES[fmt],
         )
