@@ -1,4 +1,5 @@
-"""Shared fixtures: a scripted mock API and a fast, sleep-free client."""
+"""Shared fixtures: a scripted mock API and a fast, sleep-free client for protocol tests,
+and an in-process sandbox (``make_service``) for tests above the protocol."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from mockapi import API_KEY, BASE_URL, WORKSPACE, ScriptedAPI
+from sandboxservice import MakeService, service_factory
+from stepclock import StepClock
 
 from webtask_frames import AsyncClient, RetryPolicy
 
@@ -36,15 +39,13 @@ def make_client(api: ScriptedAPI, sleeps: list[float]) -> Callable[..., AsyncCli
             **kwargs,
         )
 
-        now = [1000.0]
-
-        async def fake_sleep(seconds: float) -> None:
-            # Virtual time: sleeping advances the client's clock instantly.
-            sleeps.append(seconds)
-            now[0] += seconds
-
-        client._sleep = fake_sleep
-        client._clock = lambda: now[0]
+        client.clock = StepClock(sleeps)
         return client
 
     return factory
+
+
+@pytest.fixture
+def make_service() -> MakeService:
+    """``make_service(*overrides, options=None, **behaviour)``: see ``sandboxservice``."""
+    return service_factory()

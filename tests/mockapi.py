@@ -1,4 +1,10 @@
-"""A scripted mock of the Web Tasks API for unit tests (httpx.MockTransport handler)."""
+"""A scripted mock of the Web Tasks API for protocol unit tests (httpx.MockTransport handler).
+
+It stays a hand-written mock on purpose: protocol tests need exact byte-level sequences
+(this 503 then that dropped connection then a 200 with a malformed body) that a realistic
+service, the sandbox included, does not script. Tests of behaviour above the protocol run
+against the sandbox instead.
+"""
 
 from __future__ import annotations
 

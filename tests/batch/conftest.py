@@ -15,8 +15,7 @@ import pytest
 from batch.clock import AutoJumpClock
 from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, FakeAPI
 
-from webtask_frames import AsyncClient, RetryPolicy
-from webtask_frames._batch.api import BatchResult, run_batch_async
+from webtask_frames import AsyncClient, BatchResult, RetryPolicy, run_batch_async
 from webtask_frames._wire.polling import SystemClock
 
 

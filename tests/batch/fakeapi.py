@@ -1,5 +1,11 @@
 """A scripted, stateful fake of the Web Tasks API for batch unit tests.
 
+It stays beside the sandbox because these tests script what the sandbox does not: a
+fault on the n-th start call (a 500, a 401, a dropped connection after the task was
+accepted, a refused connection), a task's outcome by how often its body was submitted
+before, an exact per-task cost for the budget, and a discipline check at every accepted
+start. Batch behaviour against realistic service behaviour is in ``test_sandbox.py``.
+
 Tasks run on the fixture's clock (``clock``: the tests' manual clock, or the real
 monotonic one) with tiny durations. Each task's behaviour comes
 from ``script(body, occurrence)`` (occurrence: how often this exact body was accepted
@@ -105,14 +111,15 @@ class FakeAPI:
             fault = self.start_fault(body, self.start_calls)
             if isinstance(fault, Exception):
                 if getattr(fault, "accepted", False):
-                    self._accept(body, fingerprint, occurrence)
+                    self.accept(body, fingerprint, occurrence)
                 raise fault
             if fault is not None:
                 return fault
-        task = self._accept(body, fingerprint, occurrence)
+        task = self.accept(body, fingerprint, occurrence)
         return httpx.Response(200, json={"webTaskId": task.id, "status": "pending"})
 
-    def _accept(self, body: dict[str, Any], fingerprint: str, occurrence: int) -> FakeTask:
+    def accept(self, body: dict[str, Any], fingerprint: str, occurrence: int) -> FakeTask:
+        """Accept a task as a start would (a test may also create one out of band)."""
         now = self.clock()
         key = body.get("reuseKey")
         running = [t for t in self.tasks.values() if t.finish > now]

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from webtask_frames import Client
-from webtask_frames._batch.api import run_batch
+from webtask_frames import Client, run_batch
 
 
 def grid(n_items: int, n_keys: int) -> list[dict[str, object]]:

@@ -14,8 +14,15 @@ import pytest
 from batch.clock import AutoJumpClock
 from batch.fakeapi import API_KEY, BASE_URL, WORKSPACE, Behaviour, FakeAPI
 
-from webtask_frames import AsyncClient, Client, InvalidInputError, RetryPolicy
-from webtask_frames._batch.api import BatchResult, run_batch
+from webtask_frames import (
+    AsyncClient,
+    BatchResult,
+    Client,
+    InvalidInputError,
+    RetryPolicy,
+    run_batch,
+    run_batch_async,
+)
 
 Run = Callable[..., BatchResult]
 
@@ -109,8 +116,6 @@ def test_async_client_given_is_not_closed(make_client: Callable[..., AsyncClient
     client = make_client()
 
     async def go() -> None:
-        from webtask_frames._batch.api import run_batch_async
-
         await run_batch_async("T", {"i": [1]}, client=client, progress=False)
         status = await client.result("wt_1")  # still usable
         assert status.terminal
@@ -226,8 +231,6 @@ def test_logs_go_to_the_package_logger(run: Run, caplog: pytest.LogCaptureFixtur
 def test_user_cancel_leaves_tasks_in_flight_and_logs(
     fake: FakeAPI, make_client: Callable[..., AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from webtask_frames._batch.api import run_batch_async
-
     fake.script = lambda body, occ: Behaviour(duration=5.0)
     client = make_client()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from webtask_frames import InvalidInputError
-from webtask_frames._batch.ledger import Ledger, LedgerLockedError
+from webtask_frames import InvalidInputError, LedgerLockedError
+from webtask_frames._batch.ledger import Ledger
 from webtask_frames._batch.plan import build_plan
 from webtask_frames._wire.models import parse_status
 

@@ -12,8 +12,7 @@ import pytest
 from batch.clock import AutoJumpClock
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
-from webtask_frames import RetryPolicy
-from webtask_frames._batch.api import BatchResult
+from webtask_frames import BatchResult, RetryPolicy
 
 Run = Callable[..., BatchResult]
 

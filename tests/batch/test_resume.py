@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
-from webtask_frames import AsyncClient, InvalidInputError
-from webtask_frames._batch.api import BatchResult, run_batch, run_batch_async
+from webtask_frames import AsyncClient, BatchResult, InvalidInputError, run_batch, run_batch_async
 from webtask_frames._batch.ledger import Ledger
 from webtask_frames._batch.plan import build_plan
 
@@ -70,7 +69,7 @@ def test_a_submitted_item_is_re_attached_not_resubmitted(
 ) -> None:
     ledger = tmp_path / "sweep.db"
     plan = build_plan("T", GRID)
-    task = fake._accept(plan.items[2].body, "fp", 0)  # created by a run that then crashed
+    task = fake.accept(plan.items[2].body, "fp", 0)  # created by a run that then crashed
 
     def steps(book: Ledger, plan: Any) -> None:
         book.record_submitted(book.record_intent(2, attempt=1), task.id)

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from webtask_frames import AsyncClient, RetryPolicy
-from webtask_frames._batch.api import BatchResult, run_batch, run_batch_async
+from webtask_frames import AsyncClient, BatchResult, RetryPolicy, run_batch, run_batch_async
 from webtask_frames.sandbox import Sandbox
 
 RUNNER = Path(__file__).with_name("sweep_runner.py")

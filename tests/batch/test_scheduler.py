@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from webtask_frames import PollPolicy
 from webtask_frames._batch.scheduler import (
     Estimate,
     Estimator,
@@ -16,7 +17,6 @@ from webtask_frames._batch.scheduler import (
     TaskSchedule,
 )
 from webtask_frames._wire.models import parse_status
-from webtask_frames._wire.policies import PollPolicy
 
 # -- Estimator -------------------------------------------------------------------------
 

@@ -34,8 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from webtask_frames import AsyncClient
-from webtask_frames._batch.api import run_batch_async
+from webtask_frames import AsyncClient, run_batch_async
 from webtask_frames._wire.models import parse_status
 from webtask_frames.sandbox import Sandbox
 

@@ -1,4 +1,4 @@
-"""read_webtask end to end on a MockTransport: inline and file results, cache, failures."""
+"""read_webtask end to end on the in-process sandbox: inline and file results, cache, failures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from frames.fakeservice import SIGNATURE, FakeService, client_for
+from sandboxservice import MakeService
 
 from webtask_frames import (
     Client,
@@ -22,14 +22,13 @@ from webtask_frames import (
     TaskCanceledError,
     TaskFailedError,
     WaitTimeoutError,
-)
-from webtask_frames._materialize import materialize
-from webtask_frames._read import (
     read_webtask,
     read_webtask_arrow,
     read_webtask_arrow_async,
     read_webtask_async,
+    read_webtask_result,
 )
+from webtask_frames._materialize import materialize
 
 SCHEMA = {
     "type": "array",
@@ -51,59 +50,56 @@ ROWS = [
 BAD = [*ROWS, {"employees": "many", "stage": "ipo"}]
 
 
-def test_inline_typed_frame_params_and_attrs(service: FakeService) -> None:
-    service.data = ROWS
+def test_inline_typed_frame_params_and_attrs(make_service: MakeService) -> None:
+    service = make_service(data=ROWS, options={"duration_s": 55.0})
     df = read_webtask(
         "List companies",
         parameters={"batch": "S24", "name": "ignored"},
         output_schema=SCHEMA,
-        client=client_for(service),
+        reuse_key="yc",
+        client=service.client(),
     )
+    task = service.task()
     assert list(df.columns) == ["name", "employees", "stage", "founded", "batch", "_webtask_id"]
     assert all(isinstance(t, pd.ArrowDtype) for t in df.dtypes)
     assert df["employees"].dtype == pd.ArrowDtype(pa.int64())
     assert df["name"].tolist() == ["Acme", "Beta"]  # the record's field wins over the param
     assert df["batch"].tolist() == ["S24", "S24"]
-    assert df["_webtask_id"].tolist() == ["wt_1", "wt_1"]
+    assert df["_webtask_id"].tolist() == [task.id, task.id]
     meta = df.attrs["webtask"]
-    assert meta["webtask_id"] == "wt_1"
+    assert meta["webtask_id"] == task.id
     assert meta["outcome"] == "success"
-    assert meta["cost"] == {"ai_usd": 0.25, "compute_hours": 0.01}
+    assert task.ai_usd > 0 and task.compute_hours > 0
+    assert meta["cost"] == {"ai_usd": task.ai_usd, "compute_hours": task.compute_hours}
     assert meta["reuse"]["key"] == "yc"
     assert meta["n_records"] == 2
     assert meta["n_invalid"] == 0
-    assert meta["duration_s"] == 55.0
+    assert task.started is not None and task.finished is not None
+    assert meta["duration_s"] == task.finished - task.started >= 55.0
     json.dumps(meta)  # JSON-friendly
-    assert service.bodies[0]["outputSchema"] == SCHEMA
-    assert service.bodies[0]["parameters"] == {"batch": "S24", "name": "ignored"}
+    assert task.request.output_schema == SCHEMA
+    assert task.request.parameters == {"batch": "S24", "name": "ignored"}
 
 
-def test_numpy_nullable_backend(service: FakeService) -> None:
-    service.data = ROWS
+def test_numpy_nullable_backend(make_service: MakeService) -> None:
+    service = make_service(data=ROWS)
     df = read_webtask(
-        "t", output_schema=SCHEMA, client=client_for(service), dtype_backend="numpy_nullable"
+        "t", output_schema=SCHEMA, client=service.client(), dtype_backend="numpy_nullable"
     )
     assert str(df["employees"].dtype) == "Int64"
     assert df["stage"].dtype == "category"
     assert df["employees"].isna().tolist() == [False, True]
 
 
-def test_sync_client_async_and_arrow_variants(service: FakeService) -> None:
-    service.data = {"total": 2, "companies": ROWS}
-    with Client(
-        api_key="k" * 20,
-        workspace_id="ws",
-        base_url="https://api.test/api/v1/workspace",
-        transport=client_for(service)._transport,
-        poll_min_s=0.01,
-        poll_max_s=0.02,
-    ) as sync_client:
+def test_sync_client_async_and_arrow_variants(make_service: MakeService) -> None:
+    service = make_service(data={"total": 2, "companies": ROWS})
+    with service.sync_client() as sync_client:
         table = read_webtask_arrow("t", client=sync_client)
     assert table.column("total").to_pylist() == [2, 2]
     assert json.loads(table.schema.metadata[b"webtask"])["n_records"] == 2
 
     async def both() -> tuple[pd.DataFrame, pa.Table]:
-        async with client_for(service) as c:
+        async with service.client() as c:
             df = await read_webtask_async("t", client=c, output_schema=SCHEMA)
             tb = await read_webtask_arrow_async("t", client=c, output_schema=SCHEMA)
             return df, tb
@@ -127,43 +123,47 @@ def test_sync_client_async_and_arrow_variants(service: FakeService) -> None:
     ],
 )
 def test_bad_arguments_send_nothing(
-    service: FakeService, kwargs: dict[str, Any], field: str
+    make_service: MakeService, kwargs: dict[str, Any], field: str
 ) -> None:
-    kwargs.setdefault("client", client_for(service))
+    service = make_service()
+    kwargs.setdefault("client", service.client())
     with pytest.raises(InvalidInputError) as info:
         read_webtask("t", **kwargs)
     assert info.value.field == field
-    assert service.requests == []
+    assert [service.calls(e) for e in ("start", "result", "download")] == [0, 0, 0]
 
 
-def test_failed_outcome_raises_with_code_cost_and_id(service: FakeService) -> None:
-    service.outcome = "failed"
-    service.error = {"code": "rejected", "message": "site down"}
+def test_failed_outcome_raises_with_code_cost_and_id(make_service: MakeService) -> None:
+    service = make_service(outcome="failed", error_code="rejected", error_message="site down")
     with pytest.raises(TaskFailedError) as info:
-        read_webtask("t", client=client_for(service))
+        read_webtask("t", client=service.client())
+    task = service.task()
+    assert task.ai_usd > 0
     assert (info.value.code, info.value.cost_usd, info.value.web_task_id) == (
         "rejected",
-        0.25,
-        "wt_1",
+        task.ai_usd,
+        task.id,
     )
 
 
-def test_canceled_and_wait_timeout(service: FakeService) -> None:
-    service.state = "canceled"
+def test_canceled_and_wait_timeout(make_service: MakeService) -> None:
+    service = make_service(
+        {"task_contains": "cancel", "outcome": "canceled"},
+        {"task_contains": "slow", "duration_s": 3600.0},
+    )
     with pytest.raises(TaskCanceledError) as canceled:
-        read_webtask("t", client=client_for(service))
-    assert canceled.value.web_task_id == "wt_1"
-    service.state = "started"
+        read_webtask("cancel me", client=service.client())
+    assert canceled.value.web_task_id == service.ids[0]
     with pytest.raises(WaitTimeoutError) as waited:
-        read_webtask("t", client=client_for(service), timeout=0.05)
-    assert waited.value.web_task_id == "wt_2"  # to re-attach with client.wait()
-    assert service.n_started == 2
+        read_webtask("slow task", client=service.client(), timeout=0.05)
+    assert waited.value.web_task_id == service.ids[1]  # to re-attach with client.wait()
+    assert service.calls("start") == 2
 
 
-def test_validation_modes(service: FakeService) -> None:
-    service.data = BAD
+def test_validation_modes(make_service: MakeService) -> None:
+    service = make_service(data=BAD)
     with pytest.raises(SchemaValidationError) as info:
-        read_webtask("t", output_schema=SCHEMA, client=client_for(service))
+        read_webtask("t", output_schema=SCHEMA, client=service.client())
     assert info.value.n_invalid == 1
     assert {(r, p) for r, p, _ in info.value.errors} == {
         (2, "$"),
@@ -171,19 +171,17 @@ def test_validation_modes(service: FakeService) -> None:
         (2, "$.stage"),
     }
     with pytest.warns(UserWarning, match="1 of 3 records"):
-        warned = read_webtask(
-            "t", output_schema=SCHEMA, client=client_for(service), validate="warn"
-        )
+        warned = read_webtask("t", output_schema=SCHEMA, client=service.client(), validate="warn")
     assert len(warned) == 3
-    flagged = read_webtask("t", output_schema=SCHEMA, client=client_for(service), validate="flag")
+    flagged = read_webtask("t", output_schema=SCHEMA, client=service.client(), validate="flag")
     assert flagged["_valid"].tolist() == [True, True, False]
     assert flagged["_errors"].isna().tolist() == [True, True, False]
     assert "'name' is a required property" in flagged["_errors"].iloc[2]
     assert flagged["employees"].isna().tolist() == [False, True, True]  # "many" -> null
-    dropped = read_webtask("t", output_schema=SCHEMA, client=client_for(service), validate="drop")
+    dropped = read_webtask("t", output_schema=SCHEMA, client=service.client(), validate="drop")
     assert dropped["name"].tolist() == ["Acme", "Beta"]
     assert (dropped.attrs["webtask"]["n_records"], dropped.attrs["webtask"]["n_invalid"]) == (3, 1)
-    off = read_webtask("t", output_schema=SCHEMA, client=client_for(service), validate="off")
+    off = read_webtask("t", output_schema=SCHEMA, client=service.client(), validate="off")
     assert len(off) == 3
     assert off.attrs["webtask"]["n_invalid"] == 0
 
@@ -216,72 +214,87 @@ FILES = {
 
 
 @pytest.mark.parametrize("kind", sorted(FILES))
-def test_file_formats(service: FakeService, kind: str) -> None:
-    service.file_bytes, service.content_type = FILES[kind]
-    df = read_webtask("t", output_schema=SCHEMA, client=client_for(service))
+def test_file_formats(make_service: MakeService, kind: str) -> None:
+    body, content_type = FILES[kind]
+    service = make_service(file_body=body, content_type=content_type)
+    df = read_webtask("t", output_schema=SCHEMA, client=service.client())
     assert df["name"].tolist() == ["Acme", "Beta"]
     assert df["employees"].tolist()[0] == 10
     assert pd.isna(df["employees"].tolist()[1])
     assert str(df["founded"].iloc[0]) == "2020-01-02"
     assert df.dtypes["stage"] == pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string()))
-    assert service.count("download") == 1
+    assert service.calls("download") == 1
     text = repr(df) + json.dumps(df.attrs, default=str)
-    assert "SECRETSIGNATURE" not in text
-    assert "files.test" not in text
+    assert "signature=" not in text
+    assert "/_sandbox/files/" not in text
 
 
-def test_file_without_schema_is_inferred(service: FakeService) -> None:
-    service.file_bytes = b'[{"a": 1, "t": "2024-01-01T00:00:00Z"}, {"a": 2.5, "b": [1]}]'
-    df = read_webtask("t", client=client_for(service))
+def test_file_without_schema_is_inferred(make_service: MakeService) -> None:
+    service = make_service(
+        file_body=b'[{"a": 1, "t": "2024-01-01T00:00:00Z"}, {"a": 2.5, "b": [1]}]'
+    )
+    df = read_webtask("t", client=service.client())
     assert df["a"].dtype == pd.ArrowDtype(pa.float64())
     assert df["t"].dtype == pd.ArrowDtype(pa.string())  # no schema: strings stay strings
     assert df["b"].dtype == pd.ArrowDtype(pa.list_(pa.int64()))
 
 
-def test_cache_dir_reuses_the_raw_file(service: FakeService, tmp_path: Path) -> None:
-    service.file_bytes, service.content_type = FILES["ndjson"]
-    first = read_webtask("t", output_schema=SCHEMA, client=client_for(service), cache_dir=tmp_path)
-    cached = tmp_path / "wt_1.ndjson"
-    assert cached.read_bytes() == service.file_bytes
-    assert service.count("download") == 1
+def test_cache_dir_reuses_the_raw_file(make_service: MakeService, tmp_path: Path) -> None:
+    body, content_type = FILES["ndjson"]
+    service = make_service(file_body=body, content_type=content_type)
+    first = read_webtask("t", output_schema=SCHEMA, client=service.client(), cache_dir=tmp_path)
+    web_task_id = service.ids[0]
+    cached = tmp_path / f"{web_task_id}.ndjson"
+    assert cached.read_bytes() == body
+    assert service.calls("download") == 1
 
     async def again() -> Any:
-        async with client_for(service) as c:
-            status = await c.result("wt_1")
+        async with service.client() as c:
+            status = await c.result(web_task_id)
             return await materialize(c, status, output_schema=SCHEMA, cache_dir=tmp_path)  # type: ignore[arg-type]
 
     m = asyncio.run(again())
-    assert service.count("download") == 1  # no new download
+    assert service.calls("download") == 1  # no new download
     assert m.raw_path == cached
     assert m.table.column("name").to_pylist() == first["name"].tolist()
 
 
-def test_expired_url_costs_exactly_one_result_call(service: FakeService) -> None:
-    service.file_bytes, service.content_type = FILES["json-array"]
-    service.expired_downloads = 1
-    df = read_webtask("t", output_schema=SCHEMA, client=client_for(service))
+def test_expired_url_costs_exactly_one_result_call(make_service: MakeService) -> None:
+    body, content_type = FILES["json-array"]
+    # Seed 5 draws "expired" for the first download and nothing for the second.
+    service = make_service(
+        file_body=body,
+        content_type=content_type,
+        options={"seed": 5, "faults": {"download": {"expired": 0.5}}},
+    )
+    df = read_webtask("t", output_schema=SCHEMA, client=service.client())
     assert len(df) == 2
-    assert service.n_started == 1  # never a new task
-    assert service.count("download") == 2
-    results = [r for r in service.requests if r.url.path.endswith("/result")]
+    assert service.sb.stats()["faults"]["download"] == {"expired": 1}
+    assert service.calls("start") == 1  # never a new task
+    assert service.calls("download") == 2
     # the poll that completed, then exactly one refresh of the URL
-    assert len(results) == 2
+    assert service.calls("result") == 2
 
 
-def test_size_mismatch_is_an_error(service: FakeService) -> None:
-    service.file_bytes, service.content_type = FILES["json-array"]
-    service.size_bytes = 10
+def test_size_mismatch_is_an_error(make_service: MakeService) -> None:
+    body, content_type = FILES["json-array"]
+    # Every download is cut short while the advertised sizeBytes stays the full size.
+    service = make_service(
+        file_body=body,
+        content_type=content_type,
+        options={"faults": {"download": {"truncated": 1.0}}},
+    )
     with pytest.raises(DownloadError) as info:
-        read_webtask("t", client=client_for(service))
+        read_webtask("t", client=service.client())
     assert info.value.code == "size-mismatch"
-    assert SIGNATURE not in str(info.value)
+    assert "signature=" not in str(info.value)
 
 
-def test_materialize_extra_columns_and_params(service: FakeService) -> None:
-    service.data = ROWS
+def test_materialize_extra_columns_and_params(make_service: MakeService) -> None:
+    service = make_service(data=ROWS)
 
     async def go() -> Any:
-        async with client_for(service) as c:
+        async with service.client() as c:
             status = await c.run("t")
             return await materialize(
                 c,
@@ -378,42 +391,40 @@ def test_sandbox_file_results(file_format: str, tmp_path: Path) -> None:
 # -- reading a paid-for result again -------------------------------------------------------
 
 
-def test_a_validation_failure_says_how_to_reread_without_paying(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
-    service.data = BAD
+def test_a_validation_failure_says_how_to_reread_without_paying(
+    make_service: MakeService,
+) -> None:
+    service = make_service(data=BAD)
     with pytest.raises(SchemaValidationError) as info:
-        read_webtask("t", output_schema=SCHEMA, client=client_for(service))
-    assert info.value.web_task_id == "wt_1"
-    assert "read_webtask_result('wt_1'" in str(info.value)
+        read_webtask("t", output_schema=SCHEMA, client=service.client())
+    web_task_id = service.ids[0]
+    assert info.value.web_task_id == web_task_id
+    assert f"read_webtask_result({web_task_id!r}" in str(info.value)
     flagged = read_webtask_result(
-        "wt_1", output_schema=SCHEMA, client=client_for(service), validate="flag"
+        web_task_id, output_schema=SCHEMA, client=service.client(), validate="flag"
     )
     assert flagged["_valid"].tolist() == [True, True, False]
-    assert service.n_started == 1  # the second read started nothing
-    assert flagged.attrs["webtask"]["webtask_id"] == "wt_1"
+    assert service.calls("start") == 1  # the second read started nothing
+    assert flagged.attrs["webtask"]["webtask_id"] == web_task_id
 
 
-def test_a_wait_timeout_can_be_read_later(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
-    service.state = "started"
+def test_a_wait_timeout_can_be_read_later(make_service: MakeService) -> None:
+    service = make_service(data=[{"name": "Acme"}, {"name": "Beta"}], duration_s=3600.0)
     with pytest.raises(WaitTimeoutError) as info:
-        read_webtask("t", client=client_for(service), timeout=0.05)
-    assert "read_webtask_result('wt_1')" in str(info.value)
-    service.state = "completed"
-    service.data = [{"name": "Acme"}, {"name": "Beta"}]
-    df = read_webtask_result("wt_1", client=client_for(service), parameters={"batch": "S24"})
+        read_webtask("t", client=service.client(), timeout=0.05)
+    web_task_id = service.ids[0]
+    assert f"read_webtask_result({web_task_id!r})" in str(info.value)
+    service.clock.advance(3600.0)  # the task finishes while no one waits
+    df = read_webtask_result(web_task_id, client=service.client(), parameters={"batch": "S24"})
     assert df["name"].tolist() == ["Acme", "Beta"]
     assert set(df["batch"]) == {"S24"}
-    assert service.n_started == 1
+    assert service.calls("start") == 1
 
 
-def test_read_webtask_result_validates_before_any_request(service: FakeService) -> None:
-    from webtask_frames._read import read_webtask_result
-
+def test_read_webtask_result_validates_before_any_request(make_service: MakeService) -> None:
+    service = make_service()
     with pytest.raises(InvalidInputError, match="output_schema"):
-        read_webtask_result("wt_1", output_schema={"type": 3}, client=client_for(service))
+        read_webtask_result("wt_1", output_schema={"type": 3}, client=service.client())
     with pytest.raises(InvalidInputError, match="web_task_id"):
-        read_webtask_result("../x", client=client_for(service))
-    assert service.requests == []
+        read_webtask_result("../x", client=service.client())
+    assert [service.calls(e) for e in ("start", "result", "download")] == [0, 0, 0]

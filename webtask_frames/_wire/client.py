@@ -41,7 +41,6 @@ from .polling import (
     Clock,
     Expired,
     GaveUp,
-    HookClock,
     SystemClock,
     poll_until_terminal,
 )
@@ -220,7 +219,7 @@ class AsyncClient:
             )
 
         return await run_with_retries(
-            f"{method} {kind}", attempt_once, sleep=self._sleep, clock=self._clock
+            f"{method} {kind}", attempt_once, sleep=self.clock.sleep, clock=self.clock.now
         )
 
     # -- the API ----------------------------------------------------------------------
@@ -292,13 +291,6 @@ class AsyncClient:
             ) from None
         return parse_status(payload)
 
-    # The retry loops sleep and read time through these two; both follow ``clock``.
-    async def _sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
-
-    def _clock(self) -> float:
-        return self.clock.now()
-
     async def wait(
         self,
         web_task_id: str,
@@ -318,8 +310,7 @@ class AsyncClient:
             >>> status = await client.wait("wt_123", timeout=600)  # doctest: +SKIP
         """
         limit = self.poll.timeout_s if timeout is None else timeout
-        # Through the hooks, not ``self.clock``: a subclass or test may replace either.
-        clock = HookClock(self._clock, self._sleep)
+        clock = self.clock
         outcome = await poll_until_terminal(
             lambda: self.result(web_task_id),
             BackoffSchedule(self.poll, self._rng, first_poll_s=first_poll_s),
@@ -428,4 +419,6 @@ class AsyncClient:
             )
 
         what = f"GET {redact_url(file.url)}"
-        return await run_with_retries(what, attempt_once, sleep=self._sleep, clock=self._clock)
+        return await run_with_retries(
+            what, attempt_once, sleep=self.clock.sleep, clock=self.clock.now
+        )

@@ -34,7 +34,6 @@ __all__ = [
     "Clock",
     "Expired",
     "GaveUp",
-    "HookClock",
     "PollSchedule",
     "SystemClock",
     "poll_until_terminal",
@@ -73,25 +72,6 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class HookClock:
-    """A ``Clock`` made of two callables (e.g. a client's overridable sleep and clock).
-
-    Example:
-        >>> HookClock(lambda: 5.0, asyncio.sleep).now()
-        5.0
-    """
-
-    now_fn: Callable[[], float]
-    sleep_fn: Callable[[float], Awaitable[None]]
-
-    def now(self) -> float:
-        return self.now_fn()
-
-    async def sleep(self, seconds: float) -> None:
-        await self.sleep_fn(seconds)
 
 
 class PollSchedule(Protocol):

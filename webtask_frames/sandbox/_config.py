@@ -181,7 +181,30 @@ _BEHAVIOUR_KEYS = (
     "result",
     "file_format",
     "invalid_rows",
+    "data",
+    "file_body",
+    "content_type",
 )
+
+
+def _check_exact_result(behaviour: Any) -> None:
+    """Validate the exact-result fields (``data``, ``file_body``, ``content_type``)."""
+    if behaviour.data is not None:
+        try:
+            json.dumps(behaviour.data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data must be a JSON value: {exc}") from None
+    body = behaviour.file_body
+    if body is not None:
+        if not isinstance(body, bytes | str):
+            raise ConfigError(f"file_body must be bytes or a string, got {type(body).__name__}")
+        if behaviour.data is not None:
+            raise ConfigError("give data or file_body, not both")
+        if behaviour.result == "inline":
+            raise ConfigError("file_body is a file result; it cannot be delivered inline")
+    content_type = behaviour.content_type
+    if content_type is not None and (not isinstance(content_type, str) or not content_type):
+        raise ConfigError(f"content_type must be a non-empty string, got {content_type!r}")
 
 
 @dataclass(frozen=True)
@@ -191,9 +214,19 @@ class Behaviour:
     The same fields are accepted by :class:`TaskOverride` and by the magic
     ``"_sandbox"`` request parameter.
 
+    Exact results, for tests of how a client reads a given payload: ``data`` (any JSON
+    value) is served as the result instead of generated records, inline or as a file
+    (``result``, ``file_format`` apply); ``file_body`` (bytes, or a string sent as UTF-8)
+    is served byte for byte as a file result, e.g. CSV or Parquet. ``content_type``
+    replaces the file's advertised ``contentType``. Exact results are served as given:
+    they are not checked against the ``outputSchema`` and ``invalid_rows`` does not
+    touch them, so a test can send records that break the schema on purpose.
+
     Example:
         >>> Behaviour.from_mapping({"outcome": "failed", "error_code": "timeout"}).error_code
         'timeout'
+        >>> Behaviour(file_body="a,b\\n1,2\\n", content_type="text/csv").file_body
+        b'a,b\\n1,2\\n'
     """
 
     outcome: Outcome | None = None
@@ -204,8 +237,14 @@ class Behaviour:
     result: ResultMode | None = None
     file_format: FileFormat | None = None
     invalid_rows: float | None = None
+    data: Any = field(default=None, hash=False)
+    file_body: bytes | None = None
+    content_type: str | None = None
 
     def __post_init__(self) -> None:
+        _check_exact_result(self)
+        if isinstance(self.file_body, str):  # JSON configs can only give text
+            object.__setattr__(self, "file_body", self.file_body.encode())
         if self.invalid_rows is not None:
             _check_rate("invalid_rows", self.invalid_rows)
         if self.outcome is not None and self.outcome not in OUTCOMES:
@@ -254,7 +293,8 @@ class TaskOverride:
     A task matches when every given matcher holds: ``parameters`` is a subset
     of the request parameters, ``reuse_key`` equals the request's key,
     ``task_contains`` is a substring of the task text and ``predicate`` (a
-    callable taking the validated :class:`StartRequest`) returns true.
+    callable taking the validated :class:`StartRequest`) returns true. The
+    behaviour fields are :class:`Behaviour`'s, exact results included.
 
     Example:
         >>> o = TaskOverride(parameters={"batch": "W21"}, outcome="failed", error_code="timeout")
@@ -274,6 +314,9 @@ class TaskOverride:
     result: ResultMode | None = None
     file_format: FileFormat | None = None
     invalid_rows: float | None = None
+    data: Any = field(default=None, hash=False)
+    file_body: bytes | str | None = None
+    content_type: str | None = None
 
     def __post_init__(self) -> None:
         self.behaviour  # noqa: B018 - validates the behaviour fields eagerly

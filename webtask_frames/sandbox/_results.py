@@ -10,6 +10,7 @@ repeated polls and downloads cheap without growing with the number of tasks.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
@@ -95,6 +96,7 @@ class ResultInfo:
     size_bytes: int
     rows: int | None
     expires: int  # unix seconds; the signed URL's expiry
+    content_type: str  # the file's advertised contentType
 
     @property
     def extension(self) -> str:
@@ -173,7 +175,10 @@ class ResultRenderer:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def data(self, task: Task) -> Any:
-        """The task's result data (regenerated; deterministic)."""
+        """The task's result data (regenerated; deterministic), or its scripted ``data``."""
+        if task.behaviour.data is not None:
+            # A copy: callers may shape it, and the script is served as given every time.
+            return copy.deepcopy(task.behaviour.data)
         req = task.request
         seed = self.seed_material(task)
         try:
@@ -192,27 +197,42 @@ class ResultRenderer:
             return b"".join(dumps(row) + b"\n" for row in data)
         return inline if inline is not None else dumps(data)
 
+    def _generated(
+        self, task: Task, fmt: str
+    ) -> tuple[str, str, int, int | None, Any, bytes | None]:
+        """Mode, format, size, rows, data and inline bytes of a (generated or scripted)
+        data result; a file body made here is cached."""
+        data = self.data(task)
+        inline = dumps(data)
+        mode = task.behaviour.result or "auto"
+        if mode == "auto":
+            mode = "file" if len(inline) > self.config.inline_max_bytes else "inline"
+        if fmt == "ndjson" and not isinstance(data, list):
+            fmt = "json"  # one record per line only makes sense for list results
+        records = main_records(data, task.request.output_schema)
+        size = len(inline)
+        if mode == "file":
+            body = self._file_bytes(data, fmt, inline)
+            size = len(body)
+            self._files.put(task.id, body)
+        rows = len(records) if records is not None else None
+        return mode, fmt, size, rows, data, inline
+
     def info(self, task: Task) -> tuple[ResultInfo, Any, bytes | None]:
         """The task's :class:`ResultInfo`, plus data and inline bytes if just made."""
         cached = task.result_info
         if isinstance(cached, ResultInfo):
             return cached, None, None
-        data = self.data(task)
-        inline = dumps(data)
         behaviour = task.behaviour
-        mode = behaviour.result or "auto"
-        if mode == "auto":
-            mode = "file" if len(inline) > self.config.inline_max_bytes else "inline"
-        fmt = behaviour.file_format or self.config.file_format
-        if fmt == "ndjson" and not isinstance(data, list):
-            fmt = "json"  # one record per line only makes sense for list results
-        records = main_records(data, task.request.output_schema)
-        if mode == "file":
-            body = self._file_bytes(data, fmt, inline)
-            size = len(body)
-            self._files.put(task.id, body)
+        fmt: str = behaviour.file_format or self.config.file_format
+        data: Any = None
+        inline: bytes | None = None
+        if behaviour.file_body is not None:
+            # Exact bytes: served as given, never parsed (so no row count, no preview).
+            mode, size, rows = "file", len(behaviour.file_body), None
+            self._files.put(task.id, behaviour.file_body)
         else:
-            size = len(inline)
+            mode, fmt, size, rows, data, inline = self._generated(task, fmt)
         assert task.finished is not None
         # The TTL is a virtual span like any duration; the expiry an instant.
         expires = int(self.time.epoch(task.finished + self.config.file_ttl_s))
@@ -220,8 +240,9 @@ class ResultRenderer:
             mode=mode,
             file_format=fmt,
             size_bytes=size,
-            rows=len(records) if records is not None else None,
+            rows=rows,
             expires=expires,
+            content_type=behaviour.content_type or CONTENT_TYPES[fmt],
         )
         with self._info_lock:
             if task.result_info is None:
@@ -246,7 +267,7 @@ class ResultRenderer:
                 "type": "file",
                 "file": {
                     "url": origin + path,
-                    "contentType": CONTENT_TYPES[info.file_format],
+                    "contentType": info.content_type,
                     "sizeBytes": info.size_bytes,
                     "expiresAt": iso_ms(info.expires),
                 },
@@ -264,6 +285,8 @@ class ResultRenderer:
         """The exact bytes of a file result (regenerated if not cached)."""
         info, _, _ = self.info(task)
         body = self._files.get(task.id)
+        if body is None and task.behaviour.file_body is not None:
+            body = task.behaviour.file_body
         if body is None:
             body = self._file_bytes(self.data(task), info.file_format)
             self._files.put(task.id, body)
