@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
 from webtask_frames.sandbox import FaultRates, Sandbox, SandboxConfig
+from webtask_frames.sandbox import _faults as sandbox_faults
 from webtask_frames.sandbox._faults import FaultPlan
 
 
@@ -121,11 +122,19 @@ def test_429_and_503_on_start_are_never_accepted(make_api: Any, status: int) -> 
     assert api.sb.stats()["accepted_tasks"] == 0
 
 
-def test_slow_fault_delays_response(make_api: Any) -> None:
+def test_slow_fault_delays_response(make_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The delay the middleware asks for, not a stopwatch: tests never time the wall clock.
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(sandbox_faults.asyncio, "sleep", recording_sleep)
     api = make_api(faults={"result": {"slow": 1.0}}, slow_delay_s=0.2)
-    t0 = time.perf_counter()
     api.result_response("wt_any")
-    assert time.perf_counter() - t0 >= 0.2
+    assert 0.2 in slept
     assert api.sb.stats()["faults"]["result"] == {"slow": 1}
 
 

@@ -363,12 +363,11 @@ def test_reset_clears_everything(api: Any) -> None:
 
 def test_ten_thousand_tasks_scale() -> None:
     state, clock = _state(seed=1, cap=10)
-    started = time.perf_counter()
+    # Its speed is measured by tests/benchmarks/bench_sandbox.py, not asserted here.
     for i in range(10_000):
         state.submit(StartRequest(task="T", reuse_key=f"k{i % 50}", parameters={"i": i}))
     clock.advance(10_000_000)
     stats = state.stats()
-    assert time.perf_counter() - started < 20
     assert stats["status_counts"]["completed"] == 10_000
     assert stats["max_running"] == 10
     assert stats["max_running_per_key"] == 1
