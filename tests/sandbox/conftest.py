@@ -19,9 +19,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from webtask_frames.sandbox import ManualClock, Sandbox
 
-# Layout: /work/main (the repo) with /work/shared beside it.
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
-RESPONSES_FILE = REFERENCE_DIR / "web-task-result.responses.json"
+# The response schemas are part of the contract, so they live in the repository
+# (tests/contract/README.md says where they come from): these tests never skip.
+RESPONSES_FILE = Path(__file__).resolve().parents[1] / "contract" / "web-task-result.responses.json"
 
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -138,12 +138,8 @@ def api(make_api: Callable[..., Api]) -> Api:
 
 @pytest.fixture(scope="session")
 def reference() -> dict[str, Any]:
-    """The reference response schemas (skipped if the shared folder is absent)."""
-    if not RESPONSES_FILE.is_file():
-        pytest.skip(
-            f"reference schemas not found at {RESPONSES_FILE} (needs ../shared beside repo)"
-        )
-    return dict(json.loads(RESPONSES_FILE.read_text()))
+    """The reference response schemas, kept in tests/contract/."""
+    return dict(json.loads(RESPONSES_FILE.read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="session")

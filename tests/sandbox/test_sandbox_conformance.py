@@ -207,6 +207,34 @@ def test_unknown_route_and_method_use_error_shape(api: Any) -> None:
     assert response.json()["category"] == "user"
 
 
+def test_root_path_serves_the_same_tasks_as_the_prefix(api: Any, check_response: Check) -> None:
+    """The overview's curl calls ``/{workspaceId}/web-tasks/...`` at the root: both work."""
+    root = f"{api.origin}/{api.ws}/web-tasks"
+    started = api.client.post(f"{root}/start", json={"task": "x", "reuseKey": "k"})
+    assert started.status_code == 200
+    task_id = started.json()["webTaskId"]
+    done = api.wait(task_id)  # polled under the prefix
+    check_response(200, done)
+    at_root = api.client.get(f"{root}/{task_id}/result")
+    assert at_root.status_code == 200
+    assert at_root.json() == done
+    other = api.start_id(task="y")  # started under the prefix, read at the root
+    assert api.client.get(f"{root}/{other}/result").json()["webTaskId"] == other
+    wrong_key = api.client.get(f"{root}/{task_id}/result", headers={"x-api-key": "wrong"})
+    assert wrong_key.status_code == 401
+    check_response(401, wrong_key.json())
+    stats = api.sb.stats()
+    assert (stats["start_calls"], stats["tasks"]) == (2, 2)
+    assert stats["result_calls"] >= 3
+
+
+def test_root_path_meets_the_same_faults(make_api: Any) -> None:
+    api = make_api(seed=1, faults={"start": {"503": 1.0}})
+    response = api.client.post(f"{api.origin}/{api.ws}/web-tasks/start", json={"task": "x"})
+    assert response.status_code == 503
+    assert api.sb.stats()["tasks"] == 0
+
+
 def test_generated_keys_and_ids(api: Any) -> None:
     ids = {api.start_id(task="x") for _ in range(20)}
     assert len(ids) == 20

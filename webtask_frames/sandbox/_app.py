@@ -1,9 +1,10 @@
 """The ASGI app: Web Tasks routes, signed downloads and ``/_sandbox`` controls.
 
-Routes (``{prefix}`` defaults to ``/api/v1/workspace``, as the real base URL)::
+Routes (``{prefix}`` defaults to ``/api/v1/workspace``, as the real base URL; the same
+two API routes also answer at the root, as in the overview's ``curl`` examples)::
 
-    POST {prefix}/{workspaceId}/web-tasks/start              (x-api-key)
-    GET  {prefix}/{workspaceId}/web-tasks/{webTaskId}/result (x-api-key)
+    POST [{prefix}]/{workspaceId}/web-tasks/start              (x-api-key)
+    GET  [{prefix}]/{workspaceId}/web-tasks/{webTaskId}/result (x-api-key)
     GET  /_sandbox/files/{webTaskId}.{json|ndjson}?expires=&signature=
     GET  /_sandbox/stats          POST /_sandbox/reset
     POST /_sandbox/cancel/{webTaskId}
@@ -93,10 +94,17 @@ class SandboxApp:
         self.faults = FaultPlan(config)
         self._probe_cache: OrderedDict[str, str | None] = OrderedDict()
         self._probe_lock = threading.Lock()
-        p = config.prefix
         routes = [
-            Route(p + "/{workspace_id}/web-tasks/start", self.start, methods=["POST"]),
-            Route(p + "/{workspace_id}/web-tasks/{task_id}/result", self.result, methods=["GET"]),
+            route
+            for p in (config.prefix, "")  # under the base URL's prefix, and at the root
+            for route in (
+                Route(p + "/{workspace_id}/web-tasks/start", self.start, methods=["POST"]),
+                Route(
+                    p + "/{workspace_id}/web-tasks/{task_id}/result", self.result, methods=["GET"]
+                ),
+            )
+        ]
+        routes += [
             Route(FILES_PATH + "{name}", self.download, methods=["GET"]),
             Route("/_sandbox/stats", self.stats, methods=["GET"]),
             Route("/_sandbox/reset", self.reset_endpoint, methods=["POST"]),

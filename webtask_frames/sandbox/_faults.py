@@ -104,9 +104,10 @@ def classify(method: str, path: str, prefix: str) -> str | None:
     """Which faultable endpoint a request targets (``None``: not faultable)."""
     if path.startswith("/_sandbox/files/"):
         return "download" if method in ("GET", "HEAD") else None
-    if not path.startswith(prefix + "/"):
-        return None
-    parts = path[len(prefix) + 1 :].split("/")
+    # The API answers under the configured prefix and at the root (the overview's curl).
+    parts = path[len(prefix) + 1 :].split("/") if path.startswith(prefix + "/") else []
+    if len(parts) not in (3, 4):
+        parts = path[1:].split("/")
     if method == "POST" and len(parts) == 3 and parts[1:] == ["web-tasks", "start"]:
         return "start"
     if method == "GET" and len(parts) == 4 and parts[1] == "web-tasks" and parts[3] == "result":
