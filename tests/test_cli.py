@@ -113,6 +113,121 @@ def test_wrong_key_exits_3(
     assert "wrong-key" not in err[0]
 
 
+@pytest.mark.parametrize("out", ["rows.parquet", "rows.csv"])
+def test_wrong_key_says_it_once_and_writes_no_file(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], out: str
+) -> None:
+    monkeypatch.setenv("INTUNED_API_KEY", "wrong-key")
+    assert main(["run", "List", "--grid", "grid.csv", "--out", out]) == 3  # not --quiet
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("Invalid API key") == 1
+    assert captured.err.strip().splitlines()[-1].startswith("webtask-frames: error:")
+    assert not Path(out).exists()
+    assert sorted(p.name for p in Path().iterdir()) == ["grid.csv", "schema.json"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ndjson", ".jsonl", ".json", ".parquet"])
+def test_out_format_follows_the_extension(
+    env: Sandbox, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    import pandas as pd
+
+    out = f"rows{suffix}"
+    argv = ["run", "List", "--grid", "grid.csv", "--schema", "schema.json", "--out", out]
+    assert main([*argv, "--quiet"]) == 0
+    data = Path(out).read_bytes()
+    assert not data.startswith(b"PAR1") or suffix == ".parquet"
+    if suffix == ".csv":
+        frame = pd.read_csv(out)
+    elif suffix == ".json":
+        frame = pd.DataFrame(json.loads(data))
+    elif suffix == ".parquet":
+        frame = pd.read_parquet(out)
+    else:
+        frame = pd.DataFrame([json.loads(line) for line in data.splitlines()])
+    assert len(frame) == 20
+    assert {"name", "size", "batch", "industry", "_webtask_id"} <= set(frame.columns)
+    assert sorted(set(frame["batch"])) == ["../x", "S24", "W24"]
+    assert [p.name for p in Path().glob(".rows*")] == []  # no temporary file left behind
+
+
+def test_csv_out_writes_nested_values_as_json(env: Sandbox) -> None:
+    nested = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "hq": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        },
+    }
+    Path("nested.json").write_text(json.dumps(nested))
+    assert main(["run", "List", "--schema", "nested.json", "--out", "n.csv", "--quiet"]) == 0
+    import csv
+
+    with Path("n.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5
+    assert all(isinstance(json.loads(r["tags"]), list) for r in rows if r["tags"])
+    assert all(isinstance(json.loads(r["hq"]), dict) for r in rows if r["hq"])
+
+
+@pytest.mark.parametrize("out", ["rows.txt", "rows", "rows.xlsx", "rows.duckdb"])
+def test_unknown_out_extension_is_refused_before_any_request(
+    env: Sandbox, capsys: pytest.CaptureFixture[str], out: str
+) -> None:
+    assert main(["run", "List", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("webtask-frames: error: --out")
+    assert ".csv" in err[0] or "--duckdb" in err[0]
+    assert env.stats()["start_calls"] == 0
+    assert not Path(out).exists()
+
+
+def test_repeated_param_is_an_error(env: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "List", "--param", "a=1", "--param", "a=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--param a" in err[0]
+    assert env.stats()["start_calls"] == 0
+
+
+def test_missing_key_error_names_the_cli_flag_and_variable(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("INTUNED_API_KEY")
+    assert main(["run", "List"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--api-key" in err[0]
+    assert "INTUNED_API_KEY" in err[0]
+    assert "api_key" not in err[0]
+    assert "=..." not in err[0]
+
+
+def test_missing_workspace_error_names_the_cli_flag(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("INTUNED_WORKSPACE_ID")
+    assert main(["run", "List"]) == 2
+    err = capsys.readouterr().err
+    assert "--workspace-id" in err
+    assert "workspace_id=" not in err
+    assert env.stats()["start_calls"] == 0
+
+
+def test_api_key_and_workspace_flags(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("INTUNED_API_KEY")
+    monkeypatch.delenv("INTUNED_WORKSPACE_ID")
+    argv = ["run", "List", "--api-key", env.api_key, "--workspace-id", env.workspace_id]
+    assert main([*argv, "--quiet"]) == 0
+    assert env.stats()["start_calls"] == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -166,7 +281,7 @@ def test_dry_run_sends_nothing(env: Sandbox, capsys: pytest.CaptureFixture[str])
     assert env.stats()["start_calls"] == 0
 
 
-@pytest.mark.parametrize("command", ["run", "sandbox", "demo"])
+@pytest.mark.parametrize("command", ["run", "sql", "sandbox", "demo"])
 def test_every_command_has_help_with_examples(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -176,16 +291,125 @@ def test_every_command_has_help_with_examples(
     assert "example" in capsys.readouterr().out.lower()
 
 
-def test_demo_writes_duckdb_and_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "12 items over 3 reuse keys" in out
-    con = duckdb.connect(str(tmp_path / "demo" / "demo.duckdb"))
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The demo, run once: its output directory and what it printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "demo out"  # a space: suggestions must quote it
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return out, printed.getvalue()
+
+
+def test_demo_writes_duckdb_and_parquet(demo: tuple[Path, str]) -> None:
+    out, printed = demo
+    assert "12 items over 3 reuse keys" in printed
+    con = duckdb.connect(str(out / "demo.duckdb"))
     assert con.execute("select count(*) from companies_tasks").fetchone() == (12,)
     (rows,) = con.execute("select count(*) from companies").fetchone() or (0,)
     assert rows > 0
     con.close()
-    assert len(list((tmp_path / "demo" / "companies").glob("batch=*/*.parquet"))) == 4
+    assert len(list((out / "companies").glob("batch=*/*.parquet"))) == 4
+
+
+def test_every_suggestion_the_demo_prints_runs(
+    demo: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each "explore it" line runs with what the install gave: `webtask-frames` or Python."""
+    import shlex
+    import subprocess
+    import sys
+
+    _, printed = demo
+    lines = printed.split("explore it:\n", 1)[1].splitlines()
+    suggestions = [shlex.split(line) for line in lines if line.startswith("  ")]
+    assert len(suggestions) >= 4
+    assert {argv[0] for argv in suggestions} <= {"webtask-frames", "python"}
+    for argv in suggestions:
+        if argv[0] == "webtask-frames":
+            assert main(argv[1:]) == 0, argv
+            shown = capsys.readouterr()
+            assert shown.err == ""
+            assert "│" in shown.out  # a table with the result
+        else:
+            done = subprocess.run(
+                [sys.executable, *argv[1:]], capture_output=True, text=True, check=False
+            )
+            assert done.returncode == 0, done.stderr
+            assert "name" in done.stdout
+
+
+def _demo_db(demo: tuple[Path, str]) -> str:
+    return str(demo[0] / "demo.duckdb")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson", "table"])
+def test_sql_formats(demo: tuple[Path, str], capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    query = "SELECT name, tags, hq FROM companies ORDER BY name LIMIT 3"
+    assert main(["sql", _demo_db(demo), query, "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "csv":
+        import csv
+        import io
+
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert len(rows) == 3
+        assert isinstance(json.loads(rows[0]["tags"]), list)
+    elif fmt == "json":
+        rows = json.loads(out)
+        assert [set(r) for r in rows] == [{"name", "tags", "hq"}] * 3
+    elif fmt == "ndjson":
+        assert len([json.loads(line) for line in out.splitlines()]) == 3
+    else:
+        assert "name" in out
+        assert len([line for line in out.splitlines() if line.startswith("│")]) == 2 + 3
+
+
+def test_sql_is_read_only_by_default(
+    demo: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    database = str(tmp_path / "w.duckdb")
+    duckdb.connect(database).close()
+    assert main(["sql", database, "CREATE TABLE t AS SELECT 1 AS a"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--write" in err[0]
+    assert main(["sql", database, "CREATE TABLE t AS SELECT 1 AS a", "--write"]) == 0
+    assert main(["sql", database, "SELECT a FROM t", "--format", "ndjson"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == '{"a": 1}'
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["sql", "missing.duckdb", "SELECT 1"], "missing.duckdb"),
+        (["sql", "{db}", "SELECT * FROM nope"], "nope"),
+        (["sql", "{db}", "SELEC oops"], "syntax"),
+    ],
+)
+def test_sql_errors_are_one_line_and_exit_2(
+    demo: tuple[Path, str], capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    argv = [a.replace("{db}", _demo_db(demo)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("webtask-frames: error: sql:")
+    assert needle in err[0]
+
+
+def test_sql_in_memory_reads_files(
+    demo: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pattern = str(demo[0] / "companies" / "*" / "*.parquet").replace("'", "''")
+    query = (
+        f"SELECT count(DISTINCT batch) AS n FROM read_parquet('{pattern}', hive_partitioning=true)"
+    )
+    assert main(["sql", ":memory:", query, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 4}]
 
 
 def test_unusable_out_is_refused_before_paying(

@@ -2,11 +2,14 @@
 
 It starts the sandbox on a free loopback port, sweeps 12 items over 3 reuse keys with a
 nested outputSchema (with a progress bar), writes ``DIR/demo.duckdb`` and a Parquet dataset
-partitioned by batch, and prints a summary and SQL to explore. No key, no credits.
+partitioned by batch, and prints a summary and commands to explore them (``webtask-frames
+sql`` and a Python one-liner: nothing the install did not provide). No key, no credits.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from ._batch.api import run_batch
 from ._batch.result import BatchResult
 from ._wire.sync import Client
 
-__all__ = ["DEMO_GRID", "DEMO_SCHEMA", "DEMO_TASK", "run_demo"]
+__all__ = ["DEMO_GRID", "DEMO_SCHEMA", "DEMO_TASK", "explore_hints", "run_demo"]
 
 DEMO_TASK = (
     "List every company of the {industry} industry in Y Combinator batch {batch}, with its "
@@ -56,15 +59,25 @@ DEMO_SCHEMA: dict[str, Any] = {
     },
 }
 
-SQL_HINTS = """\
-explore it:
-  duckdb {db} "SELECT industry, batch, count(*) AS companies, round(avg(team_size), 1) AS avg_team
-               FROM companies GROUP BY ALL ORDER BY ALL"
-  duckdb {db} "SELECT reuse_key, count(*) AS runs, sum(cost_ai_usd) AS usd,
-               round(avg(duration_s), 2) AS avg_s FROM companies_tasks GROUP BY ALL"
-  duckdb {db} "SELECT name, unnest(tags) AS tag FROM companies LIMIT 10"
-  python -c "import pandas as pd; print(pd.read_parquet('{parquet}').head())"
-"""
+# Each suggestion is one shell line that runs with what `pip install webtask-frames` gave
+# (the `webtask-frames sql` command, or Python with pandas); the tests run every one.
+EXPLORE_SQL = (
+    "SELECT industry, batch, count(*) AS companies, round(avg(team_size), 1) AS avg_team "
+    "FROM companies GROUP BY ALL ORDER BY ALL",
+    "SELECT reuse_key, count(*) AS runs, round(sum(cost_ai_usd), 4) AS usd, "
+    "round(avg(duration_s), 2) AS avg_s FROM companies_tasks GROUP BY ALL ORDER BY ALL",
+    "SELECT name, unnest(tags) AS tag FROM companies LIMIT 10",
+)
+
+
+def explore_hints(database: Path, parquet: Path) -> list[str]:
+    """The follow-up commands the demo prints, one shell line each."""
+    lines = [
+        f"webtask-frames sql {shlex.quote(str(database))} {shlex.quote(q)}" for q in EXPLORE_SQL
+    ]
+    code = f"import pandas as pd; print(pd.read_parquet({json.dumps(str(parquet))}).head())"
+    lines.append(f"python -c {shlex.quote(code)}")
+    return lines
 
 
 def run_demo(out: Path, *, progress: bool = True, time_scale: float = 0.25) -> BatchResult:
@@ -112,5 +125,7 @@ def run_demo(out: Path, *, progress: bool = True, time_scale: float = 0.25) -> B
         f"{len(result.records)} rows; cost ${result.cost_usd:.2f}; {elapsed:.1f} s"
     )
     print(f"wrote {database} (tables companies, companies_tasks) and {parquet}/batch=*/")
-    print(SQL_HINTS.format(db=database, parquet=parquet))
+    print("explore it:")
+    for line in explore_hints(database, parquet):
+        print(f"  {line}")
     return result

@@ -97,13 +97,16 @@ def test_build_config_raises_config_error() -> None:
         build_config(_parse("--cap-mode", "fail", "--cap", "-1"))
 
 
-def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_port_in_use_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert run(_parse("--port", str(port))) == 1
-    assert "cannot listen" in capsys.readouterr().err
+        assert run(_parse("--port", str(port))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"webtask-frames sandbox: error: cannot listen on 127.0.0.1:{port}")
+    assert "--port" in err
+    assert err.count("\n") == 1
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:

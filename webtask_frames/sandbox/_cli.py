@@ -186,7 +186,7 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted. Returns 0, or 2 for bad options, 1 if binding fails."""
+    """Serve until interrupted. Returns 0, or 2 for bad options or a port that is taken."""
     prog = "webtask-frames sandbox"
     try:
         config = build_config(args)
@@ -199,8 +199,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
-        print(f"{prog}: error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        # A usage problem like any other bad option: one line naming the fix, exit 2.
+        hint = "; pass another --port, or --port 0 for any free one" if port else ""
+        print(
+            f"{prog}: error: cannot listen on {host}:{port}: {exc.strerror or exc}{hint}",
+            file=sys.stderr,
+        )
+        return 2
     port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     base_url = f"http://{shown_host}:{port}{config.prefix}"

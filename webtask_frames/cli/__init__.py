@@ -1,7 +1,8 @@
 """The ``webtask-frames`` command: a thin shell over the Python API.
 
-Commands: ``run`` (one task or a parameter sweep into Parquet/DuckDB), ``sandbox`` (the
-local fake API) and ``demo`` (a sweep against the sandbox, end to end).
+Commands: ``run`` (one task or a parameter sweep into Parquet, CSV, NDJSON or DuckDB),
+``sql`` (a query on a DuckDB database), ``sandbox`` (the local fake API) and ``demo`` (a
+sweep against the sandbox, end to end).
 
 Exit codes::
 
@@ -16,22 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._batch.api import run_batch
-from ._batch.result import BatchResult
-from ._exceptions import (
+from .._batch.api import run_batch
+from .._batch.result import BatchResult
+from .._exceptions import (
     AuthenticationError,
     ConfigurationError,
     InvalidInputError,
     WebTaskError,
 )
-from ._options import MODELS, VALIDATE_MODES
-from ._wire.sync import Client
+from .._options import MODELS, VALIDATE_MODES
+from .._wire.sync import Client
+from ._out import SUPPORTED, check_out, write_out
+from ._sql import EPILOG as SQL_EPILOG
+from ._sql import FORMATS as SQL_FORMATS
 
 __all__ = ["main"]
 
@@ -45,6 +50,9 @@ examples:
       --start-url https://www.ycombinator.com/companies --param batch=S24 \\
       --schema company.schema.json --out companies.parquet
 
+  # the same rows as CSV (nested values as JSON text), NDJSON or a JSON array
+  webtask-frames run "List the companies in the YC directory" --param batch=S24 --out yc.csv
+
   # a sweep: one task per row of grid.csv, landed in DuckDB (rerunning merges, never duplicates)
   webtask-frames run "List the companies of the given batch" --grid grid.csv \\
       --reuse-key 'yc_{batch}' --duckdb yc.duckdb --table companies --ledger yc.ledger
@@ -53,7 +61,15 @@ examples:
   webtask-frames run "..." --grid grid.csv --dry-run
 
 --param values are parsed as JSON when they are valid JSON (n=3 is a number, on=true a
-boolean), otherwise kept as text (batch=S24). They are added to every grid item.
+boolean), otherwise kept as text (batch=S24). They are added to every grid item; naming a
+parameter twice is an error.
+
+--out picks the format by extension: .parquet, .csv, .ndjson/.jsonl, .json (one array), or a
+directory with --partition-by (a hive-partitioned Parquet dataset). A run in which no item
+succeeded writes no file.
+
+Credentials come from INTUNED_API_KEY and INTUNED_WORKSPACE_ID (or --api-key and
+--workspace-id; the environment keeps the key out of your shell history).
 """
 
 DEMO_EPILOG = """\
@@ -127,8 +143,22 @@ def _with_constants(grid: Any, constants: dict[str, Any]) -> Any:
     return grid
 
 
+def _constants(params: list[str]) -> dict[str, Any]:
+    constants: dict[str, Any] = {}
+    for text in params:
+        name, value = _parse_param(text)
+        if name in constants:
+            raise InvalidInputError(
+                f"--param {name} is given twice ({constants[name]!r} and {value!r}); "
+                "pass each parameter once (use --grid FILE to sweep several values)",
+                field="--param",
+            )
+        constants[name] = value
+    return constants
+
+
 def _grid(args: argparse.Namespace) -> Any:
-    constants = dict(_parse_param(p) for p in args.param)
+    constants = _constants(args.param)
     return _with_constants(_read_grid(Path(args.grid)), constants) if args.grid else [constants]
 
 
@@ -141,8 +171,28 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise InvalidInputError("--partition-by needs --out DIR", field="--partition-by")
 
 
+# The settings' messages name Python arguments; on the command line they are flags.
+_CLI_WORDS = (
+    (re.compile(r"\bapi_key=\.\.\."), "--api-key KEY"),
+    (re.compile(r"\bworkspace_id=\.\.\."), "--workspace-id ID"),
+    (re.compile(r"\bbase_url=\.\.\."), "--base-url URL"),
+    (re.compile(r"\bbase_url\b"), "--base-url"),
+)
+
+
+def cli_wording(message: str) -> str:
+    """A settings error's text with Python argument names replaced by the CLI's flags."""
+    for pattern, flag in _CLI_WORDS:
+        message = pattern.sub(flag, message)
+    return message
+
+
 def _sweep(args: argparse.Namespace, grid: Any) -> BatchResult:
-    client = None if args.dry_run else Client(base_url=args.base_url)
+    client = None
+    if not args.dry_run:  # a missing key raises ConfigurationError here, before any request
+        client = Client(
+            api_key=args.api_key, workspace_id=args.workspace_id, base_url=args.base_url
+        )
     try:
         return run_batch(
             args.task,
@@ -170,7 +220,7 @@ def _land(args: argparse.Namespace, result: BatchResult) -> int:
     """Write the rows to the targets; on failure keep them in a rescue file (exit 1)."""
     try:
         if args.out:
-            path = result.to_parquet(args.out, partition_by=args.partition_by or None)
+            path = write_out(result, args.out, args.partition_by)
             _say(args, f"wrote {result.n_records} rows to {path}")
         if args.duckdb:
             result.to_duckdb(args.duckdb, args.table, mode=args.mode)
@@ -196,32 +246,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(result.summary())
         return EXIT_OK
-    if _land(args, result) != EXIT_OK:
+    auth_stop = result.stopped_reason in _AUTH_STOPS
+    succeeded = result.counts().get("succeeded", 0)
+    # A run in which nothing succeeded writes nothing: no empty file that looks like data.
+    if succeeded and _land(args, result) != EXIT_OK:
         return EXIT_PARTIAL
     if not args.out and not args.duckdb and not args.quiet and result.n_records:
         print(result.records.to_string(max_rows=20, max_colwidth=40))
-    _say(args, result.summary())
-    if result.stopped_reason in ("unauthenticated", "no-ai-credits-left"):
+    if succeeded or not auth_stop:
+        # An auth stop is said once, by the error line below, not in the summary too.
+        lines = result.summary().splitlines()
+        _say(args, "\n".join(x for x in lines if not (auth_stop and x.startswith("STOPPED"))))
+    if auth_stop:
         print(f"{PROG}: error: {result.stopped_message or result.stopped_reason}", file=sys.stderr)
         return EXIT_AUTH
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 
+_AUTH_STOPS = ("unauthenticated", "no-ai-credits-left")
+
+
 def _check_targets(args: argparse.Namespace) -> None:
     """Fail on unusable output targets before submitting anything."""
     if args.out:
-        out = Path(args.out)
-        dataset = bool(args.partition_by)
-        if dataset and out.exists() and not out.is_dir():
-            raise InvalidInputError(
-                f"--out {args.out!r} is a file; a partitioned dataset needs a directory",
-                field="--out",
-            )
-        if not dataset and out.is_dir():
-            raise InvalidInputError(
-                f"--out {args.out!r} is a directory; pass FILE.parquet or --partition-by",
-                field="--out",
-            )
+        check_out(args.out, bool(args.partition_by))
     if args.duckdb:
         import duckdb
 
@@ -239,21 +287,27 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from .._demo import run_demo
 
     run_demo(Path(args.out), progress=not args.quiet)
     return EXIT_OK
 
 
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from ._sql import run_sql
+
+    return run_sql(args)
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox._cli import run
+    from ..sandbox._cli import run
 
     return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all commands (exposed for documentation and tests)."""
-    from ._version import __version__
+    from .._version import __version__
 
     parser = _Parser(
         prog=PROG,
@@ -280,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schema", metavar="FILE", help="outputSchema: a JSON Schema file")
     run.add_argument("--reuse-key", metavar="KEY", help="reuseKey, may be a format string")
     run.add_argument("--model", choices=MODELS, help="default: haiku")
-    run.add_argument("--out", metavar="FILE|DIR", help="write rows to FILE.parquet or a DIR")
+    run.add_argument(
+        "--out",
+        metavar="FILE|DIR",
+        help=f"write the rows; the format follows the extension: {SUPPORTED}",
+    )
     run.add_argument(
         "--partition-by", metavar="COL", action="append", default=[], help="hive partition"
     )
@@ -316,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
     run.add_argument("--base-url", metavar="URL", help="API base URL (default: INTUNED_BASE_URL)")
+    run.add_argument(
+        "--api-key", metavar="KEY", help="API key (default: INTUNED_API_KEY, which is safer)"
+    )
+    run.add_argument("--workspace-id", metavar="ID", help="default: INTUNED_WORKSPACE_ID")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run.set_defaults(handler=_cmd_run)
 
@@ -324,10 +386,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the local sandbox API (no key, no credits)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from .sandbox._cli import configure_parser
+    from ..sandbox._cli import configure_parser
 
     configure_parser(sandbox)
     sandbox.set_defaults(handler=_cmd_sandbox)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run SQL on a DuckDB database and print the result",
+        description="Run one SQL query on a DuckDB database (read-only) and print the result.",
+        epilog=SQL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sql.add_argument("database", metavar="DATABASE", help="a DuckDB file, or :memory:")
+    sql.add_argument("query", metavar="QUERY", help="the SQL to run")
+    sql.add_argument(
+        "--format", choices=SQL_FORMATS, default="table", help="output format (default: table)"
+    )
+    sql.add_argument("--write", action="store_true", help="open the database read-write")
+    sql.set_defaults(handler=_cmd_sql)
 
     demo = commands.add_parser(
         "demo",
@@ -342,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_a_stop(record: logging.LogRecord) -> bool:
+    """Drop the library's "batch stopped" records: the command reports a stop itself, once
+    (the summary's STOPPED line, or the final error line for a key or credits problem)."""
+    return not str(record.msg).startswith("batch stopped")
+
+
 def _configure_logging(quiet: bool) -> None:
     # Library warnings (a failed item, a retry storm) go to stderr prefixed with the program
     # name; --quiet keeps only the final one-line error that main() prints.
@@ -349,6 +432,7 @@ def _configure_logging(quiet: bool) -> None:
     if not any(getattr(h, "_webtask_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler.addFilter(_not_a_stop)
         handler._webtask_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
@@ -365,7 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthenticationError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_AUTH
-    except (InvalidInputError, ConfigurationError) as exc:
+    except ConfigurationError as exc:
+        print(f"{PROG}: error: {cli_wording(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except InvalidInputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WebTaskError as exc:
