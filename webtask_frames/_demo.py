@@ -92,7 +92,7 @@ def run_demo(out: Path, *, progress: bool = True, time_scale: float = 0.25) -> B
 
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    # Some invalid rows and one failing item make the validation and failure columns real.
+    # Some invalid rows make the validation columns real.
     with Sandbox(seed=42, time_scale=time_scale, rows=8, invalid_row_rate=0.05) as sandbox:
         print(f"sandbox serving at {sandbox.base_url}")
         with Client(
