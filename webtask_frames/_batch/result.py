@@ -90,12 +90,28 @@ class ItemReport:
     n_records: int | None = None
     n_invalid: int | None = None
     skipped_reason: str | None = None
+    # ``cost.compute`` as sent when its unit could not be converted to hours (else None).
+    cost_compute_amount: float | None = None
+    cost_compute_unit: str | None = None
 
-    def add_cost(self, ai_usd: float | None, compute_hours: float | None) -> None:
+    def add_cost(
+        self,
+        ai_usd: float | None,
+        compute_hours: float | None,
+        *,
+        compute_amount: float | None = None,
+        compute_unit: str | None = None,
+    ) -> None:
+        """Add one attempt's cost. ``compute_amount``/``compute_unit``: the raw compute
+        figures of an attempt whose unit was not understood (kept, never dropped)."""
         if ai_usd is not None:
             self.cost_ai_usd = (self.cost_ai_usd or 0.0) + ai_usd
         if compute_hours is not None:
             self.cost_compute_hours = (self.cost_compute_hours or 0.0) + compute_hours
+        elif compute_amount is not None:
+            if self.cost_compute_unit in (None, compute_unit):
+                self.cost_compute_amount = (self.cost_compute_amount or 0.0) + compute_amount
+            self.cost_compute_unit = compute_unit
 
 
 def _column(values: list[Any]) -> pa.Array:
@@ -121,6 +137,12 @@ def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> 
         columns[parameter_column_name(name)] = _column([r.parameters.get(name) for r in reports])
     for name, dtype in TASK_COLUMNS:
         columns[name] = pa.array([getattr(r, name) for r in reports], dtype)
+    if any(r.cost_compute_amount is not None for r in reports):
+        # Only when some compute came in a unit we could not convert: the raw figures.
+        columns["cost_compute_amount"] = pa.array(
+            [r.cost_compute_amount for r in reports], pa.float64()
+        )
+        columns["cost_compute_unit"] = pa.array([r.cost_compute_unit for r in reports], pa.string())
     return pa.table(columns)
 
 
