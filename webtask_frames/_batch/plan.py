@@ -31,6 +31,8 @@ __all__ = ["BatchPlan", "Item", "build_plan", "canonical_json", "expand_grid", "
 
 Template = str | Callable[[dict[str, Any]], Any] | None
 RESERVED_PARAMETERS = frozenset({"_item", "_webtask_id"})
+# The sandbox's scripting hook: sent with the item, never a column of any table.
+SANDBOX_PARAMETER = "_sandbox"
 
 
 def canonical_json(value: Any) -> str:
@@ -113,9 +115,13 @@ class BatchPlan:
 
     @property
     def parameter_names(self) -> list[str]:
+        """The grid's parameter names, in first-seen order: the parameter columns of the
+        records and tasks tables. ``_sandbox`` (the sandbox's per-task script, removed by
+        the sandbox before the task runs) is sent but never a column."""
         seen: dict[str, None] = {}
         for item in self.items:
             seen.update(dict.fromkeys(item.parameters))
+        seen.pop(SANDBOX_PARAMETER, None)
         return list(seen)
 
     def fingerprint_parts(self) -> dict[str, Any]:

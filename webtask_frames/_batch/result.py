@@ -32,7 +32,7 @@ from .._version import __version__
 from .plan import BatchPlan
 from .status import ItemStatus
 
-__all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "build_tasks_table"]
+__all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "StatusCounts", "build_tasks_table"]
 
 _TS = pa.timestamp("ms", tz="UTC")
 TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -60,6 +60,20 @@ TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("skipped_reason", pa.string()),
 )
 _FIXED = {"_item", *(name for name, _ in TASK_COLUMNS)}
+
+
+class StatusCounts(dict[str, int]):
+    """Items by status (a ``dict``). Also callable, returning an equal plain dict, so
+    ``result.counts()`` from earlier versions keeps working beside ``result.counts``.
+
+    Example:
+        >>> counts = StatusCounts(succeeded=2)
+        >>> counts["succeeded"], counts() == counts
+        (2, True)
+    """
+
+    def __call__(self) -> dict[str, int]:
+        return dict(self)
 
 
 @dataclass
@@ -327,9 +341,12 @@ class BatchResult:
         total = pc.sum(self.tasks_table["cost_ai_usd"]).as_py()
         return float(total or 0.0)
 
-    def counts(self) -> dict[str, int]:
-        """Items by status."""
-        out: dict[str, int] = {}
+    @property
+    def counts(self) -> StatusCounts:
+        """Items by status, e.g. ``{"succeeded": 11, "failed": 1}``: a property like every
+        other figure (``cost_usd``, ``n_records``). Calling it, ``counts()``, the spelling
+        of earlier versions, still works and gives the same dict."""
+        out = StatusCounts()
         for status in self.tasks_table["status"].to_pylist():
             out[status] = out.get(status, 0) + 1
         return out
@@ -344,13 +361,13 @@ class BatchResult:
         """True when every item succeeded."""
         return (
             not self.dry_run
-            and self.counts().get(ItemStatus.SUCCEEDED, 0) == self.tasks_table.num_rows
+            and self.counts.get(ItemStatus.SUCCEEDED, 0) == self.tasks_table.num_rows
         )
 
     # -- display ----------------------------------------------------------------------
 
     def _summary(self) -> list[tuple[str, str]]:
-        counts = self.counts()
+        counts = self.counts
         lines = [
             ("task", self.plan.task if len(self.plan.task) <= 80 else self.plan.task[:77] + "..."),
             ("items", f"{self.tasks_table.num_rows} in {len(self.plan.chains)} reuse-key chains"),
@@ -384,7 +401,7 @@ class BatchResult:
         return "\n".join(f"{k.rjust(width)}: {v}" for k, v in lines)
 
     def __repr__(self) -> str:
-        counts = self.counts()
+        counts = self.counts
         parts = ", ".join(f"{s}={n}" for s, n in sorted(counts.items()))
         if self.dry_run:
             est = self.plan.estimated_cost_usd
