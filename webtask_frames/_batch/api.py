@@ -224,10 +224,18 @@ def run_batch(
     """Run one web task per grid item, concurrently, and collect the rows.
 
     ``grid`` is a dict of lists (cartesian product), a list of parameter dicts, or a
-    DataFrame (one item per row). ``reuse_key`` and ``start_url`` may be fixed strings,
-    format strings over the parameters (``"yc_{batch}"``) or callables of the parameters.
-    Items sharing a reuseKey run one at a time (the service serialises them); at most
-    ``max_concurrency`` (default: the client's, 10) run at once.
+    DataFrame (one item per row). NaN in any grid form is refused (``InvalidInputError``
+    naming the item): fill it, or use None (or ``pd.NA``) to send null. ``task`` is a
+    format string over the parameters (``"List the {industry} companies"``; write
+    ``{{`` / ``}}`` for literal braces), so each item may send its own text; the service
+    keys saved automations by reuseKey, so a text that varies within one key is fine.
+    ``reuse_key`` and ``start_url`` may be fixed strings, format strings over the
+    parameters (``"yc_{batch}"``) or callables of the parameters. A template naming a
+    parameter the grid lacks is refused before any request, naming ``task``,
+    ``reuse_key`` or ``start_url``. The ``_sandbox`` parameter (the sandbox's per-task
+    script) is sent but never becomes a column. Items sharing a reuseKey run one at a
+    time (the service serialises them); at most ``max_concurrency`` (default: the
+    client's, 10) run at once.
 
     Outcomes: ``workspace-rate-limited`` is resubmitted after a backoff (and lowers the
     concurrency for a while); ``internal-error`` is resubmitted up to
@@ -238,8 +246,14 @@ def run_batch(
     submission is recorded durably; re-running the same call re-attaches and never pays
     twice for a finished item. A submission whose fate is unknown (a crash or a dropped
     connection between POST and response) is reported as ambiguous and resubmitted only
-    with ``resubmit_ambiguous=True``. ``dry_run=True`` returns the plan and a cost
-    estimate without sending anything.
+    with ``resubmit_ambiguous=True``. ``dry_run=True`` sends nothing and returns the plan:
+    each item's chain (reuse key) and predicted start position in ``result.tasks``
+    (``order``), and a cost and time estimate from the ledger's history, or from the
+    per-model priors (``webtask_frames._batch.priors``) when there is none.
+    ``progress`` shows a bar: a widget in notebooks with ipywidgets, nothing in other
+    notebooks, text on stderr in a terminal. ``validate`` defaults to ``"flag"`` here
+    (invalid rows go to ``result.invalid``), unlike ``read_webtask``'s ``"raise"``: one
+    bad row should not throw away a paid sweep.
 
     Raises ``InvalidInputError`` (naming the field) before any request for bad input:
     every option ``read_webtask`` refuses is refused here too, with the same message.
