@@ -84,9 +84,9 @@ class BatchPlan:
     is its dict); every item's body and every result read uses it.
 
     A dry run fills in ``order`` (the predicted submission order of the items still to
-    run), ``estimated_cost_usd`` (AI cost of those items from the ledger's history; None
-    without history) and ``estimated_duration_s`` (the predicted makespan in seconds, None
-    without history).
+    run), ``estimated_cost_usd`` (AI cost of those items), ``estimated_duration_s`` (the
+    predicted makespan in seconds) and ``estimate_basis``: ``"history"`` (the ledger's
+    recorded runs) or ``"prior"`` (no history: the per-model priors of ``priors``).
     """
 
     task: str
@@ -96,6 +96,7 @@ class BatchPlan:
     order: list[int] = field(default_factory=list)
     estimated_cost_usd: float | None = None
     estimated_duration_s: float | None = None
+    estimate_basis: str | None = None
     schema: SchemaPlan | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
