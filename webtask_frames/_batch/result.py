@@ -35,6 +35,7 @@ from .priors import prior_for
 from .status import ItemStatus
 
 if TYPE_CHECKING:
+    import polars as pl
     from matplotlib.axes import Axes
 
 __all__ = [
@@ -172,6 +173,17 @@ def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> 
     return pa.table(columns)
 
 
+def _polars() -> Any:
+    try:
+        # Optional dependency: imported only when a polars frame is asked for.
+        import polars
+    except ImportError:
+        raise ImportError(
+            'BatchResult.to_polars() needs polars: pip install "webtask-frames[polars]"'
+        ) from None
+    return polars
+
+
 @dataclass
 class BatchResult:
     """The outcome of ``run_batch``: rows, one status row per item, cost and the plan.
@@ -226,6 +238,20 @@ class BatchResult:
     def tasks_arrow(self) -> pa.Table:
         """The per-item status table as a ``pyarrow.Table``."""
         return self.tasks_table
+
+    def to_polars(self) -> pl.DataFrame:
+        """All valid records as a ``polars.DataFrame``, built from the Arrow table without
+        copying where the types allow. Needs polars (``pip install
+        "webtask-frames[polars]"``).
+
+        Example:
+            >>> result.to_polars().group_by("batch").len()  # doctest: +SKIP
+        """
+        return _polars().from_arrow(self.to_arrow())  # type: ignore[no-any-return]
+
+    def tasks_polars(self) -> pl.DataFrame:
+        """The per-item status table (``tasks_arrow()``) as a ``polars.DataFrame``."""
+        return _polars().from_arrow(self.tasks_table)  # type: ignore[no-any-return]
 
     @property
     def records(self) -> pd.DataFrame:
