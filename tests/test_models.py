@@ -242,5 +242,6 @@ def test_result_url_is_a_file_result_when_result_is_absent() -> None:
     assert status.result.url == "https://f.example/r.json?sig=secret"
     assert status.result.size_bytes == -1 and status.result.web_task_id == "wt_1"
     assert "resultUrl" not in status.extra
+    assert "secret" not in json.dumps(status.to_wire())  # safe to store in a ledger
     both = parse_status(_completed(resultUrl="https://f.example/r.json"))
     assert isinstance(both, Completed) and isinstance(both.result, InlineResult)

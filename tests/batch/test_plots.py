@@ -7,7 +7,7 @@ from typing import Any
 
 import matplotlib
 import pytest
-from sandboxservice import MakeService
+from sandboxservice import service_factory
 
 from webtask_frames import BatchResult, run_batch
 
@@ -20,9 +20,10 @@ SCHEMA = {
 }
 
 
-@pytest.fixture
-def result(make_service: MakeService) -> BatchResult:
-    service = make_service(options={"duration_s": 4.0, "invalid_row_rate": 0.3, "rows": 10})
+@pytest.fixture(scope="module")
+def result() -> BatchResult:
+    """One sweep shared by the tests, which only read it."""
+    service = service_factory()(options={"duration_s": 4.0, "invalid_row_rate": 0.3, "rows": 10})
     grid = {"industry": ["ai", "bio"], "page": [1, 2, 3]}  # 6 items, 2 keys
     return run_batch(
         "List the {industry} companies, page {page}",

@@ -352,6 +352,8 @@ class TaskStatus:
             )
             if isinstance(file, dict) and isinstance(file.get("url"), str):
                 file["url"] = redact_url(file["url"])
+            if isinstance(body.get("resultUrl"), str):
+                body["resultUrl"] = redact_url(body["resultUrl"])
         return body
 
 
