@@ -51,6 +51,7 @@ from ._wire.models import (
     Started,
     TaskFailure,
     TaskStatus,
+    UnknownStatus,
 )
 from ._wire.policies import PollPolicy, RetryPolicy
 from ._wire.sync import Client
@@ -90,6 +91,7 @@ __all__ = [
     "TaskFailure",
     "TaskStatus",
     "TransportError",
+    "UnknownStatus",
     "WaitTimeoutError",
     "WebTaskError",
     "__version__",

@@ -147,7 +147,9 @@ def _with_columns(
     extra_columns: Mapping[str, Any] | None,
 ) -> pa.Table:
     if parameters:
-        table = add_constant_columns(table, dict(parameters))
+        table = add_constant_columns(
+            table, {k: v for k, v in parameters.items() if k != "_sandbox"}
+        )
     if extra_columns:
         table = add_constant_columns(table, dict(extra_columns), override=True)
     return add_constant_columns(table, {WEBTASK_ID_COLUMN: web_task_id}, override=True)

@@ -28,10 +28,43 @@ def test_list_of_dicts_is_taken_as_is() -> None:
 
 
 def test_dataframe_gives_one_item_per_row_with_python_values() -> None:
-    df = pd.DataFrame({"batch": ["S24", "W24"], "n": [1, 2], "x": [0.5, np.nan]})
+    df = pd.DataFrame({"batch": ["S24", "W24"], "n": [1, 2], "x": [0.5, None]}, dtype=object)
     rows = expand_grid(df)
     assert rows == [{"batch": "S24", "n": 1, "x": 0.5}, {"batch": "W24", "n": 2, "x": None}]
     assert type(rows[0]["n"]) is int
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        pd.DataFrame({"batch": ["S24", "W24"], "x": [0.5, np.nan]}),
+        pd.DataFrame({"batch": ["S24", "W24"], "x": [pd.Timestamp(0), pd.NaT]}),
+        {"x": [0.5, np.nan]},
+        {"x": np.array([0.5, np.nan])},
+        {"x": pd.Series([0.5, np.nan])},
+        [{"x": 0.5}, {"x": math.nan}],
+    ],
+)
+def test_nan_is_refused_in_every_grid_form(grid: object) -> None:
+    """A DataFrame, a dict and a list grid treat NaN alike: refused before any request,
+    never turned into null silently. None (or pandas' ``pd.NA``) is how to send null."""
+    with pytest.raises(InvalidInputError, match=r"grid item 1: parameters\['x'\] is") as info:
+        build_plan("T", grid)
+    assert info.value.field == "parameters"
+    assert "df.fillna" in info.value.message and "\n" not in info.value.message
+
+
+def test_none_is_sent_as_null_in_every_grid_form() -> None:
+    for grid in (
+        pd.DataFrame({"x": [0.5, None]}, dtype=object),
+        pd.DataFrame({"x": pd.array([0.5, None], dtype="Float64")}),  # pd.NA is null
+        {"x": [0.5, None]},
+        {"x": [0.5, pd.NA]},
+        [{"x": 0.5}, {"x": None}],
+        [{"x": 0.5}, {"x": pd.NA}],
+    ):
+        plan = build_plan("T", grid)
+        assert plan.items[1].body["parameters"] == {"x": None}
 
 
 def test_numpy_arrays_and_ranges_are_accepted_as_axes() -> None:
@@ -119,7 +152,7 @@ def test_bad_arguments_name_the_field(kwargs: dict[str, object], field: str) -> 
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, object(), {1, 2}])
+@pytest.mark.parametrize("value", [math.inf, object(), {1, 2}])
 def test_non_json_parameter_values_are_refused(value: object) -> None:
     with pytest.raises(InvalidInputError, match="grid item 1: parameters") as info:
         build_plan("T", [{"x": 1}, {"x": value}])
@@ -149,3 +182,32 @@ def test_identity_is_stable_and_order_sensitive() -> None:
     assert swapped.fingerprint != a.fingerprint
     assert build_plan("T2", {"x": [1, 2]}, reuse_key="k_{x}").fingerprint != a.fingerprint
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})
+
+
+def test_task_text_is_a_template_over_the_parameters() -> None:
+    plan = build_plan(
+        "List the {industry} companies of batch {batch}; answer as {{'name': ...}}",
+        {"industry": ["fintech", "ai"], "batch": ["S24"]},
+        reuse_key="yc_{industry}",
+    )
+    assert [item.body["task"] for item in plan.items] == [
+        "List the fintech companies of batch S24; answer as {'name': ...}",
+        "List the ai companies of batch S24; answer as {'name': ...}",
+    ]
+    assert plan.task.startswith("List the {industry}")  # the template, as given
+    literal = build_plan("Return {{}} when empty", {"a": [1]})
+    assert literal.items[0].body["task"] == "Return {} when empty"
+
+
+@pytest.mark.parametrize(
+    ("task", "match"),
+    [
+        ("List the {industy} companies", "names parameter 'industy'"),
+        ("Return {} when empty", "positional field"),
+        ("Return {x when empty", "not a valid format string"),
+    ],
+)
+def test_a_task_template_naming_an_unknown_parameter_fails_early(task: str, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match) as info:
+        build_plan(task, {"industry": ["ai"]})
+    assert info.value.field == "task"

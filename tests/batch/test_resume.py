@@ -174,7 +174,7 @@ def test_dry_run_needs_no_client_and_creates_nothing(
     grid = {"i": list(range(6)), "k": ["a", "b"]}
     plan = run_batch("T", grid, reuse_key="{k}", dry_run=True, ledger=ledger)
     assert plan.dry_run and not ledger.exists()
-    assert plan.plan.estimated_cost_usd is None  # no history to estimate from
+    assert plan.plan.estimate_basis == "prior"  # no history: the per-model prior
     assert sorted(plan.plan.order) == list(range(12))
     assert plan.plan.chains == {"a": list(range(0, 12, 2)), "b": list(range(1, 12, 2))}
     assert set(plan.tasks["status"]) == {"planned"}

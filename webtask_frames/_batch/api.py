@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .._options import BatchOptions, resolve_client
 from .._wire.client import AsyncClient
@@ -25,9 +26,10 @@ from .._wire.sync import Client
 from .engine import Runner
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
+from .priors import prior_for
 from .restore import history
 from .result import BatchResult, ItemReport, build_tasks_table
-from .scheduler import Scheduler
+from .scheduler import Estimator, Scheduler
 from .status import ItemStatus
 
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
@@ -35,7 +37,57 @@ __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 logger = logging.getLogger("webtask_frames")
 
 
+def _cold_items(plan: BatchPlan, to_run: list[int], warm: set[str]) -> set[int]:
+    """Items predicted to build their key's automation: each chain's first item still
+    to run (unless the ledger shows the key already has saved code); keyless items."""
+    seen: set[str] = set(warm)
+    cold: set[int] = set()
+    for index in to_run:
+        key = plan.items[index].reuse_key
+        if key is None or key not in seen:
+            cold.add(index)
+        if key is not None:
+            seen.add(key)
+    return cold
+
+
+def _plan_columns(
+    plan: BatchPlan, order: list[int], cold: set[int], costs: Estimator, durations: Estimator
+) -> dict[str, pa.Array]:
+    """The dry run's per-item columns: predicted start position, first run of its key,
+    and its estimated cost and duration (null for items already done)."""
+    position = {index: n for n, index in enumerate(order)}
+    rows: list[tuple[int | None, bool | None, float | None, float | None]] = []
+    for item in plan.items:
+        if item.index not in position:
+            rows.append((None, None, None, None))
+            continue
+        is_cold = item.index in cold
+        cost = costs.estimate(item.reuse_key, cold=is_cold)
+        span = durations.estimate(item.reuse_key, cold=is_cold)
+        rows.append(
+            (
+                position[item.index],
+                is_cold,
+                cost.mean if cost is not None else None,
+                span.mean if span is not None else None,
+            )
+        )
+    order_col, cold_col, cost_col, span_col = zip(*rows, strict=True)
+    return {
+        "order": pa.array(order_col, pa.int64()),
+        "cold": pa.array(cold_col, pa.bool_()),
+        "estimated_cost_usd": pa.array(cost_col, pa.float64()),
+        "estimated_duration_s": pa.array(span_col, pa.float64()),
+    }
+
+
 def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) -> BatchResult:
+    """The plan without sending anything: chains, predicted order, estimates.
+
+    Estimates come from the ledger's history when it has any; otherwise from the
+    per-model priors (``priors``), and the summary says so.
+    """
     ledger = Ledger.open_readonly(ledger_path, plan) if ledger_path is not None else None
     try:
         rows = ledger.attempts() if ledger is not None else []
@@ -43,6 +95,9 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
         if ledger is not None:
             ledger.close()
     durations, costs, warm = history(rows)
+    basis = "prior" if costs.empty and durations.empty else "history"
+    prior = prior_for(plan.model)
+    costs.prior, durations.prior = prior.cost_usd, prior.duration_s
     latest = {row.item: row for row in rows}
     reports, to_run = [], []
     for item in plan.items:
@@ -61,21 +116,23 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
         items=to_run,
     )
     order, makespan = sched.simulate()
-    known = not costs.empty
-    total = 0.0
-    for index in to_run:
-        est = costs.estimate(plan.items[index].reuse_key, cold=sched.is_cold(index))
-        total += est.mean if est is not None else 0.0
+    cold = _cold_items(plan, to_run, warm)
+    columns = _plan_columns(plan, order, cold, costs, durations)
+    total = pc.sum(columns["estimated_cost_usd"]).as_py() or 0.0
     plan = replace(
         plan,
         order=order,
-        estimated_cost_usd=total if known else None,
-        estimated_duration_s=makespan if not durations.empty else None,
+        estimated_cost_usd=float(total),
+        estimated_duration_s=makespan,
+        estimate_basis=basis,
     )
+    tasks = build_tasks_table(reports, plan.parameter_names)
+    for name, column in columns.items():
+        tasks = tasks.append_column(name, column)
     return BatchResult(
         plan=plan,
         records_table=pa.table({}),
-        tasks_table=build_tasks_table(reports, plan.parameter_names),
+        tasks_table=tasks,
         dry_run=True,
         ledger=ledger_path,
     )
@@ -224,10 +281,18 @@ def run_batch(
     """Run one web task per grid item, concurrently, and collect the rows.
 
     ``grid`` is a dict of lists (cartesian product), a list of parameter dicts, or a
-    DataFrame (one item per row). ``reuse_key`` and ``start_url`` may be fixed strings,
-    format strings over the parameters (``"yc_{batch}"``) or callables of the parameters.
-    Items sharing a reuseKey run one at a time (the service serialises them); at most
-    ``max_concurrency`` (default: the client's, 10) run at once.
+    DataFrame (one item per row). NaN in any grid form is refused (``InvalidInputError``
+    naming the item): fill it, or use None (or ``pd.NA``) to send null. ``task`` is a
+    format string over the parameters (``"List the {industry} companies"``; write
+    ``{{`` / ``}}`` for literal braces), so each item may send its own text; the service
+    keys saved automations by reuseKey, so a text that varies within one key is fine.
+    ``reuse_key`` and ``start_url`` may be fixed strings, format strings over the
+    parameters (``"yc_{batch}"``) or callables of the parameters. A template naming a
+    parameter the grid lacks is refused before any request, naming ``task``,
+    ``reuse_key`` or ``start_url``. The ``_sandbox`` parameter (the sandbox's per-task
+    script) is sent but never becomes a column. Items sharing a reuseKey run one at a
+    time (the service serialises them); at most ``max_concurrency`` (default: the
+    client's, 10) run at once.
 
     Outcomes: ``workspace-rate-limited`` is resubmitted after a backoff (and lowers the
     concurrency for a while); ``internal-error`` is resubmitted up to
@@ -238,8 +303,14 @@ def run_batch(
     submission is recorded durably; re-running the same call re-attaches and never pays
     twice for a finished item. A submission whose fate is unknown (a crash or a dropped
     connection between POST and response) is reported as ambiguous and resubmitted only
-    with ``resubmit_ambiguous=True``. ``dry_run=True`` returns the plan and a cost
-    estimate without sending anything.
+    with ``resubmit_ambiguous=True``. ``dry_run=True`` sends nothing and returns the plan:
+    each item's chain (reuse key) and predicted start position in ``result.tasks``
+    (``order``), and a cost and time estimate from the ledger's history, or from the
+    per-model priors (``webtask_frames._batch.priors``) when there is none.
+    ``progress`` shows a bar: a widget in notebooks with ipywidgets, nothing in other
+    notebooks, text on stderr in a terminal. ``validate`` defaults to ``"flag"`` here
+    (invalid rows go to ``result.invalid``), unlike ``read_webtask``'s ``"raise"``: one
+    bad row should not throw away a paid sweep.
 
     Raises ``InvalidInputError`` (naming the field) before any request for bad input:
     every option ``read_webtask`` refuses is refused here too, with the same message.

@@ -29,7 +29,6 @@ import random
 from typing import Any
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from .._exceptions import (
     AmbiguousSubmissionError,
@@ -49,6 +48,7 @@ from .budget import Budget
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
+from .progress import progress_bar
 from .restore import ItemState, fill_from_status, history, restore_all
 from .result import ItemReport, empty_records
 from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
@@ -254,14 +254,7 @@ class Runner:
 
     async def run(self) -> None:
         n_done = sum(1 for s in self.items if s.final)
-        self._bar = tqdm(
-            total=len(self.items),
-            initial=n_done,
-            disable=not self.opt.progress,
-            desc="web tasks",
-            unit="task",
-            leave=True,
-        )
+        self._bar = progress_bar(total=len(self.items), initial=n_done, enabled=self.opt.progress)
         try:
             self._resume_restored()
             await self._loop()

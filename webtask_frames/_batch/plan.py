@@ -2,10 +2,12 @@
 
 A *grid* becomes one parameter dict per item: a dict of lists is expanded as a cartesian
 product (in key order, last key fastest, like ``itertools.product``), a list of dicts is
-taken as is, and a DataFrame gives one item per row. ``reuse_key`` and ``start_url`` are
-fixed strings, format strings over the parameters (``"yc_{batch}"``) or callables of the
-parameter dict. Every item's start body is built here with ``build_start_body``, so a bad
-value fails with ``InvalidInputError`` naming the field before anything is sent.
+taken as is, and a DataFrame gives one item per row. The task text is a format string
+over the parameters (``"List the {industry} companies"``; ``{{``/``}}`` for literal
+braces); ``reuse_key`` and ``start_url`` are fixed strings, format strings over the
+parameters (``"yc_{batch}"``) or callables of the parameter dict. Every item's start
+body is built here with ``build_start_body``, so a bad value fails with
+``InvalidInputError`` naming the field before anything is sent.
 
 An item's identity is its grid index plus a stable hash of its parameters; the whole plan
 has a fingerprint (task, schema, model, and every item's body) that a ledger stores so a
@@ -31,6 +33,8 @@ __all__ = ["BatchPlan", "Item", "build_plan", "canonical_json", "expand_grid", "
 
 Template = str | Callable[[dict[str, Any]], Any] | None
 RESERVED_PARAMETERS = frozenset({"_item", "_webtask_id"})
+# The sandbox's scripting hook: sent with the item, never a column of any table.
+SANDBOX_PARAMETER = "_sandbox"
 
 
 def canonical_json(value: Any) -> str:
@@ -80,9 +84,9 @@ class BatchPlan:
     is its dict); every item's body and every result read uses it.
 
     A dry run fills in ``order`` (the predicted submission order of the items still to
-    run), ``estimated_cost_usd`` (AI cost of those items from the ledger's history; None
-    without history) and ``estimated_duration_s`` (the predicted makespan in seconds, None
-    without history).
+    run), ``estimated_cost_usd`` (AI cost of those items), ``estimated_duration_s`` (the
+    predicted makespan in seconds) and ``estimate_basis``: ``"history"`` (the ledger's
+    recorded runs) or ``"prior"`` (no history: the per-model priors of ``priors``).
     """
 
     task: str
@@ -92,6 +96,7 @@ class BatchPlan:
     order: list[int] = field(default_factory=list)
     estimated_cost_usd: float | None = None
     estimated_duration_s: float | None = None
+    estimate_basis: str | None = None
     schema: SchemaPlan | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,9 +118,13 @@ class BatchPlan:
 
     @property
     def parameter_names(self) -> list[str]:
+        """The grid's parameter names, in first-seen order: the parameter columns of the
+        records and tasks tables. ``_sandbox`` (the sandbox's per-task script, removed by
+        the sandbox before the task runs) is sent but never a column."""
         seen: dict[str, None] = {}
         for item in self.items:
             seen.update(dict.fromkeys(item.parameters))
+        seen.pop(SANDBOX_PARAMETER, None)
         return list(seen)
 
     def fingerprint_parts(self) -> dict[str, Any]:
@@ -143,8 +152,10 @@ class BatchPlan:
 
 
 def _plain(value: Any) -> Any:
-    """numpy / pandas scalars to Python values; pandas missing values to None."""
-    if value is None:
+    """numpy / pandas scalars to Python values; ``pd.NA`` (null in pandas' nullable
+    dtypes, which ``DataFrame.to_dict`` already turns into None) to None. NaN stays NaN,
+    for ``_refuse_missing`` to name."""
+    if value is None or type(value).__name__ == "NAType":
         return None
     item = getattr(value, "item", None)
     if callable(item) and type(value).__module__.startswith("numpy"):
@@ -152,11 +163,27 @@ def _plain(value: Any) -> Any:
             value = item()
         except (TypeError, ValueError):
             return value
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if type(value).__name__ in ("NAType", "NaTType"):
-        return None
     return value
+
+
+def _is_nan(value: Any) -> bool:
+    """NaN or ``NaT``: a float (or time) that is not a number, which JSON cannot carry."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ == "NaTType"
+
+
+def _refuse_missing(rows: list[dict[str, Any]]) -> None:
+    """Every grid form treats NaN alike: refused, never sent as null behind your back."""
+    for n, row in enumerate(rows):
+        for name, value in row.items():
+            if _is_nan(value):
+                raise InvalidInputError(
+                    f"grid item {n}: parameters[{name!r}] is {value!r} (a missing value), "
+                    "which JSON cannot carry; fill it (e.g. df.fillna(...)) or use None to "
+                    "send null",
+                    field="parameters",
+                )
 
 
 def _from_dataframe(grid: Any) -> list[dict[str, Any]]:
@@ -178,7 +205,7 @@ def _from_dict_of_lists(grid: Mapping[Any, Any]) -> list[dict[str, Any]]:
     for name in names:
         values = grid[name]
         if isinstance(values, list | tuple | range):
-            values = list(values)
+            values = [_plain(v) for v in values]
         elif hasattr(values, "tolist") and not isinstance(values, str | bytes):
             values = [_plain(v) for v in values.tolist()]
         else:
@@ -224,7 +251,7 @@ def expand_grid(grid: Any) -> list[dict[str, Any]]:
                     f"{type(row).__name__}",
                     field="grid",
                 )
-            rows.append(dict(row))
+            rows.append({k: _plain(v) for k, v in row.items()})
     else:
         raise InvalidInputError(
             f"grid: expected a dict of lists, a list of dicts or a DataFrame, got "
@@ -235,6 +262,7 @@ def expand_grid(grid: Any) -> list[dict[str, Any]]:
         raise InvalidInputError(
             "grid is empty: nothing to run; pass at least one item", field="grid"
         )
+    _refuse_missing(rows)
     for n, row in enumerate(rows):
         for name in row:
             if not isinstance(name, str) or not name:
@@ -335,18 +363,23 @@ def build_plan(
     """Validate everything and build each item's start body; raises ``InvalidInputError``.
 
     The outputSchema (dict, JSON file path, pydantic model or ``SchemaPlan``) is checked
-    and compiled once for all items.
+    and compiled once for all items. The task text, ``reuse_key`` and ``start_url`` are
+    format strings over each item's parameters (``{{`` and ``}}`` for literal braces); a
+    name the grid does not have is refused, naming the field, before anything is built.
 
     Example:
-        >>> plan = build_plan("Scrape", {"batch": ["S24", "W24"]}, reuse_key="yc_{batch}")
-        >>> [item.reuse_key for item in plan.items]
-        ['yc_S24', 'yc_W24']
+        >>> plan = build_plan("Scrape {batch}", {"batch": ["S24", "W24"]}, reuse_key="yc_{batch}")
+        >>> [(item.body["task"], item.reuse_key) for item in plan.items]
+        [('Scrape S24', 'yc_S24'), ('Scrape W24', 'yc_W24')]
     """
     schema = schema_plan(output_schema)
     rows = expand_grid(grid)
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
+    # The task text is a template too (a string only): "List the {industry} companies".
+    text: Template = task if isinstance(task, str) else None
+    check_template(text, "task", list(names))
     check_template(reuse_key, "reuse_key", list(names))
     check_template(start_url, "start_url", list(names))
     items: list[Item] = []
@@ -355,7 +388,7 @@ def build_plan(
         url = render(start_url, params, "start_url", index)
         try:
             body = build_start_body(
-                task,
+                render(text, params, "task", index) if text is not None else task,
                 start_url=url,
                 parameters=params,
                 output_schema=schema,

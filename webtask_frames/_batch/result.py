@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import pandas as pd
@@ -30,9 +30,22 @@ from .._tables.compiled import record_arrow_schema
 from .._tables.unify import table_to_pandas
 from .._version import __version__
 from .plan import BatchPlan
+from .plots import COST_COLUMNS, cost_chart, cost_rows, timeline
+from .priors import prior_for
 from .status import ItemStatus
 
-__all__ = ["TASK_COLUMNS", "BatchResult", "ItemReport", "build_tasks_table"]
+if TYPE_CHECKING:
+    import polars as pl
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "TASK_COLUMNS",
+    "BatchResult",
+    "ItemReport",
+    "StatusCounts",
+    "build_tasks_table",
+    "plan_lines",
+]
 
 _TS = pa.timestamp("ms", tz="UTC")
 TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -60,6 +73,20 @@ TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("skipped_reason", pa.string()),
 )
 _FIXED = {"_item", *(name for name, _ in TASK_COLUMNS)}
+
+
+class StatusCounts(dict[str, int]):
+    """Items by status (a ``dict``). Also callable, returning an equal plain dict, so
+    ``result.counts()`` from earlier versions keeps working beside ``result.counts``.
+
+    Example:
+        >>> counts = StatusCounts(succeeded=2)
+        >>> counts["succeeded"], counts() == counts
+        (2, True)
+    """
+
+    def __call__(self) -> dict[str, int]:
+        return dict(self)
 
 
 @dataclass
@@ -90,12 +117,28 @@ class ItemReport:
     n_records: int | None = None
     n_invalid: int | None = None
     skipped_reason: str | None = None
+    # ``cost.compute`` as sent when its unit could not be converted to hours (else None).
+    cost_compute_amount: float | None = None
+    cost_compute_unit: str | None = None
 
-    def add_cost(self, ai_usd: float | None, compute_hours: float | None) -> None:
+    def add_cost(
+        self,
+        ai_usd: float | None,
+        compute_hours: float | None,
+        *,
+        compute_amount: float | None = None,
+        compute_unit: str | None = None,
+    ) -> None:
+        """Add one attempt's cost. ``compute_amount``/``compute_unit``: the raw compute
+        figures of an attempt whose unit was not understood (kept, never dropped)."""
         if ai_usd is not None:
             self.cost_ai_usd = (self.cost_ai_usd or 0.0) + ai_usd
         if compute_hours is not None:
             self.cost_compute_hours = (self.cost_compute_hours or 0.0) + compute_hours
+        elif compute_amount is not None:
+            if self.cost_compute_unit in (None, compute_unit):
+                self.cost_compute_amount = (self.cost_compute_amount or 0.0) + compute_amount
+            self.cost_compute_unit = compute_unit
 
 
 def _column(values: list[Any]) -> pa.Array:
@@ -121,7 +164,24 @@ def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> 
         columns[parameter_column_name(name)] = _column([r.parameters.get(name) for r in reports])
     for name, dtype in TASK_COLUMNS:
         columns[name] = pa.array([getattr(r, name) for r in reports], dtype)
+    if any(r.cost_compute_amount is not None for r in reports):
+        # Only when some compute came in a unit we could not convert: the raw figures.
+        columns["cost_compute_amount"] = pa.array(
+            [r.cost_compute_amount for r in reports], pa.float64()
+        )
+        columns["cost_compute_unit"] = pa.array([r.cost_compute_unit for r in reports], pa.string())
     return pa.table(columns)
+
+
+def _polars() -> Any:
+    try:
+        # Optional dependency: imported only when a polars frame is asked for.
+        import polars
+    except ImportError:
+        raise ImportError(
+            'BatchResult.to_polars() needs polars: pip install "webtask-frames[polars]"'
+        ) from None
+    return polars
 
 
 @dataclass
@@ -179,6 +239,20 @@ class BatchResult:
         """The per-item status table as a ``pyarrow.Table``."""
         return self.tasks_table
 
+    def to_polars(self) -> pl.DataFrame:
+        """All valid records as a ``polars.DataFrame``, built from the Arrow table without
+        copying where the types allow. Needs polars (``pip install
+        "webtask-frames[polars]"``).
+
+        Example:
+            >>> result.to_polars().group_by("batch").len()  # doctest: +SKIP
+        """
+        return _polars().from_arrow(self.to_arrow())  # type: ignore[no-any-return]
+
+    def tasks_polars(self) -> pl.DataFrame:
+        """The per-item status table (``tasks_arrow()``) as a ``polars.DataFrame``."""
+        return _polars().from_arrow(self.tasks_table)  # type: ignore[no-any-return]
+
     @property
     def records(self) -> pd.DataFrame:
         """All valid records (pyarrow dtypes), with parameters, ``_webtask_id``, ``_item``."""
@@ -191,8 +265,57 @@ class BatchResult:
 
     @property
     def tasks(self) -> pd.DataFrame:
-        """One row per grid item, in grid order (pyarrow dtypes)."""
-        return table_to_pandas(self.tasks_table)
+        """One row per grid item, in grid order (pyarrow dtypes).
+
+        For a dry run, the plan: ``_item``, the parameters, ``webtask_id`` (only when the
+        ledger shows items already done), ``status``, ``reuse_key`` (the item's chain),
+        ``order`` (predicted start position, 0 first; null when already done), ``cold``
+        (the key's first run, which builds its automation) and ``estimated_cost_usd`` /
+        ``estimated_duration_s``.
+        """
+        table = self.tasks_table
+        if self.dry_run and "order" in table.column_names:
+            shown = [
+                c
+                for c in table.column_names
+                if c not in _RUN_ONLY
+                and not (c == "webtask_id" and table[c].null_count == table.num_rows)
+            ]
+            table = table.select(shown)
+        return table_to_pandas(table)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """A timeline of the runs: one bar per task from start to completion (real
+        seconds, the service's timestamps), one row per reuse key, first runs and reuse
+        runs in two colours. Needs matplotlib (``pip install "webtask-frames[plot]"``).
+        Draws on ``ax`` when given; returns the matplotlib Axes.
+
+        Example:
+            >>> result.plot()  # doctest: +SKIP
+        """
+        return timeline(self.tasks_table, ax)
+
+    def plot_costs(self, ax: Axes | None = None) -> Axes:
+        """A bar chart of AI cost per reuse key: its first runs beside its reuse runs
+        (the figures of ``cost_by_key()``). Needs matplotlib; returns the Axes.
+
+        Example:
+            >>> result.plot_costs()  # doctest: +SKIP
+        """
+        return cost_chart(self.tasks_table, ax)
+
+    def cost_by_key(self) -> pd.DataFrame:
+        """AI cost per reuse key, first runs (which build the automation) against reuse
+        runs (which replay it): ``reuse_key``, ``first_runs``, ``first_run_usd``,
+        ``reuse_runs``, ``reuse_usd``, ``total_usd``; one row per key, in first-seen
+        order. Items never run are left out.
+
+        Example:
+            >>> result.cost_by_key()  # doctest: +SKIP
+              reuse_key  first_runs  first_run_usd  reuse_runs  reuse_usd  total_usd
+            0   yc_ai           1           0.31           3       0.24       0.55
+        """
+        return pd.DataFrame(cost_rows(self.tasks_table), columns=list(COST_COLUMNS))
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -305,9 +428,12 @@ class BatchResult:
         total = pc.sum(self.tasks_table["cost_ai_usd"]).as_py()
         return float(total or 0.0)
 
-    def counts(self) -> dict[str, int]:
-        """Items by status."""
-        out: dict[str, int] = {}
+    @property
+    def counts(self) -> StatusCounts:
+        """Items by status, e.g. ``{"succeeded": 11, "failed": 1}``: a property like every
+        other figure (``cost_usd``, ``n_records``). Calling it, ``counts()``, the spelling
+        of earlier versions, still works and gives the same dict."""
+        out = StatusCounts()
         for status in self.tasks_table["status"].to_pylist():
             out[status] = out.get(status, 0) + 1
         return out
@@ -322,28 +448,25 @@ class BatchResult:
         """True when every item succeeded."""
         return (
             not self.dry_run
-            and self.counts().get(ItemStatus.SUCCEEDED, 0) == self.tasks_table.num_rows
+            and self.counts.get(ItemStatus.SUCCEEDED, 0) == self.tasks_table.num_rows
         )
 
     # -- display ----------------------------------------------------------------------
 
     def _summary(self) -> list[tuple[str, str]]:
-        counts = self.counts()
+        counts = self.counts
         lines = [
             ("task", self.plan.task if len(self.plan.task) <= 80 else self.plan.task[:77] + "..."),
             ("items", f"{self.tasks_table.num_rows} in {len(self.plan.chains)} reuse-key chains"),
             ("status", ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))),
         ]
         if self.dry_run:
-            est = self.plan.estimated_cost_usd
-            lines.append(
-                ("estimated cost", "unknown (no history)" if est is None else f"${est:.2f}")
-            )
-            span = self.plan.estimated_duration_s
-            if span is not None:
-                lines.append(("estimated time", f"{span:.0f}s at full concurrency"))
+            lines += plan_lines(self.plan)
         else:
             lines.append(("records", str(self.n_records)))
+            n_invalid = self.records_table.num_rows - self.n_records
+            if n_invalid:
+                lines.append(("invalid rows", f"{n_invalid}: see result.invalid"))
             lines.append(("cost", f"${self.cost_usd:.2f}"))
             lines.append(("elapsed", f"{self.elapsed_s:.1f}s"))
         if self.stopped_reason:
@@ -362,7 +485,7 @@ class BatchResult:
         return "\n".join(f"{k.rjust(width)}: {v}" for k, v in lines)
 
     def __repr__(self) -> str:
-        counts = self.counts()
+        counts = self.counts
         parts = ", ".join(f"{s}={n}" for s, n in sorted(counts.items()))
         if self.dry_run:
             est = self.plan.estimated_cost_usd
@@ -382,15 +505,54 @@ class BatchResult:
             f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
             for k, v in self._summary()
         )
-        failed = ""
-        if not self.dry_run:
+        parts = [f"<div><b>BatchResult</b><table>{rows}</table>"]
+        if self.dry_run:
+            plan = self.tasks.sort_values("order", na_position="last")
+            cols = ["order", "_item", "reuse_key", "cold", "estimated_cost_usd"]
+            parts.append("<p>Plan, in predicted order (first 20):</p>")
+            parts.append(plan[cols].head(20).to_html(index=False))
+        else:
+            costs = self.cost_by_key()
+            if len(costs):
+                parts.append("<p>Cost per reuse key (first run vs reuse):</p>")
+                parts.append(costs.head(20).to_html(index=False, float_format="{:.4f}".format))
             bad = self.failed
             if len(bad):
                 cols = [c for c in ("_item", "status", "error_code", "skipped_reason") if c in bad]
-                failed = "<p>Not succeeded (first 10):</p>" + bad[cols].head(10).to_html(
-                    index=False
-                )
-        return f"<div><b>BatchResult</b><table>{rows}</table>{failed}</div>"
+                parts.append("<p>Not succeeded (first 10):</p>")
+                parts.append(bad[cols].head(10).to_html(index=False))
+        return "".join(parts) + "</div>"
+
+
+# Columns a dry run has nothing to say about: hidden from its ``tasks`` view.
+_RUN_ONLY = frozenset(
+    name for name, _ in TASK_COLUMNS if name not in ("webtask_id", "status", "reuse_key")
+)
+
+
+def plan_lines(plan: BatchPlan) -> list[tuple[str, str]]:
+    """A dry run's summary lines: chains, predicted order, estimates and their basis."""
+    chains = list(plan.chains.items())
+    shown = ", ".join(f"{k if k is not None else '(no key)'}: {len(v)}" for k, v in chains[:6])
+    lines = [("chains", shown + (f", ... ({len(chains)} in all)" if len(chains) > 6 else ""))]
+    if plan.order:
+        first = ", ".join(str(i) for i in plan.order[:12])
+        more = f", ... ({len(plan.order)} to run)" if len(plan.order) > 12 else ""
+        lines.append(("order", f"items {first}{more}; see result.tasks['order']"))
+    else:
+        lines.append(("order", "nothing left to run"))
+    basis = (
+        prior_for(plan.model).describe()
+        if plan.estimate_basis == "prior"
+        else "from the ledger's history"
+    )
+    est = plan.estimated_cost_usd
+    lines.append(("estimated cost", "unknown" if est is None else f"${est:.2f} ({basis})"))
+    span = plan.estimated_duration_s
+    if span is not None:
+        note = " (prior)" if plan.estimate_basis == "prior" else ""
+        lines.append(("estimated time", f"{span:.0f}s at full concurrency{note}"))
+    return lines
 
 
 def empty_records(plan: BatchPlan) -> pa.Table:

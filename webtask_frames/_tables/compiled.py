@@ -10,6 +10,8 @@ item or per result.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -44,42 +46,94 @@ def check_jsonable(field_name: str, value: Any) -> None:
         ) from None
 
 
-def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
-    """A JSON Schema dict from a dict, a JSON file path, or a pydantic model (class or instance).
+def _schema_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(
+            f"output_schema: cannot read {str(path)!r} ({exc.strerror}); pass a dict, a "
+            "pydantic model or the path of a JSON file",
+            field="output_schema",
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"output_schema: {str(path)!r} is not JSON (line {exc.lineno}: {exc.msg})",
+            field="output_schema",
+        ) from exc
 
-    The schema is checked against the draft 2020-12 metaschema; a bad schema raises
-    ``InvalidInputError`` with the JSON path of the problem, before any request.
+
+def _is_type_expression(value: Any) -> bool:
+    """``list[Company]``, ``Optional[Company]``, ``Company | None``, ``Annotated[...]``..."""
+    return isinstance(value, types.UnionType) or typing.get_origin(value) is not None
+
+
+def _from_type_expression(alias: Any) -> Any:
+    """The JSON Schema pydantic generates for a type expression such as ``list[Company]``."""
+    try:
+        # pydantic is optional: only a type expression needs it, so it is imported here.
+        import pydantic
+    except ImportError:
+        raise InvalidInputError(
+            f"output_schema: {alias!r} is a type expression; turning it into JSON Schema "
+            "needs pydantic (pip install pydantic), or pass a JSON Schema dict",
+            field="output_schema",
+        ) from None
+    return _call_schema_maker(lambda: pydantic.TypeAdapter(alias).json_schema(), alias)
+
+
+def _call_schema_maker(maker: Any, source: Any) -> Any:
+    try:
+        return maker()
+    except Exception as exc:  # pydantic's schema-generation errors have no common base
+        raise InvalidInputError(
+            f"output_schema: cannot generate a JSON Schema from {source!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            field="output_schema",
+        ) from None
+
+
+def _to_schema(output_schema: Any) -> Any:
+    """The schema object behind any accepted form of ``output_schema`` (unchecked)."""
+    if isinstance(output_schema, str | Path):
+        return _schema_file(Path(output_schema))
+    if isinstance(output_schema, Mapping):
+        return output_schema
+    # Duck-typed pydantic support, without importing pydantic: a model class or instance
+    # (``model_json_schema``), or a ``TypeAdapter`` (``json_schema``).
+    maker = getattr(output_schema, "model_json_schema", None)
+    if maker is None and not isinstance(output_schema, type):
+        maker = getattr(output_schema, "json_schema", None)
+    if callable(maker):
+        return _call_schema_maker(maker, output_schema)
+    if _is_type_expression(output_schema):
+        return _from_type_expression(output_schema)
+    return None
+
+
+def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
+    """A JSON Schema dict from a dict, a JSON file path, a pydantic model (class or
+    instance), a pydantic ``TypeAdapter``, or a type expression such as ``list[Company]``
+    (through ``pydantic.TypeAdapter``, so pydantic must be installed for those).
+
+    A list type describes what a task returns as a JSON array: one row per element.
+    ``$defs`` and ``$ref`` are kept as generated. The schema is checked against the
+    draft 2020-12 metaschema; a bad schema raises ``InvalidInputError`` with the JSON path
+    of the problem, before any request.
 
     Example:
         >>> coerce_output_schema({"type": "object"})
         {'type': 'object'}
+        >>> coerce_output_schema(list[int])
+        {'items': {'type': 'integer'}, 'type': 'array'}
     """
     if output_schema is None:
         return None
-    schema: Any = output_schema
-    if isinstance(output_schema, str | Path):
-        path = Path(output_schema)
-        try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InvalidInputError(
-                f"output_schema: cannot read {str(path)!r} ({exc.strerror}); pass a dict, a "
-                "pydantic model or the path of a JSON file",
-                field="output_schema",
-            ) from exc
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(
-                f"output_schema: {str(path)!r} is not JSON (line {exc.lineno}: {exc.msg})",
-                field="output_schema",
-            ) from exc
-    elif hasattr(output_schema, "model_json_schema"):
-        # Duck-typed pydantic support: a model class or instance, without importing pydantic.
-        maker = output_schema.model_json_schema
-        schema = maker() if callable(maker) else None
+    schema = _to_schema(output_schema)
     if not isinstance(schema, Mapping):
         raise InvalidInputError(
-            f"output_schema: expected a JSON Schema object (dict), a pydantic model or a JSON "
-            f"file path, got {type(output_schema).__name__}",
+            f"output_schema: expected a JSON Schema object (dict), a pydantic model, a "
+            f"TypeAdapter, a type such as list[Model], or a JSON file path, got "
+            f"{type(output_schema).__name__}",
             field="output_schema",
         )
     checked: dict[str, Any] = dict(schema)

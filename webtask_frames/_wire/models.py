@@ -11,14 +11,21 @@
 
 Parsing is lenient the way a long-lived client must be: unknown fields are kept in
 ``extra``, optional blocks may be missing, ``cost.aiUsd`` and ``cost.compute`` are both
-read, and timestamps become timezone-aware datetimes. Only a missing or unknown ``status``
-is an error, since nothing sensible can be done with it.
+read (compute in any common time unit, converted to hours), and timestamps become
+timezone-aware datetimes. Informational values that do not parse (a timestamp, a
+non-numeric or negative ``aiUsd``, a compute unit we do not know) become None with their
+raw value kept in ``extra``: a billed, completed task never fails on them. A ``status``
+this version does not know is parsed as ``UnknownStatus`` (not terminal, with a
+``RuntimeWarning``), so polling goes on under the usual deadline. Only a body that is not
+an object, or lacks ``status`` or ``webTaskId``, is a ``ProtocolError``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,16 +45,19 @@ __all__ = [
     "Started",
     "TaskFailure",
     "TaskStatus",
+    "UnknownStatus",
     "parse_status",
 ]
 
-_COMPUTE_UNIT_TO_HOURS = {
-    "hours": 1.0,
-    "hour": 1.0,
-    "h": 1.0,
-    "minutes": 1 / 60,
-    "seconds": 1 / 3600,
+_HOURS_PER = {
+    ("hours", "hour", "hrs", "hr", "h"): 1.0,
+    ("minutes", "minute", "mins", "min"): 1 / 60,
+    ("seconds", "second", "secs", "sec", "s"): 1 / 3600,
+    ("milliseconds", "millisecond", "millis", "msec", "ms"): 1 / 3_600_000,
+    ("days", "day", "d"): 24.0,
 }
+# A compute unit (lower case) -> hours per unit.
+COMPUTE_UNIT_TO_HOURS = {unit: factor for units, factor in _HOURS_PER.items() for unit in units}
 
 
 def parse_timestamp_strict(value: Any) -> datetime | None:
@@ -81,40 +91,105 @@ def _lenient_timestamp(value: Any) -> datetime | None:
         return None
 
 
+def _timestamps(
+    raw: Mapping[str, Any], names: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(parsed, unparsed)``: each named timestamp of ``raw`` parsed leniently; the raw
+    value of every one that did not parse, under its wire name (for ``extra``)."""
+    parsed: dict[str, Any] = {}
+    bad: dict[str, Any] = {}
+    for name in names:
+        value = raw.get(name)
+        parsed[name] = _lenient_timestamp(value)
+        if parsed[name] is None and value is not None:
+            bad[name] = value
+    return parsed, bad
+
+
 def _float_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _ai_usd(raw: Mapping[str, Any]) -> float | None:
+    """``cost.aiUsd`` when it is a finite, non-negative number; otherwise None (unknown),
+    with a warning when a value was there but unusable."""
+    value = raw.get("aiUsd")
+    amount = _float_or_none(value)
+    if amount is not None and math.isfinite(amount) and amount >= 0:
+        return amount
+    if value is not None:
+        _warn(f"cost.aiUsd {value!r} is not a finite non-negative number; the cost is unknown")
+    return None
+
+
+def _compute(compute: Any) -> tuple[float | None, float | None, str | None, bool]:
+    """``(hours, raw amount, raw unit, understood)`` of a ``cost.compute`` value."""
+    if isinstance(compute, Mapping):
+        amount = _float_or_none(compute.get("amount"))
+        unit = compute.get("unit", "hours")
+        unit_text = unit if isinstance(unit, str) else None
+        factor = COMPUTE_UNIT_TO_HOURS.get(unit_text.strip().lower()) if unit_text else None
+        if factor is None:
+            _warn(
+                f"cost.compute has unit {unit!r}, which this version does not know; "
+                "compute_hours is None and the raw amount and unit are kept"
+            )
+            return None, amount, str(unit), False
+        hours = amount * factor if amount is not None else None
+        return hours, amount, unit_text, True
+    if (as_number := _float_or_none(compute)) is not None:
+        return as_number, as_number, "hours", True
+    return None, None, None, compute is None
+
+
 @dataclass(frozen=True, slots=True)
 class Cost:
     """What a completed task cost: AI spend in USD and compute in hours.
 
+    ``compute`` in minutes, seconds, milliseconds or days is converted to hours;
+    ``compute_amount`` / ``compute_unit`` keep the value as sent. A unit this version
+    does not know leaves ``compute_hours`` None (with a ``RuntimeWarning``), never
+    dropping the raw figures. An ``aiUsd`` that is not a finite non-negative number is
+    None (unknown) and its raw value stays in ``extra["aiUsd"]``.
+
     Example:
         >>> Cost.from_wire({"aiUsd": 0.42, "compute": {"unit": "hours", "amount": 0.02}})
         Cost(ai_usd=0.42, compute_hours=0.02)
+        >>> Cost.from_wire({"compute": {"unit": "minutes", "amount": 3}}).compute_hours
+        0.05
     """
 
     ai_usd: float | None = None
     compute_hours: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    compute_amount: float | None = field(default=None, repr=False)
+    compute_unit: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_wire(cls, raw: Any) -> Cost:
         if not isinstance(raw, Mapping):
             return cls()
         compute = raw.get("compute")
-        hours = None
-        if isinstance(compute, Mapping):
-            amount = _float_or_none(compute.get("amount"))
-            factor = _COMPUTE_UNIT_TO_HOURS.get(str(compute.get("unit", "hours")).lower())
-            if amount is not None and factor is not None:
-                hours = amount * factor
-        elif (as_number := _float_or_none(compute)) is not None:
-            hours = as_number
+        hours, amount, unit, understood = _compute(compute)
+        ai_usd = _ai_usd(raw)
         extra = {k: v for k, v in raw.items() if k not in ("aiUsd", "compute")}
-        return cls(ai_usd=_float_or_none(raw.get("aiUsd")), compute_hours=hours, extra=extra)
+        if ai_usd is None and raw.get("aiUsd") is not None:
+            extra["aiUsd"] = raw["aiUsd"]
+        if not understood:
+            extra["compute"] = compute
+        return cls(
+            ai_usd=ai_usd,
+            compute_hours=hours,
+            extra=extra,
+            compute_amount=amount,
+            compute_unit=unit,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +215,15 @@ class Reuse:
             return None
         known = ("key", "used", "created", "updated", "revision_id", "revision_timestamp")
         created = raw.get("created")
+        stamps, unparsed = _timestamps(raw, ("revision_timestamp",))
         return cls(
             key=raw["key"],
             used=bool(raw.get("used", False)),
             created=bool(created) if created is not None else None,
             updated=bool(raw.get("updated", False)),
             revision_id=raw.get("revision_id"),
-            revision_timestamp=_lenient_timestamp(raw.get("revision_timestamp")),
-            extra={k: v for k, v in raw.items() if k not in known},
+            revision_timestamp=stamps["revision_timestamp"],
+            extra={k: v for k, v in raw.items() if k not in known} | unparsed,
         )
 
 
@@ -204,7 +280,19 @@ class FileResult:
         return (now or datetime.now(UTC)) >= self.expires_at
 
 
-def _parse_result(raw: Any, web_task_id: str) -> InlineResult | FileResult | None:
+def _parse_result(
+    raw: Any, web_task_id: str, result_url: Any = None
+) -> InlineResult | FileResult | None:
+    if raw is None and isinstance(result_url, str) and result_url:
+        # ``resultUrl`` (named by the OpenAPI description) without a ``result`` block: a
+        # file result whose type and size were not advertised (the reader sniffs it).
+        return FileResult(
+            url=result_url,
+            content_type="application/octet-stream",
+            size_bytes=-1,
+            expires_at=None,
+            web_task_id=web_task_id,
+        )
     if not isinstance(raw, Mapping):
         return None
     kind = raw.get("type")
@@ -214,14 +302,15 @@ def _parse_result(raw: Any, web_task_id: str) -> InlineResult | FileResult | Non
             raise ProtocolError("file result without a file.url")
         size = f.get("sizeBytes")
         known = ("url", "contentType", "sizeBytes", "expiresAt", "preview")
+        stamps, unparsed = _timestamps(f, ("expiresAt",))
         return FileResult(
             url=f["url"],
             content_type=str(f.get("contentType") or "application/octet-stream"),
             size_bytes=int(size) if isinstance(size, int) and not isinstance(size, bool) else -1,
-            expires_at=_lenient_timestamp(f.get("expiresAt")),
+            expires_at=stamps["expiresAt"],
             preview=f.get("preview", raw.get("preview")),
             web_task_id=web_task_id,
-            extra={k: v for k, v in f.items() if k not in known},
+            extra={k: v for k, v in f.items() if k not in known} | unparsed,
         )
     return InlineResult(data=raw.get("data"))
 
@@ -263,6 +352,8 @@ class TaskStatus:
             )
             if isinstance(file, dict) and isinstance(file.get("url"), str):
                 file["url"] = redact_url(file["url"])
+            if isinstance(body.get("resultUrl"), str):
+                body["resultUrl"] = redact_url(body["resultUrl"])
         return body
 
 
@@ -345,6 +436,23 @@ class Canceled(TaskStatus):
     completed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownStatus(TaskStatus):
+    """A ``status`` value this version does not know (the API grew a state).
+
+    Never terminal, so ``wait`` and the batch runner keep polling under their usual
+    deadline; the raw body is in ``raw``. Parsing one emits a ``RuntimeWarning``.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     s = parse_status({"webTaskId": "wt_1", "status": "paused"})
+        >>> (type(s).__name__, s.status, s.terminal)
+        ('UnknownStatus', 'paused', False)
+    """
+
+
 _COMMON = ("webTaskId", "status", "createdAt")
 _KNOWN = {
     "pending": _COMMON,
@@ -352,62 +460,75 @@ _KNOWN = {
     "completed": (
         *_COMMON,
         *("outcome", "startedAt", "completedAt", "reuse", "cost", "result", "error"),
+        "resultUrl",
     ),
     "canceled": (*_COMMON, "startedAt", "completedAt"),
 }
 
 
+def _failure(error: Any) -> TaskFailure | None:
+    if not isinstance(error, Mapping):
+        return None
+    return TaskFailure(
+        code=str(error.get("code", "unknown")),
+        message=str(error.get("message", "")),
+        details=error.get("details"),
+    )
+
+
 def parse_status(payload: Any) -> TaskStatus:
     """Parse a result-endpoint body into a ``TaskStatus`` subclass.
 
-    Raises ``ProtocolError`` when the body is not an object or its status is unknown.
+    Raises ``ProtocolError`` when the body is not an object or lacks a string ``status``
+    or ``webTaskId``. A status value this version does not know gives ``UnknownStatus``
+    (not terminal) and a ``RuntimeWarning``; timestamps that do not parse become None,
+    their raw text kept in ``extra``.
     """
     if not isinstance(payload, Mapping):
         raise ProtocolError(f"result body is not a JSON object: {type(payload).__name__}")
     status = payload.get("status")
     web_task_id = payload.get("webTaskId")
-    if status not in _KNOWN or not isinstance(web_task_id, str):
+    if not isinstance(status, str) or not status or not isinstance(web_task_id, str):
         raise ProtocolError(
-            f"result body has status {status!r} and webTaskId {web_task_id!r}; expected one "
-            "of pending, started, completed, canceled. Upgrade webtask-frames if the API grew.",
+            f"result body has status {status!r} and webTaskId {web_task_id!r}; expected a "
+            "status (pending, started, completed, canceled) and a webTaskId",
             web_task_id=web_task_id if isinstance(web_task_id, str) else None,
         )
+    known = _KNOWN.get(status, _COMMON)
+    stamps, unparsed = _timestamps(payload, ("createdAt", "startedAt", "completedAt"))
     common: dict[str, Any] = {
         "web_task_id": web_task_id,
         "status": status,
-        "created_at": parse_timestamp_strict(payload.get("createdAt")),
-        "extra": {k: v for k, v in payload.items() if k not in _KNOWN[status]},
+        "created_at": stamps["createdAt"],
+        "extra": {k: v for k, v in payload.items() if k not in known} | unparsed,
         "raw": payload,
     }
+    if status not in _KNOWN:
+        _warn(
+            f"web task {web_task_id} has status {status!r}, which this version does not "
+            "know; treating it as still running (upgrade webtask-frames if the API grew)"
+        )
+        return UnknownStatus(**common)
     if status == "pending":
         return Pending(**common)
     if status == "started":
-        return Started(**common, started_at=parse_timestamp_strict(payload.get("startedAt")))
+        return Started(**common, started_at=stamps["startedAt"])
     if status == "canceled":
         return Canceled(
-            **common,
-            started_at=parse_timestamp_strict(payload.get("startedAt")),
-            completed_at=parse_timestamp_strict(payload.get("completedAt")),
+            **common, started_at=stamps["startedAt"], completed_at=stamps["completedAt"]
         )
-    error = payload.get("error")
-    failure = None
-    if isinstance(error, Mapping):
-        failure = TaskFailure(
-            code=str(error.get("code", "unknown")),
-            message=str(error.get("message", "")),
-            details=error.get("details"),
-        )
+    failure = _failure(payload.get("error"))
     outcome = payload.get("outcome")
     if outcome not in ("success", "failed"):
         outcome = "failed" if failure is not None else "success"
     return Completed(
         **common,
         outcome=outcome,
-        started_at=parse_timestamp_strict(payload.get("startedAt")),
-        completed_at=parse_timestamp_strict(payload.get("completedAt")),
+        started_at=stamps["startedAt"],
+        completed_at=stamps["completedAt"],
         reuse=Reuse.from_wire(payload.get("reuse")),
         cost=Cost.from_wire(payload.get("cost")),
-        result=_parse_result(payload.get("result"), web_task_id),
+        result=_parse_result(payload.get("result"), web_task_id, payload.get("resultUrl")),
         error=failure,
     )
 
@@ -420,7 +541,11 @@ def status_summary(status: TaskStatus) -> dict[str, Any]:
             continue
         out[f.name] = getattr(status, f.name)
     if isinstance(status, Completed):
-        out["cost"] = {"ai_usd": status.cost.ai_usd, "compute_hours": status.cost.compute_hours}
+        cost = status.cost
+        out["cost"] = {"ai_usd": cost.ai_usd, "compute_hours": cost.compute_hours}
+        if cost.compute_hours is None and cost.compute_amount is not None:
+            # A unit we could not convert: keep the figures as sent, never drop them.
+            out["cost"].update(compute_amount=cost.compute_amount, compute_unit=cost.compute_unit)
         out["reuse"] = (
             {
                 "key": status.reuse.key,
