@@ -187,8 +187,11 @@ def test_reuse_block_semantics() -> None:
     assert after["reuse"]["revision_id"] == changed["webTaskId"]
     assert after["reuse"]["updated"] is False
 
+    # The key names the automation: another wording of the task reuses it unchanged.
     new_text = run(task="T but different", output_schema=schema_b, schema_fp=fp_b)
-    assert new_text["reuse"]["updated"] is True
+    assert new_text["reuse"]["used"] is True
+    assert new_text["reuse"]["updated"] is False
+    assert new_text["reuse"]["revision_id"] == changed["webTaskId"]
 
 
 def _fail(code: str = "internal-error") -> Any:

@@ -107,13 +107,19 @@ def timeline(tasks: pa.Table, ax: Axes | None = None) -> Axes:
     ax.set_xlabel("seconds since the first run started")
     ax.set_ylabel("reuse key")
     ax.set_title(f"{len(runs)} runs over {len(keys)} reuse keys")
-    ax.legend(loc="lower right")
+    # Beside the plot, not on it: no bar is ever hidden behind the legend.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
+def _mean(total: float, runs: int) -> float:
+    return total / runs if runs else 0.0
+
+
 def cost_chart(tasks: pa.Table, ax: Axes | None = None) -> Axes:
-    """Per reuse key, two bars: the AI cost of its first runs and of its reuse runs
-    (USD). Returns the Axes."""
+    """Per reuse key, two bars: the mean AI cost (USD) of one first run and of one reuse
+    run, so the saving reuse brings is read off directly (totals depend on how many runs
+    a key had; ``cost_rows`` has them). Returns the Axes."""
     rows = cost_rows(tasks)
     keys = [str(row[0]) if row[0] is not None else NO_KEY for row in rows]
     ax = _axes(ax, len(keys), horizontal=False)
@@ -124,20 +130,20 @@ def cost_chart(tasks: pa.Table, ax: Axes | None = None) -> Axes:
     width = 0.4
     ax.bar(
         [p - width / 2 for p in positions],
-        [row[2] for row in rows],
+        [_mean(row[2], row[1]) for row in rows],
         width,
         color=FIRST_RUN_COLOR,
-        label="first runs",
+        label="first run",
     )
     ax.bar(
         [p + width / 2 for p in positions],
-        [row[4] for row in rows],
+        [_mean(row[4], row[3]) for row in rows],
         width,
         color=REUSE_COLOR,
-        label="reuse runs",
+        label="reuse run",
     )
     ax.set_xticks(positions, labels=keys, rotation=30 if len(keys) > 6 else 0)
-    ax.set_ylabel("AI cost (USD)")
-    ax.set_title("Cost per reuse key: first run vs reuse")
-    ax.legend()
+    ax.set_ylabel("AI cost per run (USD)")
+    ax.set_title("Cost per run and reuse key: first run vs reuse")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax

@@ -296,8 +296,9 @@ class BatchResult:
         return timeline(self.tasks_table, ax)
 
     def plot_costs(self, ax: Axes | None = None) -> Axes:
-        """A bar chart of AI cost per reuse key: its first runs beside its reuse runs
-        (the figures of ``cost_by_key()``). Needs matplotlib; returns the Axes.
+        """A bar chart of AI cost per run, for each reuse key: one first run beside one
+        reuse run (means; the totals are in ``cost_by_key()``). Needs matplotlib; returns
+        the Axes.
 
         Example:
             >>> result.plot_costs()  # doctest: +SKIP

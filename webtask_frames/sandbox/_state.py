@@ -15,8 +15,9 @@ Rules modelled (see web-tasks-overview.md):
   ``workspace-rate-limited`` (they never run: ``startedAt`` is null, no cost);
 * runs sharing a ``reuseKey`` execute one at a time, FIFO per key;
 * the first successful run of a key creates the saved automation; later runs
-  use it; a run whose task text or output schema differs updates it; failed
-  runs never update it. Exploring runs (no usable automation) take about
+  use it, whatever their task text, start URL or parameters (the service ties
+  an automation to its ``reuseKey``); a run whose output schema differs updates
+  it (the code must produce another shape); failed runs never update it. Exploring runs (no usable automation) take about
   ``reuse_speedup`` times longer and cost more AI spend than reuse runs.
 """
 

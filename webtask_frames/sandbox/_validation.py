@@ -96,8 +96,10 @@ class StartRequest:
 
     @property
     def code_fp(self) -> str:
-        """What the saved automation depends on: task text and output schema."""
-        return fingerprint(self.task, self.schema_fp)
+        """What the saved automation depends on: the output schema (the shape its code
+        produces). Not the task text: the service keys automations by ``reuseKey``, so a
+        sweep may phrase each item's task differently and still reuse one automation."""
+        return fingerprint(self.schema_fp)
 
 
 class _SchemaCache:
