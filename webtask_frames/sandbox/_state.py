@@ -17,8 +17,9 @@ Rules modelled (see web-tasks-overview.md):
 * the first successful run of a key creates the saved automation; later runs
   use it, whatever their task text, start URL or parameters (the service ties
   an automation to its ``reuseKey``); a run whose output schema differs updates
-  it (the code must produce another shape); failed runs never update it. Exploring runs (no usable automation) take about
-  ``reuse_speedup`` times longer and cost more AI spend than reuse runs.
+  it (the code must produce another shape); failed runs never update it.
+  Exploring runs (no usable automation) take about ``reuse_speedup`` times
+  longer and cost more AI spend than reuse runs.
 """
 
 from __future__ import annotations
