@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,17 +22,14 @@ from webtask_frames import (
 from webtask_frames._tables.records import date_or_none, timestamp_or_none
 from webtask_frames._wire.models import parse_status, parse_timestamp_strict, status_summary
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# The response examples of the service overview, kept with the tests (see contract/README).
+EXAMPLES = Path(__file__).resolve().parent / "contract" / "web-tasks-overview.examples.json"
 
 
 def reference_examples() -> dict[str, dict[str, object]]:
     """The JSON examples embedded in the service overview, by their labels."""
-    path = REFERENCE / "web-tasks-overview.md"
-    if not path.exists():
-        pytest.skip(f"reference docs not found at {REFERENCE}")
-    text = path.read_text()
-    blocks = re.findall(r"```json ([^\n]*?) theme=\{null\}\n(.*?)```", text, re.S)
-    return {label.strip(): json.loads(body) for label, body in blocks}
+    examples: dict[str, dict[str, object]] = json.loads(EXAMPLES.read_text())
+    return examples
 
 
 def test_overview_examples_parse() -> None:
@@ -56,9 +52,6 @@ def test_overview_examples_parse() -> None:
 
 
 def test_openapi_examples_parse() -> None:
-    path = REFERENCE / "web-task-result-openapi.md"
-    if not path.exists():
-        pytest.skip("reference docs not found")
     pending = parse_status(
         {"webTaskId": "wt_123", "status": "pending", "createdAt": "2026-05-19T12:00:00.000Z"}
     )
