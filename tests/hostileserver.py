@@ -85,13 +85,17 @@ class HostileServer:
             self._server.close()
             for writer in list(self._conns):
                 writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await self._server.wait_closed()
+            await asyncio.sleep(0.01)  # let the transports finish closing
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def count(self, fragment: str) -> int:
         return sum(1 for r in self.requests if fragment in r.path)

@@ -256,7 +256,10 @@ async def _materialize(
         )
         table = _with_columns(read.table, completed.web_task_id, parameters, extra_columns)
     except Exception as exc:
-        raise unreadable(exc, completed) from exc
+        error = unreadable(exc, completed)
+        if isinstance(exc, RecursionError):  # its traceback is as deep as the data
+            raise error from None
+        raise error from exc
     table, warning = _apply_mode(table, mode, collector, completed.web_task_id, read.n_records)
     if completed.result is None:
         warning = (

@@ -42,6 +42,8 @@ _SECRETS_LOCK = threading.Lock()
 _PATTERN: re.Pattern[str] | None = None
 # A URL with a query string: the query (up to whitespace, a quote or a bracket) is masked.
 _SIGNED = re.compile(r"""(?i)\b(https?://[^\s'"<>?#\\]*)\?[^\s'"<>\\)\]]*""")
+# A quoted relative URL with a query (a redirect's Location header in httpcore's log).
+_RELATIVE = re.compile(r"""(['"])(/[^\s'"?#]*)\?[^\s'"]*""")
 _UNSAFE_URL_QUERY = "?<redacted>"
 
 
@@ -83,8 +85,10 @@ def scrub_text(text: str, extra: Iterable[str] = ()) -> str:
     for secret in extra:
         if isinstance(secret, str) and len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
-    if "://" in text and "?" in text:
-        text = _SIGNED.sub(lambda m: m.group(1) + _UNSAFE_URL_QUERY, text)
+    if "?" in text:
+        if "://" in text:
+            text = _SIGNED.sub(lambda m: m.group(1) + _UNSAFE_URL_QUERY, text)
+        text = _RELATIVE.sub(lambda m: m.group(1) + m.group(2) + _UNSAFE_URL_QUERY, text)
     return text
 
 

@@ -207,9 +207,9 @@ class AsyncClient:
         web_task_id: str | None = None,
         deadline: Deadline | None = None,
     ) -> httpx.Response:
-        api, key = self._api(), self._settings.api_key
         # The request's own bound (RetryPolicy.deadline_s), or the caller's if sooner.
         limit = (deadline or Deadline.never(self.clock)).within(self.retry.deadline_s)
+        api, key = self._api(), self._settings.api_key
 
         async def attempt_once(attempt: int, elapsed: float) -> Outcome[httpx.Response]:
             if kind == "start":
