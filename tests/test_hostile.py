@@ -6,12 +6,13 @@ check that a stated deadline holds within 10%.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import gzip
 import json
 import logging
+import os
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
@@ -273,7 +274,7 @@ def test_ctrl_c_during_read_webtask_prints_the_task_id(
             return Reply.json(200, {"webTaskId": "wt_ctrl_c"})
         if not interrupted.is_set():
             interrupted.set()
-            _thread.interrupt_main()
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: wakes the blocked main thread
         return Reply.json(200, {"webTaskId": "wt_ctrl_c", "status": "started"})
 
     with (

@@ -42,7 +42,8 @@ from .._exceptions import (
 from .._materialize import materialize
 from .._options import BatchOptions
 from .._tables.unify import unify_tables
-from .._wire.client import AsyncClient
+from .._wire.client import NOT_FOUND_GRACE_S, AsyncClient
+from .._wire.deadline import Deadline
 from .._wire.models import Canceled, Completed, FileResult
 from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
 from .budget import Budget, usable_cost
@@ -334,8 +335,7 @@ class Runner:
         await self.clock.sleep(min(hold, self.client.poll.timeout_s))
 
     async def _submit(self, st: ItemState) -> tuple[str, float] | None:
-        """POST the item: its id and the local time it was created (mid-request), or
-        None (the item's state then says why)."""
+        """POST the item: its id and local creation time, or None (its state says why)."""
         report = st.report
         item = self.plan.items[report.index]
         report.attempts += 1
@@ -427,9 +427,10 @@ class Runner:
         report = st.report
         schedule = TaskSchedule(PollPlan(self.client.poll, estimate, self._rng), sent)
         deadline = (sent if sent is not None else self._now()) + self.client.poll.timeout_s
+        limit, grace = Deadline(self.clock, deadline), (sent or 0.0) + NOT_FOUND_GRACE_S
         try:
             outcome = await poll_until_terminal(
-                lambda: self.client.result(web_task_id),
+                lambda: self.client.poll_once(web_task_id, limit, grace),
                 schedule,
                 self.clock,
                 deadline=deadline,
