@@ -26,6 +26,7 @@ or a signed URL's query string.
     │   └── TaskCanceledError ..... canceled
     ├── DownloadError ............. a file result could not be fetched intact
     │   └── ResultExpiredError .... the signed URL expired or was refused; re-fetch it
+    ├── ResultReadError ........... a billed task's result could not be read into a table
     └── SchemaValidationError ..... result records do not match the outputSchema
 
 Example:
@@ -40,6 +41,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._redact import scrub
+
 __all__ = [
     "APIError",
     "AmbiguousSubmissionError",
@@ -53,6 +56,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ResultExpiredError",
+    "ResultReadError",
     "SchemaValidationError",
     "ServerError",
     "TaskCanceledError",
@@ -72,7 +76,8 @@ FATAL_TASK_CODES = frozenset({"unauthenticated", "no-ai-credits-left"})
 def _rebuild(cls: type[WebTaskError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
     exc = cls.__new__(cls, *args)
     exc.args = args
-    exc.__dict__.update(state)
+    for name, value in state.items():
+        setattr(exc, name, value)
     return exc
 
 
@@ -102,7 +107,7 @@ class WebTaskError(Exception):
         web_task_id: str | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.message = message
         self.code = code or self.default_code
         self.web_task_id = web_task_id
@@ -113,10 +118,15 @@ class WebTaskError(Exception):
         """Whether trying the same operation again can succeed."""
         return False
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every field may echo what a server sent (code, correlation id, details...):
+        # each is scrubbed as it is set, so str(), repr(), logs and pickles are clean.
+        super().__setattr__(name, scrub(value))
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only constructors do not survive Exception's default pickling, which
         # calls cls(*args); restore the instance dict instead.
-        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+        return (_rebuild, (type(self), scrub(self.args), dict(self.__dict__)))
 
     def __str__(self) -> str:
         extras = []
@@ -125,7 +135,10 @@ class WebTaskError(Exception):
         if self.correlation_id:
             extras.append(f"correlationId={self.correlation_id}")
         suffix = f" ({', '.join(extras)})" if extras else ""
-        return f"{self.message}{suffix}"
+        return str(scrub(f"{self.message}{suffix}"))
+
+    def __repr__(self) -> str:
+        return str(scrub(super().__repr__()))
 
 
 class ConfigurationError(WebTaskError):
@@ -427,6 +440,30 @@ class ResultExpiredError(DownloadError):
     def __init__(self, message: str, **kwargs: Any) -> None:
         kwargs["retryable"] = False
         super().__init__(message, **kwargs)
+
+
+class ResultReadError(WebTaskError):
+    """A task ran (and was billed) but its result could not be read into a table.
+
+    Raised instead of a bare Python error for anything that goes wrong after a start: a
+    result file with invalid JSON, a body that is not UTF-8, nesting too deep to parse, a
+    ``record_path`` that matches nothing, a full disk. ``web_task_id`` and ``cost_usd``
+    (when known) are set; ``read_webtask_result(web_task_id, ...)`` reads the result again
+    without starting (or paying for) a new task.
+
+    Example:
+        >>> ResultReadError("bad JSON", web_task_id="wt_1", cost_usd=0.2).cost_usd
+        0.2
+    """
+
+    default_code = "result-unreadable"
+
+    def __init__(
+        self, message: str, *, cost_usd: float | None = None, cause: str | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.cost_usd = cost_usd
+        self.cause = cause
 
 
 class SchemaValidationError(WebTaskError, ValueError):

@@ -19,7 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._exceptions import InvalidInputError, SchemaValidationError
+from ._exceptions import InvalidInputError, ResultReadError, SchemaValidationError, WebTaskError
+from ._redact import scrub_text
 from ._tables.compiled import SchemaPlan, schema_plan
 from ._tables.readers import ReadResult, extension_for, read_data, read_file
 from ._tables.records import add_constant_columns
@@ -65,22 +66,60 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 async def _fetch(
-    client: AsyncClient, file: FileResult, web_task_id: str, cache_dir: Path | None
+    client: AsyncClient,
+    file: FileResult,
+    web_task_id: str,
+    cache_dir: Path | None,
+    timeout: float | None = None,
 ) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
     name = _SAFE_NAME.sub("_", web_task_id) + extension_for(file.content_type)
     if cache_dir is not None:
         target = Path(cache_dir) / name
         if target.is_file() and (file.size_bytes < 0 or target.stat().st_size == file.size_bytes):
             return target, None
-        await client.download(file, target)
+        await client.download(file, target, timeout=timeout)
         return target, None
     tmp = tempfile.TemporaryDirectory(prefix="webtask-frames-")
     try:
-        await client.download(file, Path(tmp.name) / name)
+        await client.download(file, Path(tmp.name) / name, timeout=timeout)
     except BaseException:
         tmp.cleanup()
         raise
     return Path(tmp.name) / name, tmp
+
+
+def unreadable(exc: Exception, status: Completed) -> WebTaskError:
+    """``exc``, raised while reading the result of the billed task ``status``, as a
+    ``WebTaskError`` that carries the id, the cost and how to read the result again."""
+    web_task_id = status.web_task_id
+    again = (
+        f"; the task ran (and was billed): read its result again without paying with "
+        f"read_webtask_result({web_task_id!r}, ...)"
+    )
+    if isinstance(exc, SchemaValidationError):
+        again = (
+            f". The task itself succeeded (and was billed): read its rows again for free "
+            f"with read_webtask_result({web_task_id!r}, validate='flag')"
+        )
+    if isinstance(exc, WebTaskError) and not isinstance(exc, InvalidInputError):
+        if exc.web_task_id is None:
+            exc.web_task_id = web_task_id
+        if "read_webtask_result" not in exc.message:
+            exc.message += again
+            exc.args = (exc.message,)
+        return exc
+    if isinstance(exc, RecursionError):
+        why = "the result is nested too deeply to read"
+    elif isinstance(exc, InvalidInputError):
+        why = exc.message
+    else:
+        why = f"{type(exc).__name__}: {scrub_text(str(exc))[:500]}"
+    return ResultReadError(
+        f"the result of web task {web_task_id} could not be read ({why}){again}",
+        web_task_id=web_task_id,
+        cost_usd=status.cost.ai_usd,
+        cause=type(exc).__name__,
+    )
 
 
 def _validation_message(
@@ -116,15 +155,19 @@ async def _read_result(
     collector: Collector,
     record_path: str | None,
     cache_dir: Path | None,
+    timeout: float | None = None,
 ) -> tuple[ReadResult, Path | None]:
     """The result's records as a table (file results downloaded or taken from the cache),
     and the cached raw file if any."""
     result = status.result
+    if result is None:  # a success without a result: no rows, but the schema's columns
+        read = read_data([], layout=layout, collector=collector)
+        return read, None
     if not isinstance(result, FileResult):
         data = result.data if isinstance(result, InlineResult) else None
         read = read_data(data, layout=layout, collector=collector, record_path=record_path)
         return read, None
-    path, tmp = await _fetch(client, result, status.web_task_id, cache_dir)
+    path, tmp = await _fetch(client, result, status.web_task_id, cache_dir, timeout)
     try:
         read = await asyncio.to_thread(
             read_file,
@@ -191,24 +234,40 @@ async def _materialize(
     validate: str,
     cache_dir: Path | None,
     extra_columns: Mapping[str, Any] | None,
+    timeout: float | None = None,
 ) -> Materialized:
     """``materialize`` with a checked ``SchemaPlan``: its layout and its validator (compiled
-    once per plan) serve every result read with it."""
+    once per plan) serve every result read with it. ``timeout`` bounds a file download.
+
+    The task ran and was billed: anything that goes wrong reading its result is a
+    ``WebTaskError`` carrying the id (``ResultReadError`` for what is not one already)."""
     mode = check_mode(validate)
     completed = _check_completed(status)
     layout = schema.layout if schema is not None else None
     validator = schema.validator if schema is not None and mode != "off" else None
     collector = Collector(validator, keep_messages=mode == "flag")
-    read, raw_path = await _read_result(
-        client,
-        completed,
-        layout=layout,
-        collector=collector,
-        record_path=record_path,
-        cache_dir=cache_dir,
-    )
-    table = _with_columns(read.table, completed.web_task_id, parameters, extra_columns)
+    try:
+        read, raw_path = await _read_result(
+            client,
+            completed,
+            layout=layout,
+            collector=collector,
+            record_path=record_path,
+            cache_dir=cache_dir,
+            timeout=timeout,
+        )
+        table = _with_columns(read.table, completed.web_task_id, parameters, extra_columns)
+    except Exception as exc:
+        error = unreadable(exc, completed)
+        if isinstance(exc, RecursionError):  # its traceback is as deep as the data
+            raise error from None
+        raise error from exc
     table, warning = _apply_mode(table, mode, collector, completed.web_task_id, read.n_records)
+    if completed.result is None:
+        warning = (
+            f"web task {completed.web_task_id} completed as a success but sent no result; "
+            "the table is empty"
+        )
     summary = {k: v for k, v in _jsonish(status_summary(completed)).items() if k != "raw"}
     summary.update(
         n_records=read.n_records,

@@ -13,8 +13,11 @@ added: the record's value is kept and never duplicated. ``extra_columns`` and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -22,12 +25,13 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ._exceptions import SchemaValidationError, WaitTimeoutError
-from ._materialize import Materialized, _materialize
+from ._exceptions import WaitTimeoutError, WebTaskError
+from ._materialize import Materialized, _materialize, unreadable
 from ._options import ReadOptions, resolve_client
 from ._tables.metadata import METADATA_KEY
 from ._tables.unify import table_to_pandas
-from ._wire.client import AsyncClient
+from ._wire.client import NOT_FOUND_GRACE_S, AsyncClient
+from ._wire.deadline import Deadline
 from ._wire.models import Canceled, Completed
 from ._wire.portal import run_sync
 from ._wire.protocol import build_start_body
@@ -43,6 +47,9 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger("webtask_frames")
+
+
 async def _read(
     opts: ReadOptions,
     client: Any,
@@ -53,9 +60,15 @@ async def _read(
     start_url: Any = None,
     reuse_key: Any = None,
     model: Any = None,
+    started: list[str] | None = None,
 ) -> Materialized:
     """Start ``task`` (or, with ``web_task_id``, attach to an existing task), wait, and
-    materialize its result. Everything is validated before any request."""
+    materialize its result. Everything is validated before any request.
+
+    ``opts.timeout`` is a total deadline: start, every poll and the download end by it.
+    Once a task exists every failure is a ``WebTaskError`` carrying its id (and the cost
+    when known) that says how to read the result again without paying; its id is also
+    appended to ``started`` so a sync caller interrupted by Ctrl-C can print it."""
     if web_task_id is None:
         body: dict[str, Any] | None = build_start_body(
             task,
@@ -69,58 +82,100 @@ async def _read(
     else:
         body, params = None, dict(parameters) if parameters is not None else None
     async_client, owned = resolve_client(client)
+    started = started if started is not None else []
     try:
-        completed = await _wait(async_client, body, web_task_id, opts.timeout)
-        try:
-            return await _materialize(
-                async_client,
-                completed,
-                schema=opts.schema,
-                parameters=params,
-                record_path=opts.record_path,
-                validate=opts.validate,
-                cache_dir=opts.cache_dir,
-                extra_columns=None,
-            )
-        except SchemaValidationError as exc:
-            # The task succeeded and was billed: say how to get the rows without paying again.
-            exc.web_task_id = completed.web_task_id
-            exc.message += (
-                f". The task itself succeeded (and was billed): read its rows again for free "
-                f"with read_webtask_result({completed.web_task_id!r}, validate='flag')"
-            )
-            exc.args = (exc.message,)
-            raise
+        deadline = Deadline.after(async_client.clock, opts.timeout)
+        if web_task_id is None:
+            assert body is not None
+            web_task_id = await async_client.start_body(body, timeout=deadline.remaining())
+        started.append(web_task_id)
+        return await _after_start(opts, async_client, web_task_id, params, deadline, body)
+    except asyncio.CancelledError:
+        if started:
+            logger.warning(_interrupted(started[-1]))
+        raise
     finally:
         if owned:
             await async_client.aclose()
 
 
-async def _wait(
+def _interrupted(web_task_id: str) -> str:
+    return (
+        f"interrupted: web task {web_task_id} keeps running (and is billed); read its "
+        f"result later without paying again with read_webtask_result({web_task_id!r})"
+    )
+
+
+async def _after_start(
+    opts: ReadOptions,
     client: AsyncClient,
+    web_task_id: str,
+    params: Any,
+    deadline: Deadline,
     body: dict[str, Any] | None,
-    web_task_id: str | None,
-    timeout: float | None,
-) -> Completed:
-    """Start ``body`` (or attach to ``web_task_id``) and wait for a successful completion."""
-    if web_task_id is None:
-        assert body is not None
-        web_task_id = await client.start_body(body)
-        first_poll = client.poll.first_interval()  # a fresh task is never done yet
-    else:
-        first_poll = 0.0
+) -> Materialized:
+    """Wait for ``web_task_id`` and read its result, all by ``deadline``."""
+    completed = await _wait(client, web_task_id, deadline, fresh=body is not None)
     try:
-        status = await client.wait(web_task_id, timeout=timeout, first_poll_s=first_poll)
+        return await _materialize(
+            client,
+            completed,
+            schema=opts.schema,
+            parameters=params,
+            record_path=opts.record_path,
+            validate=opts.validate,
+            cache_dir=opts.cache_dir,
+            extra_columns=None,
+            timeout=deadline.remaining(),
+        )
+    except Exception as exc:
+        # The task succeeded and was billed: say how to get the rows without paying again.
+        error = unreadable(exc, completed)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+async def _wait(
+    client: AsyncClient, web_task_id: str, deadline: Deadline, *, fresh: bool
+) -> Completed:
+    """Wait for a successful completion of ``web_task_id`` by ``deadline``; a fresh task
+    is never done yet (the first poll waits) and may not be visible for a moment."""
+    hint = f"; read its result later with read_webtask_result({web_task_id!r})"
+    try:
+        status = await client.wait(
+            web_task_id,
+            timeout=deadline.remaining(),
+            first_poll_s=client.poll.first_interval() if fresh else 0.0,
+            not_found_grace_s=NOT_FOUND_GRACE_S if fresh else 0.0,
+        )
     except WaitTimeoutError as exc:
         raise WaitTimeoutError(
-            f"{exc.message}; or read it later with read_webtask_result({web_task_id!r})",
-            web_task_id=web_task_id,
-            last_status=exc.last_status,
+            f"{exc.message}{hint}", web_task_id=web_task_id, last_status=exc.last_status
         ) from None
+    except WebTaskError as exc:
+        if exc.web_task_id is None:
+            exc.web_task_id = web_task_id
+        exc.message += hint
+        exc.args = (exc.message,)
+        raise
     assert isinstance(status, Completed | Canceled)
     completed = status.raise_for_outcome()
     assert isinstance(completed, Completed)
     return completed
+
+
+def _run(coro: Any, started: list[str]) -> Materialized:
+    """Run a ``_read`` coroutine from sync code; on Ctrl-C, say which task keeps running."""
+    try:
+        result: Materialized = run_sync(coro)
+    except KeyboardInterrupt as exc:
+        if started:
+            note = _interrupted(started[-1])
+            exc.add_note(note)
+            print(note, file=sys.stderr)
+        raise
+    return result
 
 
 def _warn(m: Materialized) -> None:
@@ -154,7 +209,10 @@ _DOC_ARGS = """
         record_path: dotted path to the records inside the result (``"data.items"``).
         validate: ``"raise"`` | ``"warn"`` | ``"flag"`` | ``"drop"`` | ``"off"``.
         dtype_backend: ``"pyarrow"`` (ArrowDtype columns) or ``"numpy_nullable"``.
-        timeout: seconds to wait for the task (WaitTimeoutError carries its id).
+        timeout: total deadline in seconds for the whole call: the start, every poll and
+            the file download, each request's connect, headers and body included
+            (default: the client's ``wait_timeout_s`` for the wait). WaitTimeoutError
+            carries the task's id.
         cache_dir: keep raw file results as ``{cache_dir}/{webTaskId}{ext}`` and reuse them.
 """
 
@@ -264,8 +322,9 @@ def read_webtask_arrow(
         timeout=timeout,
         cache_dir=cache_dir,
     )
+    started: list[str] = []
     return _table(
-        run_sync(
+        _run(
             _read(
                 opts,
                 client,
@@ -274,7 +333,9 @@ def read_webtask_arrow(
                 start_url=start_url,
                 reuse_key=reuse_key,
                 model=model,
-            )
+                started=started,
+            ),
+            started,
         )
     )
 
@@ -312,8 +373,9 @@ def read_webtask(
         timeout=timeout,
         cache_dir=cache_dir,
     )
+    started: list[str] = []
     return _frame(
-        run_sync(
+        _run(
             _read(
                 opts,
                 client,
@@ -322,7 +384,9 @@ def read_webtask(
                 start_url=start_url,
                 reuse_key=reuse_key,
                 model=model,
-            )
+                started=started,
+            ),
+            started,
         ),
         opts,
     )
@@ -386,9 +450,11 @@ def read_webtask_result(
         timeout=timeout,
         cache_dir=cache_dir,
     )
-    return _frame(
-        run_sync(_read(opts, client, None, web_task_id=web_task_id, parameters=parameters)), opts
+    started: list[str] = []
+    coro = _read(
+        opts, client, None, web_task_id=web_task_id, parameters=parameters, started=started
     )
+    return _frame(_run(coro, started), opts)
 
 
 for _fn in (

@@ -1,18 +1,122 @@
-"""Keeping secrets out of reprs, logs and exception messages.
+"""One scrubber for everything that leaves the process.
 
 Two kinds of secret pass through this library: the API key, and the query string of a
-signed file URL (whoever holds it can download the result for seven days). Both are masked
-wherever text leaves our hands. httpx logs every request URL at INFO level, so a logging
-filter on the ``httpx`` logger strips query strings from the URLs it logs.
+signed file URL (whoever holds it can download the result for seven days). ``scrub``
+removes both from any text (or nested dict / list / tuple of texts), and every exit goes
+through it: exception fields (``WebTaskError`` scrubs each attribute as it is set, so
+``str``, ``repr`` and pickles are clean), log records of ``webtask_frames``, ``httpx`` and
+``httpcore`` (whose DEBUG log prints response headers, e.g. a redirect's ``Location``),
+ledger columns and the values written to Parquet and DuckDB. Scrubbing always happens
+before any truncation, so a key cut in half by a length limit cannot leak its first
+characters.
+
+The key is known once a client is built (``register_secret``); signed-URL queries are
+recognised by shape (any ``http(s)://...?query``), so a URL never seen before is masked too.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["install_log_filter", "mask_key", "redact_url"]
+__all__ = [
+    "REDACTED",
+    "install_log_filter",
+    "mask_key",
+    "redact_url",
+    "register_secret",
+    "scrub",
+    "scrub_text",
+    "secrets",
+]
+
+REDACTED = "****"
+# Shorter strings are not treated as secrets: masking every "abc" would garble any text.
+_MIN_SECRET = 6
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+_PATTERN: re.Pattern[str] | None = None
+# A URL with a query string: the query (up to whitespace, a quote or a bracket) is masked.
+_SIGNED = re.compile(r"""(?i)\b(https?://[^\s'"<>?#\\]*)\?[^\s'"<>\\)\]]*""")
+# A quoted relative URL with a query (a redirect's Location header in httpcore's log).
+_RELATIVE = re.compile(r"""(['"])(/[^\s'"?#]*)\?[^\s'"]*""")
+_UNSAFE_URL_QUERY = "?<redacted>"
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember ``secret`` (an API key) so ``scrub`` masks it from now on (idempotent).
+
+    Example:
+        >>> register_secret("sk_canary_0123456789")
+        >>> scrub_text("key sk_canary_0123456789 echoed")
+        'key **** echoed'
+    """
+    global _PATTERN
+    if not isinstance(secret, str) or len(secret) < _MIN_SECRET:
+        return
+    with _SECRETS_LOCK:
+        if secret in _SECRETS:
+            return
+        _SECRETS.add(secret)
+        ordered = sorted(_SECRETS, key=len, reverse=True)
+        _PATTERN = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def secrets() -> tuple[str, ...]:
+    """The registered secrets (for scrubbing columns with vectorised kernels)."""
+    with _SECRETS_LOCK:
+        return tuple(sorted(_SECRETS, key=len, reverse=True))
+
+
+def scrub_text(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` without registered secrets, ``extra`` ones or signed-URL query strings.
+
+    Example:
+        >>> scrub_text("see https://f.example/r.json?sig=abc&x=1 now")
+        'see https://f.example/r.json?<redacted> now'
+    """
+    pattern = _PATTERN
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    for secret in extra:
+        if isinstance(secret, str) and len(secret) >= _MIN_SECRET:
+            text = text.replace(secret, REDACTED)
+    if "?" in text:
+        if "://" in text:
+            text = _SIGNED.sub(lambda m: m.group(1) + _UNSAFE_URL_QUERY, text)
+        text = _RELATIVE.sub(lambda m: m.group(1) + m.group(2) + _UNSAFE_URL_QUERY, text)
+    return text
+
+
+def scrub(value: Any, extra: Iterable[str] = ()) -> Any:
+    """``value`` with every string in it scrubbed (``scrub_text``); dicts, lists and
+    tuples are rebuilt, bytes decoded leniently, other values returned as they are.
+
+    Example:
+        >>> scrub({"u": ["https://f.example/a?sig=1"]})
+        {'u': ['https://f.example/a?<redacted>']}
+    """
+    extra = tuple(extra)
+    return _scrub(value, extra, 0)
+
+
+def _scrub(value: Any, extra: tuple[str, ...], depth: int) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value, extra)
+    if depth > 50:  # hostile nesting: keep a marker rather than recurse without bound
+        return "<nested too deep>"
+    if isinstance(value, bytes | bytearray):
+        return scrub_text(bytes(value).decode("utf-8", "replace"), extra)
+    if isinstance(value, Mapping):
+        return {_scrub(k, extra, depth + 1): _scrub(v, extra, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_scrub(v, extra, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
 
 
 def mask_key(key: str | None) -> str:
@@ -41,31 +145,42 @@ def redact_url(url: Any) -> str:
         return "<unparseable url>"
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return scrub_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
-class _RedactingFilter(logging.Filter):
-    """Rewrite URL arguments of httpx's log records to their redacted form."""
+class _ScrubbingFilter(logging.Filter):
+    """Render each record's message, scrub it, and keep only the scrubbed text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(
-                redact_url(a) if type(a).__name__ == "URL" or _looks_signed(a) else a
-                for a in record.args
-            )
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep the template alone
+            message = str(record.msg)
+        record.msg = scrub_text(message)
+        record.args = ()
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
         return True
 
 
-def _looks_signed(value: Any) -> bool:
-    return isinstance(value, str) and "://" in value and "?" in value
-
-
-_FILTER = _RedactingFilter()
+_FILTER = _ScrubbingFilter()
+# Filters run only for records logged on the logger itself, not on its children, so every
+# logger that emits is named: httpcore logs headers (a redirect's Location) at DEBUG.
+_LOGGERS = (
+    "webtask_frames",
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 
 def install_log_filter() -> None:
-    """Attach the redacting filter to the loggers that print request URLs (idempotent)."""
-    for name in ("httpx", "webtask_frames"):
+    """Attach the scrubbing filter to every logger that may print a secret (idempotent)."""
+    for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -12,7 +12,22 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["Budget"]
+import math
+from typing import Any
+
+__all__ = ["Budget", "usable_cost"]
+
+
+def usable_cost(value: Any) -> float | None:
+    """``value`` as a cost if it is a finite, non-negative number; None (unknown) otherwise.
+
+    Example:
+        >>> usable_cost(0.5), usable_cost(float("nan")), usable_cost(-1e308), usable_cost("1")
+        (0.5, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 class Budget:
@@ -83,4 +98,5 @@ class Budget:
         self._held.pop(item, None)
 
     def charge(self, amount: float | None) -> None:
-        self.spent += amount or 0.0
+        """Add ``amount`` to ``spent``; an unusable amount (None, NaN, negative) adds 0."""
+        self.spent += usable_cost(amount) or 0.0

@@ -41,10 +41,11 @@ from .._exceptions import (
 from .._materialize import materialize
 from .._options import BatchOptions
 from .._tables.unify import unify_tables
-from .._wire.client import AsyncClient
+from .._wire.client import NOT_FOUND_GRACE_S, AsyncClient
+from .._wire.deadline import Deadline
 from .._wire.models import Canceled, Completed, FileResult
 from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
-from .budget import Budget
+from .budget import Budget, usable_cost
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
@@ -327,8 +328,7 @@ class Runner:
         await self.clock.sleep(min(hold, self.client.poll.timeout_s))
 
     async def _submit(self, st: ItemState) -> tuple[str, float] | None:
-        """POST the item: its id and the local time it was created (mid-request), or
-        None (the item's state then says why)."""
+        """POST the item: its id and local creation time, or None (its state says why)."""
         report = st.report
         item = self.plan.items[report.index]
         report.attempts += 1
@@ -420,9 +420,10 @@ class Runner:
         report = st.report
         schedule = TaskSchedule(PollPlan(self.client.poll, estimate, self._rng), sent)
         deadline = (sent if sent is not None else self._now()) + self.client.poll.timeout_s
+        limit, grace = Deadline(self.clock, deadline), (sent or 0.0) + NOT_FOUND_GRACE_S
         try:
             outcome = await poll_until_terminal(
-                lambda: self.client.result(web_task_id),
+                lambda: self.client.poll_once(web_task_id, limit, grace),
                 schedule,
                 self.clock,
                 deadline=deadline,
@@ -467,15 +468,21 @@ class Runner:
         cold = (not status.reuse.used) if isinstance(status, Completed) and status.reuse else None
         if self.ledger is not None and st.attempt_id is not None:
             self.ledger.record_terminal(st.attempt_id, status, cold=cold)
+        held = self.budget.held(index)
         self.budget.release(index)  # the reported cost replaces the reservation
+        cost = usable_cost(status.cost.ai_usd) if isinstance(status, Completed) else None
         if isinstance(status, Completed):
-            report.add_cost(status.cost.ai_usd, status.cost.compute_hours)
-            self.budget.charge(status.cost.ai_usd)
-            self._warn_if_no_cost(status)
+            report.add_cost(cost, usable_cost(status.cost.compute_hours))
+            if cost is None:  # unknown (absent, NaN, negative): count the estimate instead
+                est = self._cost_estimate(index)
+                self.budget.charge(max(held, est.mean if est is not None else 0.0))
+                self._warn_if_no_cost(status)
+            else:
+                self.budget.charge(cost)
         if isinstance(status, Completed) and status.succeeded:
             is_cold = cold if cold is not None else self.sched.is_cold(index)
             key = self.plan.items[index].reuse_key
-            self.costs.observe(key, status.cost.ai_usd, cold=is_cold)
+            self.costs.observe(key, cost, cold=is_cold)
             self._release(st, duration=status.duration_s, cold=is_cold, succeeded=True)
             return True
         self._release(st)
@@ -483,14 +490,13 @@ class Runner:
         return False
 
     def _warn_if_no_cost(self, status: Completed) -> None:
-        if status.cost.ai_usd is None and self.opt.max_cost_usd is not None:
-            if not self._warned_no_cost:
-                logger.warning(
-                    "the service reported no cost.aiUsd for %s: max_cost_usd counts only "
-                    "the costs it reports",
-                    status.web_task_id,
-                )
-            self._warned_no_cost = True
+        if self.opt.max_cost_usd is not None and not self._warned_no_cost:
+            logger.warning(
+                "no usable cost.aiUsd for %s (%r): max_cost_usd counts it at its estimate",
+                status.web_task_id,
+                status.cost.ai_usd,
+            )
+        self._warned_no_cost = True
 
     def _after_failure(self, st: ItemState, code: str, web_task_id: str) -> None:
         """Apply the outcome policy to a failed task of ``st``."""

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._exceptions import InvalidInputError, LedgerLockedError
+from .._redact import scrub_text
 from .._wire.models import Canceled, Completed, TaskStatus, parse_status
+from .budget import usable_cost
 from .plan import BatchPlan, canonical_json
 
 __all__ = ["AttemptRow", "Ledger", "LedgerLockedError"]
@@ -327,6 +329,8 @@ class Ledger:
         return cur.lastrowid
 
     def _update(self, attempt_id: int, **values: Any) -> None:
+        # Server text (error messages, the terminal JSON) may echo a secret: scrubbed here.
+        values = {k: scrub_text(v) if isinstance(v, str) else v for k, v in values.items()}
         columns = ", ".join(f"{name} = ?" for name in values)
         with self._tx() as conn:
             conn.execute(
@@ -374,8 +378,8 @@ class Ledger:
                 outcome=status.outcome,
                 error_code=status.error.code if status.error else None,
                 error_message=status.error.message if status.error else None,
-                cost_ai_usd=status.cost.ai_usd,
-                cost_compute_hours=status.cost.compute_hours,
+                cost_ai_usd=usable_cost(status.cost.ai_usd),
+                cost_compute_hours=usable_cost(status.cost.compute_hours),
                 duration_s=status.duration_s,
             )
         else:

@@ -1,44 +1,43 @@
-"""The I/O half of retrying: one loop for every request, and one download attempt.
+"""The I/O half of retrying: one loop for every request, and one API attempt.
 
 ``protocol`` decides what an attempt's outcome means (``Done``, ``Retry(delay)``,
 ``Fail(error)``) and this module acts on it: ``run_with_retries`` is the single retry loop
-the client drives API requests and signed-URL downloads through; ``api_attempt`` sends one
-API request and ``download_attempt`` performs one GET of a signed URL into a temporary
-file. Attempt counting, backoff and the
-``RetryPolicy`` deadline all come from the decisions, so both kinds of request follow the
-same rules.
+the client drives API requests and signed-URL downloads (``download``) through;
+``api_attempt`` sends one API request. Attempt counting and backoff come from the
+decisions; the loop enforces the call's total ``Deadline``: every attempt runs under what
+is left of it, and no sleep outlasts it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
 
 from .._exceptions import ProtocolError
-from .models import FileResult
+from .deadline import BodyTooLarge, Deadline, TransferLimits, TransferTooSlow, read_body
 from .policies import RetryPolicy
 from .protocol import (
     Decision,
     Done,
     Fail,
     RequestKind,
-    decide_download_exception,
-    decide_download_response,
-    decide_download_size,
     decide_exception,
     decide_response,
 )
 
-__all__ = ["Outcome", "api_attempt", "download_attempt", "run_with_retries"]
+__all__ = ["API_MAX_BYTES", "Outcome", "api_attempt", "run_with_retries"]
+
+# An API answer (a status with inline data) larger than this is refused.
+API_MAX_BYTES = 512 << 20
+# Headers that described the body on the wire, not the decoded bytes we keep.
+_WIRE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 
 logger = logging.getLogger("webtask_frames")
 T = TypeVar("T")
@@ -60,13 +59,15 @@ async def run_with_retries(
     *,
     sleep: Callable[[float], Awaitable[None]],
     clock: Callable[[], float],
+    deadline: Deadline | None = None,
 ) -> T:
     """Run ``attempt_once(attempt, elapsed)`` until its decision is final; its value.
 
     ``attempt`` is 0-based and ``elapsed`` the seconds since the first attempt, measured
     on ``clock``: what ``protocol``'s decisions need to apply a ``RetryPolicy``. This loop
-    only logs, sleeps and raises. ``what`` names the request in logs and must hold no
-    secret (signed URLs go through ``redact_url`` first).
+    only logs, sleeps and raises. With a ``deadline``, a retry whose backoff would end
+    past it is not made (the last error is raised). ``what`` names the request in logs
+    and must hold no secret (signed URLs go through ``redact_url`` first).
 
     Example:
         >>> value = await run_with_retries("GET result", once, sleep=asyncio.sleep,
@@ -83,6 +84,9 @@ async def run_with_retries(
                 raise ProtocolError(f"{what}: no value after a successful attempt")
             return outcome.value
         if isinstance(decision, Fail):
+            raise decision.error
+        if deadline is not None and deadline.cap(decision.delay) < decision.delay:
+            logger.info("%s failed (%s); no time left before the deadline", what, outcome.note)
             raise decision.error
         logger.info("%s failed (%s); retrying in %.2fs", what, outcome.note, decision.delay)
         await sleep(decision.delay)
@@ -101,12 +105,16 @@ async def api_attempt(
     attempt: int,
     elapsed: float,
     policy: RetryPolicy,
+    deadline: Deadline,
     rng: random.Random | None = None,
 ) -> Outcome[httpx.Response]:
     """One API request with ``api`` (the client that may carry the key), classified.
 
-    The send time goes into the decision so an ambiguous start can say when it was sent;
-    the key is passed to the decision only to scrub it from echoed server messages.
+    The whole attempt (connect, headers, body) runs under ``deadline``, and the body must
+    keep ``policy``'s minimum rate: a stall or a drip ends as an ``httpx.ReadTimeout``,
+    classified like any other (a start then is ambiguous). The send time goes into the
+    decision so an ambiguous start can say when it was sent; the key is passed to the
+    decision only to scrub it from echoed server messages.
 
     Example:
         >>> outcome = await api_attempt(api, "result", "GET", url, api_key=key, body=None,
@@ -123,64 +131,44 @@ async def api_attempt(
         "sent_at": datetime.now(UTC),
     }
     try:
-        response = await api.request(method, url, json=body, headers={"x-api-key": api_key})
+        response = await _send(api, method, url, body, api_key, deadline, policy)
     except httpx.TransportError as exc:
         return Outcome(decide_exception(kind, exc, **common), type(exc).__name__)
     decision = decide_response(kind, response, secrets=(api_key,), **common)
     return Outcome(decision, str(response.status_code), response)
 
 
-async def download_attempt(
-    files: httpx.AsyncClient,
-    file: FileResult,
-    target: Path,
-    *,
-    chunk_size: int,
-    attempt: int,
-    elapsed: float,
+async def _send(
+    api: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    api_key: str,
+    deadline: Deadline,
     policy: RetryPolicy,
-    rng: random.Random | None = None,
-) -> Outcome[Path]:
-    """One GET of ``file``'s signed URL with ``files`` (a client that carries no
-    credential), streamed to a temporary sibling of ``target`` and renamed into place
-    only when the transfer is complete and its size checks out.
-
-    Example:
-        >>> outcome = await download_attempt(files, file, Path("r.json"), chunk_size=1 << 20,
-        ...                                  attempt=0, elapsed=0.0, policy=RetryPolicy())
-        ... # doctest: +SKIP
-    """
-    retry: dict[str, Any] = {"attempt": attempt, "elapsed": elapsed, "policy": policy, "rng": rng}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+) -> httpx.Response:
+    """Send one request and read its body under ``deadline`` and the minimum rate; the
+    response, rebuilt around the decoded body. Every failure is an ``httpx`` error."""
+    limits = TransferLimits(policy.min_bytes_per_s, policy.slow_grace_s, API_MAX_BYTES)
+    left = deadline.remaining()
     try:
-        try:
-            async with files.stream("GET", file.url) as response:
-                note = str(response.status_code)
-                decision = decide_download_response(response, file, **retry)
-                if not isinstance(decision, Done):
-                    return Outcome(decision, note)
-                written = await _write_body(response, tmp, chunk_size)
-        except httpx.TransportError as exc:
-            decision = decide_download_exception(exc, file, **retry)
-            return Outcome(decision, type(exc).__name__)
-        note = f"{note}, {written} bytes"
-        decision = decide_download_size(written, file, **retry)
-        if not isinstance(decision, Done):
-            return Outcome(decision, note)
-        os.replace(tmp, target)
-        return Outcome(decision, note, target)
+        async with asyncio.timeout(left):
+            request = api.build_request(method, url, json=body, headers={"x-api-key": api_key})
+            response = await api.send(request, stream=True)
+    except TimeoutError:
+        raise TransferTooSlow("no response before the deadline") from None
+    try:
+        parts: list[bytes] = []
+        await read_body(response, parts.append, deadline=deadline, limits=limits)
+    except BodyTooLarge as exc:
+        raise httpx.RemoteProtocolError(f"response body too large: {exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
-
-
-async def _write_body(response: httpx.Response, tmp: Path, chunk_size: int) -> int:
-    """Stream a response body to ``tmp`` and fsync it; the number of bytes written."""
-    written = 0
-    with tmp.open("wb") as out:
-        async for chunk in response.aiter_bytes(chunk_size):
-            out.write(chunk)
-            written += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return written
+        await response.aclose()
+    headers = [(k, v) for k, v in response.headers.multi_items() if k not in _WIRE_HEADERS]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(parts),
+        request=response.request,
+        extensions={"reason_phrase": response.reason_phrase.encode("latin-1", "replace")},
+    )

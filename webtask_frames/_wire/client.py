@@ -26,15 +26,19 @@ import httpx
 from .._exceptions import (
     ConfigurationError,
     InvalidInputError,
+    NotFoundError,
     ProtocolError,
     ResultExpiredError,
     WaitTimeoutError,
+    WebTaskError,
 )
-from .._redact import install_log_filter, mask_key, redact_url
+from .._redact import install_log_filter, mask_key, redact_url, register_secret
 from .._version import __version__
-from .attempts import Outcome, api_attempt, download_attempt, run_with_retries
+from .attempts import Outcome, api_attempt, run_with_retries
 from .config import Settings, origin_of
-from .models import Canceled, Completed, FileResult, TaskStatus, parse_status
+from .deadline import Deadline
+from .download import check_disk, download_attempt
+from .models import Canceled, Completed, FileResult, Pending, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .polling import (
     BackoffSchedule,
@@ -46,13 +50,16 @@ from .polling import (
 )
 from .protocol import RequestKind, build_start_body, check_signed_url
 
-__all__ = ["AsyncClient", "RequestCounts"]
+__all__ = ["NOT_FOUND_GRACE_S", "AsyncClient", "RequestCounts"]
 
 logger = logging.getLogger("webtask_frames")
 install_log_filter()
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
+# Right after a start, the result endpoint may not know the new id yet: a 404 within this
+# many seconds of the start is the service catching up, not a missing task.
+NOT_FOUND_GRACE_S = 30.0
 
 
 @dataclass
@@ -62,6 +69,7 @@ class RequestCounts:
     start: int = 0
     result: int = 0
     download: int = 0
+    download_bytes: int = 0
 
 
 class AsyncClient:
@@ -94,6 +102,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = Settings.resolve(api_key, workspace_id, base_url)
+        register_secret(self._settings.api_key)
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise InvalidInputError(
                 f"max_concurrency: expected an int >= 1, got {max_concurrency!r}",
@@ -196,7 +205,10 @@ class AsyncClient:
         *,
         body: dict[str, Any] | None = None,
         web_task_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> httpx.Response:
+        # The request's own bound (RetryPolicy.deadline_s), or the caller's if sooner.
+        limit = (deadline or Deadline.never(self.clock)).within(self.retry.deadline_s)
         api, key = self._api(), self._settings.api_key
 
         async def attempt_once(attempt: int, elapsed: float) -> Outcome[httpx.Response]:
@@ -215,11 +227,16 @@ class AsyncClient:
                 attempt=attempt,
                 elapsed=elapsed,
                 policy=self.retry,
+                deadline=limit,
                 rng=self._rng,
             )
 
         return await run_with_retries(
-            f"{method} {kind}", attempt_once, sleep=self.clock.sleep, clock=self.clock.now
+            f"{method} {kind}",
+            attempt_once,
+            sleep=self.clock.sleep,
+            clock=self.clock.now,
+            deadline=limit,
         )
 
     # -- the API ----------------------------------------------------------------------
@@ -254,9 +271,12 @@ class AsyncClient:
         )
         return await self.start_body(body)
 
-    async def start_body(self, body: dict[str, Any]) -> str:
-        """Submit an already-built start body (see ``build_start_body``)."""
-        response = await self._request("start", "POST", self._url("web-tasks", "start"), body=body)
+    async def start_body(self, body: dict[str, Any], *, timeout: float | None = None) -> str:
+        """Submit an already-built start body (see ``build_start_body``); ``timeout`` bounds
+        the whole request (default ``RetryPolicy.deadline_s``)."""
+        deadline = Deadline.after(self.clock, timeout)
+        url = self._url("web-tasks", "start")
+        response = await self._request("start", "POST", url, body=body, deadline=deadline)
         try:
             payload = response.json()
             web_task_id = payload["webTaskId"]
@@ -270,19 +290,27 @@ class AsyncClient:
         logger.info("started web task %s", web_task_id)
         return web_task_id
 
-    async def result(self, web_task_id: str) -> TaskStatus:
+    async def result(self, web_task_id: str, *, timeout: float | None = None) -> TaskStatus:
         """Fetch a task's current status (``Pending``, ``Started``, ``Completed``, ``Canceled``).
+
+        ``timeout`` bounds the whole request, retries included (default and maximum:
+        ``RetryPolicy.deadline_s``).
 
         Example:
             >>> status = await client.result("wt_123")  # doctest: +SKIP
         """
+        return await self._result(web_task_id, Deadline.after(self.clock, timeout))
+
+    async def _result(self, web_task_id: str, deadline: Deadline) -> TaskStatus:
         if not isinstance(web_task_id, str) or not web_task_id or "/" in web_task_id:
             raise InvalidInputError(
                 f"web_task_id: expected an id like 'wt_...', got {web_task_id!r}",
                 field="web_task_id",
             )
         url = self._url("web-tasks", web_task_id, "result")
-        response = await self._request("result", "GET", url, web_task_id=web_task_id)
+        response = await self._request(
+            "result", "GET", url, web_task_id=web_task_id, deadline=deadline
+        )
         try:
             payload = response.json()
         except ValueError:
@@ -297,26 +325,37 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         first_poll_s: float | None = None,
+        not_found_grace_s: float = 0.0,
     ) -> TaskStatus:
         """Poll until the task is terminal and return that status (success or not).
 
-        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``. When
-        ``timeout`` (default ``wait_timeout_s``) passes, ``WaitTimeoutError`` carries the id:
-        the task keeps running and ``wait`` can be called again to re-attach.
-        ``first_poll_s`` delays the first poll (0 polls at once), e.g. to a predicted
-        finish time.
+        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``.
+        ``timeout`` (default ``wait_timeout_s``) is a total deadline: the sleeps and every
+        poll request (connect, headers, body, retries) end by it; then
+        ``WaitTimeoutError`` carries the id: the task keeps running and ``wait`` can be
+        called again to re-attach. ``first_poll_s`` delays the first poll (0 polls at
+        once), e.g. to a predicted finish time. For a task started moments ago, a 404
+        within ``not_found_grace_s`` seconds is read as "not visible yet" and polled again.
 
         Example:
             >>> status = await client.wait("wt_123", timeout=600)  # doctest: +SKIP
         """
         limit = self.poll.timeout_s if timeout is None else timeout
         clock = self.clock
-        outcome = await poll_until_terminal(
-            lambda: self.result(web_task_id),
-            BackoffSchedule(self.poll, self._rng, first_poll_s=first_poll_s),
-            clock,
-            deadline=clock.now() + limit,
-        )
+        deadline = Deadline.after(clock, limit)
+        grace_until = clock.now() + not_found_grace_s
+        assert deadline.at is not None
+        try:
+            outcome = await poll_until_terminal(
+                lambda: self.poll_once(web_task_id, deadline, grace_until),
+                BackoffSchedule(self.poll, self._rng, first_poll_s=first_poll_s),
+                clock,
+                deadline=deadline.at,
+            )
+        except WebTaskError as exc:
+            if not deadline.expired():
+                raise
+            outcome = GaveUp(exc)
         if isinstance(outcome, Expired | GaveUp):
             last = outcome.last if isinstance(outcome, Expired) else None
             raise WaitTimeoutError(
@@ -326,6 +365,20 @@ class AsyncClient:
                 last_status=last.status if last else None,
             )
         return outcome
+
+    async def poll_once(
+        self, web_task_id: str, deadline: Deadline, grace_until: float = 0.0
+    ) -> TaskStatus:
+        """One poll under ``deadline``. Until ``grace_until`` (on the client's clock) a 404
+        is the service not having caught up with a fresh start: the task reads as pending.
+        """
+        try:
+            return await self._result(web_task_id, deadline)
+        except NotFoundError:
+            if self.clock.now() >= grace_until:
+                raise
+            logger.info("web task %s not visible yet (404 right after its start)", web_task_id)
+            return Pending(web_task_id=web_task_id, status="pending", created_at=None)
 
     async def run(
         self,
@@ -341,12 +394,13 @@ class AsyncClient:
     ) -> TaskStatus:
         """Start a task and wait for it. With ``check`` (default) a failed or canceled task
         raises ``TaskFailedError`` / ``TaskCanceledError``; otherwise the status is returned.
+        ``timeout`` (default ``wait_timeout_s``) is the total deadline of start and wait.
 
         Example:
             >>> status = await client.run("Scrape companies", reuse_key="yc")  # doctest: +SKIP
             >>> status.result.data                                            # doctest: +SKIP
         """
-        web_task_id = await self.start(
+        body = build_start_body(
             task,
             start_url=start_url,
             parameters=parameters,
@@ -354,9 +408,14 @@ class AsyncClient:
             reuse_key=reuse_key,
             model=model,
         )
+        deadline = Deadline.after(self.clock, self.poll.timeout_s if timeout is None else timeout)
+        web_task_id = await self.start_body(body, timeout=deadline.remaining())
         # A task just submitted is certainly not done: the first poll waits.
         status = await self.wait(
-            web_task_id, timeout=timeout, first_poll_s=self.poll.first_interval(self._rng)
+            web_task_id,
+            timeout=deadline.remaining(),
+            first_poll_s=self.poll.first_interval(self._rng),
+            not_found_grace_s=NOT_FOUND_GRACE_S,
         )
         if check and isinstance(status, Completed | Canceled):
             status.raise_for_outcome()
@@ -369,13 +428,18 @@ class AsyncClient:
         *,
         refresh: bool = True,
         chunk_size: int = 1 << 20,
+        timeout: float | None = None,
     ) -> Path:
         """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
 
-        No credential is ever sent with the signed URL. When the URL has expired or is
-        refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
-        new URL (``refresh``); a new task is never started. Transient faults are retried by
-        the client's ``RetryPolicy``.
+        No credential is ever sent with the signed URL. Free disk space is checked first;
+        reading stops the moment the body passes the advertised size (or
+        ``RetryPolicy.max_download_bytes`` when none is advertised) and the partial file
+        is deleted. When the URL has expired or is refused (403/410) and the task id is
+        known, one fresh ``result()`` call fetches a new URL (``refresh``); a new task is
+        never started. Transient faults are retried by the client's ``RetryPolicy``; a body
+        slower than its ``min_bytes_per_s`` is cut off. ``timeout`` is a total deadline
+        for all of it (default: none besides the minimum rate).
 
         Example:
             >>> status = await client.run("Export all products")        # doctest: +SKIP
@@ -390,20 +454,27 @@ class AsyncClient:
                 )
             file = file.result
         target = Path(dest)
+        deadline = Deadline.after(self.clock, timeout)
         try:
-            return await self._download_once(file, target, chunk_size)
+            return await self._download_once(file, target, chunk_size, deadline)
         except ResultExpiredError:
             if not refresh or not file.web_task_id:
                 raise
             logger.info("signed URL of %s expired; fetching a fresh one", file.web_task_id)
-            fresh = await self.result(file.web_task_id)
+            fresh = await self._result(file.web_task_id, deadline)
             if not isinstance(fresh, Completed) or not isinstance(fresh.result, FileResult):
                 raise
-            return await self._download_once(fresh.result, target, chunk_size)
+            return await self._download_once(fresh.result, target, chunk_size, deadline)
 
-    async def _download_once(self, file: FileResult, target: Path, chunk_size: int) -> Path:
+    async def _download_once(
+        self, file: FileResult, target: Path, chunk_size: int, deadline: Deadline
+    ) -> Path:
         check_signed_url(file)
+        check_disk(file, target.parent)
         files = self._file_client()
+
+        def count(n: int) -> None:
+            self.counts.download_bytes += n
 
         async def attempt_once(attempt: int, elapsed: float) -> Outcome[Path]:
             self.counts.download += 1
@@ -415,10 +486,12 @@ class AsyncClient:
                 attempt=attempt,
                 elapsed=elapsed,
                 policy=self.retry,
+                deadline=deadline,
                 rng=self._rng,
+                on_bytes=count,
             )
 
         what = f"GET {redact_url(file.url)}"
         return await run_with_retries(
-            what, attempt_once, sleep=self.clock.sleep, clock=self.clock.now
+            what, attempt_once, sleep=self.clock.sleep, clock=self.clock.now, deadline=deadline
         )

@@ -27,8 +27,12 @@ class RetryPolicy:
     time in ``[0, min(backoff_cap_s, backoff_base_s * 2**n)]``. A server's ``Retry-After``
     replaces that, clamped to ``[retry_after_min_s, retry_after_max_s]`` so ``Retry-After: 0``
     cannot spin and a huge value cannot stall a sweep. ``deadline_s`` bounds the total time
-    spent on one request including waits. ``max_failed_resubmits`` applies to batch runs: how
-    often a task that failed with ``internal-error`` is submitted again.
+    spent on one request including waits: a hard limit covering connect, headers, body and
+    every retry. A body that arrives slower than ``min_bytes_per_s`` on average once
+    ``slow_grace_s`` seconds have passed is cut off (and retried where that is safe). A
+    file result that does not advertise its size may be at most ``max_download_bytes``.
+    ``max_failed_resubmits`` applies to batch runs: how often a task that failed with
+    ``internal-error`` is submitted again.
 
     Example:
         >>> RetryPolicy(max_attempts=3).backoff(0, random.Random(1)) <= 0.5
@@ -42,6 +46,9 @@ class RetryPolicy:
     retry_after_min_s: float = 0.1
     retry_after_max_s: float = 60.0
     max_failed_resubmits: int = 1
+    min_bytes_per_s: float = 1024.0
+    slow_grace_s: float = 10.0
+    max_download_bytes: int = 8 << 30
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -52,6 +59,10 @@ class RetryPolicy:
         _positive("backoff_cap_s", self.backoff_cap_s, allow_zero=True)
         _positive("deadline_s", self.deadline_s)
         _positive("retry_after_min_s", self.retry_after_min_s)
+        _positive("min_bytes_per_s", self.min_bytes_per_s)
+        _positive("slow_grace_s", self.slow_grace_s, allow_zero=True)
+        if self.max_download_bytes < 1:
+            raise InvalidInputError("max_download_bytes must be >= 1")
         if self.retry_after_max_s < self.retry_after_min_s:
             raise InvalidInputError("retry_after_max_s must be >= retry_after_min_s")
 

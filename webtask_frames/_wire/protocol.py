@@ -45,7 +45,7 @@ from .._exceptions import (
     TransportError,
     WebTaskError,
 )
-from .._redact import redact_url
+from .._redact import redact_url, scrub, scrub_text
 from .._tables.compiled import SchemaPlan, check_jsonable, coerce_output_schema
 from .config import is_loopback_host, origin_of
 from .models import FileResult
@@ -210,10 +210,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
-    return text
+    return scrub_text(text, secrets)
 
 
 def error_from_response(
@@ -230,8 +227,13 @@ def error_from_response(
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, Mapping):
-        body = {"message": response.text[:200] if response.text else response.reason_phrase}
-    correlation_id = body.get("correlationId") or response.headers.get("x-correlation-id")
+        # Scrubbed before the cut: a key straddling it must not leak its first characters.
+        text = _scrub(response.text, secrets) if response.text else response.reason_phrase
+        body = {"message": text[:200]}
+    body = scrub(dict(body), secrets)
+    correlation_id = body.get("correlationId") or scrub_text(
+        response.headers.get("x-correlation-id") or "", secrets
+    )
     server_message = _scrub(str(body.get("message") or response.reason_phrase), secrets)
     server_message = server_message.rstrip(". ") or f"HTTP {status}"
     retirable = body.get("retirable")

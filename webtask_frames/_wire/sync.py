@@ -124,13 +124,13 @@ class Client:
             )
         )
 
-    def result(self, web_task_id: str) -> TaskStatus:
+    def result(self, web_task_id: str, *, timeout: float | None = None) -> TaskStatus:
         """Fetch a task's current status (``Pending``, ``Started``, ``Completed``, ``Canceled``).
 
         Example:
             >>> status = client.result("wt_123")  # doctest: +SKIP
         """
-        return run_sync(self._async.result(web_task_id))
+        return run_sync(self._async.result(web_task_id, timeout=timeout))
 
     def wait(
         self,
@@ -138,19 +138,27 @@ class Client:
         *,
         timeout: float | None = None,
         first_poll_s: float | None = None,
+        not_found_grace_s: float = 0.0,
     ) -> TaskStatus:
         """Poll until the task is terminal and return that status (success or not).
 
-        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``. When
-        ``timeout`` (default ``wait_timeout_s``) passes, ``WaitTimeoutError`` carries the id:
-        the task keeps running and ``wait`` can be called again to re-attach.
-        ``first_poll_s`` delays the first poll (0 polls at once), e.g. to a predicted
-        finish time.
+        Polls back off from ``poll_min_s`` by x1.5 with jitter up to ``poll_max_s``.
+        ``timeout`` (default ``wait_timeout_s``) is a total deadline covering every poll
+        request; then ``WaitTimeoutError`` carries the id: the task keeps running and
+        ``wait`` can be called again to re-attach. ``first_poll_s`` delays the first poll
+        (0 polls at once); a 404 within ``not_found_grace_s`` seconds reads as pending.
 
         Example:
             >>> status = client.wait("wt_123", timeout=600)  # doctest: +SKIP
         """
-        return run_sync(self._async.wait(web_task_id, timeout=timeout, first_poll_s=first_poll_s))
+        return run_sync(
+            self._async.wait(
+                web_task_id,
+                timeout=timeout,
+                first_poll_s=first_poll_s,
+                not_found_grace_s=not_found_grace_s,
+            )
+        )
 
     def run(
         self,
@@ -191,6 +199,7 @@ class Client:
         *,
         refresh: bool = True,
         chunk_size: int = 1 << 20,
+        timeout: float | None = None,
     ) -> Path:
         """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
 
@@ -203,7 +212,11 @@ class Client:
             >>> status = client.run("Export all products")        # doctest: +SKIP
             >>> client.download(status, "products.json")          # doctest: +SKIP
         """
-        return run_sync(self._async.download(file, dest, refresh=refresh, chunk_size=chunk_size))
+        return run_sync(
+            self._async.download(
+                file, dest, refresh=refresh, chunk_size=chunk_size, timeout=timeout
+            )
+        )
 
     def close(self) -> None:
         """Close connection pools."""

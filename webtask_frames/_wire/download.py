@@ -1,0 +1,160 @@
+"""One download attempt of a signed file URL, bounded in time, rate and size.
+
+The body is streamed to a temporary sibling of the target and renamed into place only
+when the transfer is complete and its size checks out. Reading stops the moment the body
+passes the advertised ``sizeBytes`` (or ``RetryPolicy.max_download_bytes`` when the
+result advertises no size): the partial file is deleted and the overflow is not retried,
+since a server that sends more than it announced will do it again. Free disk space is
+checked before the request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._exceptions import DownloadError
+from .._redact import redact_url
+from .attempts import Outcome
+from .deadline import BodyTooLarge, Deadline, TransferLimits, read_body
+from .models import FileResult
+from .policies import RetryPolicy
+from .protocol import (
+    Done,
+    Fail,
+    decide_download_exception,
+    decide_download_response,
+    decide_download_size,
+)
+
+__all__ = ["check_disk", "download_attempt"]
+
+# Room kept free beside a download (metadata, the temporary name, other writers).
+_DISK_MARGIN = 16 << 20
+
+
+def check_disk(file: FileResult, directory: Path) -> None:
+    """Refuse a download that cannot fit: ``DownloadError(code="disk-full")``, before any
+    byte is requested. A result without an advertised size is not checked."""
+    if file.size_bytes < 0:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if file.size_bytes + _DISK_MARGIN > free:
+        raise DownloadError(
+            f"not enough disk space for {redact_url(file.url)}: it is {file.size_bytes} "
+            f"bytes and {directory} has {free} free; free space (or pass another "
+            "cache_dir), then read the result again with read_webtask_result(web_task_id)",
+            code="disk-full",
+            web_task_id=file.web_task_id,
+            retryable=False,
+        )
+
+
+def _limit(file: FileResult, policy: RetryPolicy) -> int:
+    return file.size_bytes if file.size_bytes >= 0 else policy.max_download_bytes
+
+
+def _overflow(file: FileResult, exc: BodyTooLarge) -> Fail:
+    advertised = (
+        f"advertised {file.size_bytes} bytes"
+        if file.size_bytes >= 0
+        else f"advertised no size and passed the {exc.limit}-byte ceiling "
+        "(RetryPolicy.max_download_bytes)"
+    )
+    return Fail(
+        DownloadError(
+            f"file result {redact_url(file.url)} {advertised} but kept sending; stopped after "
+            f"{exc.limit} bytes and deleted the partial file. Not retried: the server "
+            "announced the wrong size",
+            code="size-overflow",
+            web_task_id=file.web_task_id,
+            retryable=False,
+        )
+    )
+
+
+async def download_attempt(
+    files: httpx.AsyncClient,
+    file: FileResult,
+    target: Path,
+    *,
+    chunk_size: int,
+    attempt: int,
+    elapsed: float,
+    policy: RetryPolicy,
+    deadline: Deadline,
+    rng: random.Random | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Outcome[Path]:
+    """One GET of ``file``'s signed URL with ``files`` (a client that carries no
+    credential), streamed to a temporary sibling of ``target``, under ``deadline`` and
+    the policy's minimum rate. ``on_bytes`` sees the size of every chunk written.
+
+    Example:
+        >>> outcome = await download_attempt(files, file, Path("r.json"), chunk_size=1 << 20,
+        ...                                  attempt=0, elapsed=0.0, policy=RetryPolicy(),
+        ...                                  deadline=Deadline.never(clock))  # doctest: +SKIP
+    """
+    retry: dict[str, Any] = {"attempt": attempt, "elapsed": elapsed, "policy": policy, "rng": rng}
+    limits = TransferLimits(policy.min_bytes_per_s, policy.slow_grace_s, _limit(file, policy))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                response = await files.send(files.build_request("GET", file.url), stream=True)
+        except TimeoutError:
+            raise httpx.ReadTimeout("no response before the deadline") from None
+        try:
+            note = str(response.status_code)
+            decision = decide_download_response(response, file, **retry)
+            if not isinstance(decision, Done):
+                return Outcome(decision, note)
+            written = await _write(response, tmp, limits, deadline, chunk_size, on_bytes)
+        finally:
+            await response.aclose()
+        note = f"{note}, {written} bytes"
+        decision = decide_download_size(written, file, **retry)
+        if not isinstance(decision, Done):
+            return Outcome(decision, note)
+        os.replace(tmp, target)
+        return Outcome(decision, note, target)
+    except httpx.TransportError as exc:
+        return Outcome(decide_download_exception(exc, file, **retry), type(exc).__name__)
+    except BodyTooLarge as exc:
+        return Outcome(_overflow(file, exc), "size overflow")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def _write(
+    response: httpx.Response,
+    tmp: Path,
+    limits: TransferLimits,
+    deadline: Deadline,
+    chunk_size: int,
+    on_bytes: Callable[[int], None] | None,
+) -> int:
+    """Stream the body into ``tmp`` and fsync it; the number of bytes written."""
+    with tmp.open("wb") as out:
+
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+
+        written = await read_body(
+            response, write, deadline=deadline, limits=limits, chunk_size=chunk_size
+        )
+        out.flush()
+        os.fsync(out.fileno())
+    return written
