@@ -41,6 +41,8 @@ class Behaviour:
     cost: float = 0.01
     data: Any = None  # inline result data; default: two rows
     file: bool = False  # deliver the result as a signed file URL instead
+    compute: dict[str, Any] = field(default_factory=lambda: {"unit": "hours", "amount": 0.001})
+    ai_usd: Any = "cost"  # the aiUsd sent: "cost" (the default) sends ``cost``
 
 
 Script = Callable[[dict[str, Any], int], Behaviour]
@@ -205,7 +207,7 @@ class FakeAPI:
                 "revision_id": "rev_1",
                 "revision_timestamp": _iso(task.finish, o),
             },
-            cost={"aiUsd": b.cost, "compute": {"unit": "hours", "amount": 0.001}},
+            cost={"aiUsd": b.cost if b.ai_usd == "cost" else b.ai_usd, "compute": b.compute},
         )
         if b.outcome == "success" and b.file:
             size = len(json.dumps(self._data(task)).encode())

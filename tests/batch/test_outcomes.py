@@ -305,3 +305,27 @@ def test_an_ambiguous_submission_is_charged_to_the_budget(fake: FakeAPI, run: Ru
     result = run("T", {"i": [0, 1, 2]}, max_cost_usd=0.025, max_concurrency=1)
     assert list(result.tasks["status"]) == ["succeeded", "ambiguous", "skipped"]
     assert result.tasks["skipped_reason"][2] == "budget"
+
+
+def test_unknown_costs_are_charged_at_the_prior_and_the_budget_still_stops(
+    fake: FakeAPI, run: Run
+) -> None:
+    """No aiUsd ever: each task counts at the model's prior, so max_cost_usd still ends it."""
+    fake.script = lambda body, occ: Behaviour(ai_usd=None)
+    result = run("T", {"i": list(range(20))}, reuse_key="k", max_cost_usd=0.2)
+    # haiku's prior: $0.08 for the key's first run, $0.04 a reuse run: 0.08 + 3 x 0.04
+    assert result.stopped_reason == "budget"
+    assert fake.accepted == 4
+    assert set(result.tasks["skipped_reason"].dropna()) == {"budget"}
+    assert fake.violations == []
+
+
+def test_a_compute_unit_not_understood_is_kept_raw_in_the_tasks_table(
+    fake: FakeAPI, run: Run
+) -> None:
+    fake.script = lambda body, occ: Behaviour(compute={"unit": "fortnights", "amount": 3})
+    with pytest.warns(RuntimeWarning, match="fortnights"):
+        result = run("T", {"i": [0, 1]})
+    assert result.ok
+    assert list(result.tasks["cost_compute_amount"]) == [3.0, 3.0]
+    assert list(result.tasks["cost_compute_unit"]) == ["fortnights", "fortnights"]

@@ -58,13 +58,17 @@ class Budget:
         """True once ``spent`` reached the limit."""
         return self.limit is not None and self.spent >= self.limit
 
-    def decide(self, estimate: float | None, running: int) -> tuple[float | None, str | None]:
+    def decide(
+        self, estimate: float | None, running: int, prior: float = 0.0
+    ) -> tuple[float | None, str | None]:
         """``(reservation, stop message)`` for submitting a task estimated at ``estimate``
         (None: no cost seen yet) while ``running`` tasks are in flight.
 
         The reservation is None to hold the task back; the message is set when the
         budget is exhausted and nothing in flight can free any (the batch stops). With
-        no cost known, tasks are probed one at a time.
+        no cost known, tasks are probed one at a time, each reserving ``prior`` (the
+        model's assumed cost): once something is spent, a probe that the prior says
+        would pass the limit stops the batch, so unknown costs cannot run forever.
 
         Example:
             >>> Budget(limit=1.0, spent=0.8).decide(0.5, running=0)[1]
@@ -77,7 +81,12 @@ class Budget:
                 return None, None  # no cost seen yet: probe with one task at a time
             if self.exhausted:
                 return None, f"the budget of ${self.limit:.2f} is spent (${self.spent:.2f})"
-            return 0.0, None
+            if self.spent > 0 and not self.allows(prior):
+                return None, (
+                    f"max_cost_usd=${self.limit:.2f} reached: spent ${self.spent:.2f}, the "
+                    f"next task is estimated at ${prior:.2f} (a prior: no cost known yet)"
+                )
+            return prior, None
         if self.allows(estimate):
             return estimate, None
         if running:

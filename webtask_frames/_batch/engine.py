@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from typing import Any
 
@@ -49,8 +48,9 @@ from .budget import Budget, usable_cost
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
+from .priors import prior_estimate
 from .progress import progress_bar
-from .restore import ItemState, fill_from_status, history, restore_all
+from .restore import ItemState, fill_from_status, history, is_cached, restore_all
 from .result import ItemReport, empty_records
 from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
@@ -191,11 +191,16 @@ class Runner:
     def _cost_estimate(self, index: int) -> Estimate | None:
         return self.costs.estimate(self.plan.items[index].reuse_key, cold=self.sched.is_cold(index))
 
+    def _prior_cost(self, index: int) -> float:  # the estimate while no cost is known
+        return prior_estimate(self.plan.model, cold=self.sched.is_cold(index))[0]
+
     def _affordable(self, index: int) -> float | None:
         """The cost to reserve for submitting ``index`` now, or None to hold it back (the
         batch stops when nothing in flight can free budget)."""
-        est = self._cost_estimate(index) if self.budget.limit is not None else None
-        reserve, stop = self.budget.decide(est.mean if est else None, self.sched.n_running)
+        if self.budget.limit is None:
+            return 0.0
+        est, prior = self._cost_estimate(index), self._prior_cost(index)
+        reserve, stop = self.budget.decide(est.mean if est else None, self.sched.n_running, prior)
         if stop is not None:
             self._stop("budget", stop)
         return reserve
@@ -472,10 +477,12 @@ class Runner:
         self.budget.release(index)  # the reported cost replaces the reservation
         cost = usable_cost(status.cost.ai_usd) if isinstance(status, Completed) else None
         if isinstance(status, Completed):
-            report.add_cost(cost, usable_cost(status.cost.compute_hours))
+            c = status.cost  # raw compute figures too, when their unit is not understood
+            hours, amount, unit = usable_cost(c.compute_hours), c.compute_amount, c.compute_unit
+            report.add_cost(cost, hours, compute_amount=amount, compute_unit=unit)
             if cost is None:  # unknown (absent, NaN, negative): count the estimate instead
                 est = self._cost_estimate(index)
-                self.budget.charge(max(held, est.mean if est is not None else 0.0))
+                self.budget.charge(max(held, est.mean if est else self._prior_cost(index)))
                 self._warn_if_no_cost(status)
             else:
                 self.budget.charge(cost)
@@ -568,7 +575,7 @@ class Runner:
         try:
             if not isinstance(status, Completed):  # pragma: no cover - guarded by outcome
                 raise WebTaskError("ledger terminal record is not a completed status")
-            cached = _is_file(row.raw_path)
+            cached = is_cached(row.raw_path)
             if isinstance(status.result, FileResult) and not cached:
                 logger.info("item %d: raw result not cached; fetching a fresh URL", st.report.index)
                 fresh = await self.client.result(status.web_task_id)
@@ -587,7 +594,3 @@ class Runner:
         the columns (see ``empty_records``)."""
         tables = [st.table for st in self.items if st.table is not None]
         return unify_tables(tables) if tables else empty_records(self.plan)
-
-
-def _is_file(path: str | None) -> bool:
-    return path is not None and os.path.isfile(path)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .scheduler import DEFAULT_COLD_FACTOR
 
-__all__ = ["COLD_FACTOR", "DEFAULT_MODEL", "PRIORS", "ModelPrior", "prior_for"]
+__all__ = ["COLD_FACTOR", "DEFAULT_MODEL", "PRIORS", "ModelPrior", "prior_estimate", "prior_for"]
 
 # A key's first run (building its automation) against a later reuse run.
 COLD_FACTOR = DEFAULT_COLD_FACTOR
@@ -56,3 +56,15 @@ def prior_for(model: str | None) -> ModelPrior:
         ('haiku', 0.6)
     """
     return PRIORS.get(model or DEFAULT_MODEL, PRIORS[DEFAULT_MODEL])
+
+
+def prior_estimate(model: str | None, *, cold: bool) -> tuple[float, float]:
+    """``(cost_usd, duration_s)`` assumed for one run of ``model``; a key's first run
+    (``cold``) at ``COLD_FACTOR`` times a reuse run.
+
+    Example:
+        >>> prior_estimate("haiku", cold=True)
+        (0.08, 120.0)
+    """
+    prior, factor = prior_for(model), (COLD_FACTOR if cold else 1.0)
+    return prior.cost_usd * factor, prior.duration_s * factor

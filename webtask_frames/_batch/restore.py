@@ -9,6 +9,7 @@ asked), and a failed one follows the same ``next_action`` policy as a live failu
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -21,7 +22,14 @@ from .result import ItemReport
 from .scheduler import Estimator
 from .status import ItemStatus
 
-__all__ = ["ItemState", "fill_from_status", "history", "restore_all", "restore_item"]
+__all__ = [
+    "ItemState",
+    "fill_from_status",
+    "history",
+    "is_cached",
+    "restore_all",
+    "restore_item",
+]
 
 logger = logging.getLogger("webtask_frames")
 
@@ -164,3 +172,8 @@ def restore_all(
         if not attempts or restore_item(st, attempts, retry, resubmit_ambiguous=resubmit_ambiguous):
             to_run.append(st.report.index)
     return to_run
+
+
+def is_cached(path: str | None) -> bool:
+    """Whether a ledger's ``raw_path`` (a cached result file) is still on disk."""
+    return path is not None and os.path.isfile(path)
