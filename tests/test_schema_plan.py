@@ -7,11 +7,12 @@ import sys
 from collections import Counter
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from sandboxservice import MakeService
 
-from webtask_frames import InvalidInputError, read_webtask, run_batch_async
+from webtask_frames import Client, InvalidInputError, read_webtask, run_batch_async
 from webtask_frames._batch.plan import build_plan
 from webtask_frames._tables import schema as schema_module
 from webtask_frames._tables import validate as validate_module
@@ -125,3 +126,42 @@ def test_plan_helpers() -> None:
     assert plan.validator is plan.validator
     with pytest.raises(InvalidInputError, match="not JSON-serialisable"):
         SchemaPlan.build({"type": "object", "default": float("nan")})
+
+
+def _nested(depth: int, *, via: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        if via == "items":
+            schema = {"type": "array", "items": schema}
+        else:
+            schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+@pytest.mark.parametrize("via", ["properties", "items"])
+def test_a_schema_nested_500_deep_is_a_one_line_input_error(via: str) -> None:
+    deep = _nested(500, via=via)
+    for build in (SchemaPlan.build, schema_plan):
+        with pytest.raises(InvalidInputError) as info:
+            build(deep)
+        assert info.value.field == "output_schema"
+        assert "nested more than" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_deep_schema_is_refused_before_any_request() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request expected, got {request.url}")
+
+    client = Client(
+        api_key="k",
+        workspace_id="w",
+        base_url="https://api.test",
+        transport=httpx.MockTransport(refuse),
+    )
+    with client, pytest.raises(InvalidInputError, match="output_schema"):
+        read_webtask("T", output_schema=_nested(500, via="properties"), client=client)
+
+
+def test_a_reasonably_deep_schema_still_builds() -> None:
+    plan = SchemaPlan.build(_nested(40, via="properties"))
+    assert plan.arrow_schema.names == ["a"]

@@ -46,6 +46,33 @@ def check_jsonable(field_name: str, value: Any) -> None:
         ) from None
 
 
+# Deeper than any real outputSchema (each field level is two: properties, then the field),
+# and shallow enough that checking and compiling it never reach Python's recursion limit.
+MAX_SCHEMA_DEPTH = 200
+
+
+def _too_deep(value: Any, limit: int = MAX_SCHEMA_DEPTH) -> bool:
+    """Whether dicts and lists nest more than ``limit`` deep in ``value`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Mapping | list | tuple):
+            continue
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, Mapping) else node
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _deep_schema_error() -> InvalidInputError:
+    return InvalidInputError(
+        f"output_schema: nested more than {MAX_SCHEMA_DEPTH} levels deep; flatten it "
+        "(free-form parts can be {} or a string holding JSON)",
+        field="output_schema",
+    )
+
+
 def _schema_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -136,6 +163,8 @@ def coerce_output_schema(output_schema: Any) -> dict[str, Any] | None:
             f"{type(output_schema).__name__}",
             field="output_schema",
         )
+    if _too_deep(schema):
+        raise _deep_schema_error()
     checked: dict[str, Any] = dict(schema)
     try:
         jsonschema.Draft202012Validator.check_schema(checked)
@@ -174,15 +203,18 @@ class SchemaPlan:
         existing plan, returned as is); ``InvalidInputError`` naming ``output_schema``."""
         if isinstance(output_schema, SchemaPlan):
             return output_schema
-        schema = coerce_output_schema(output_schema)
-        if schema is None:
-            raise InvalidInputError(
-                "output_schema: expected a JSON Schema, got None", field="output_schema"
-            )
-        check_jsonable("output_schema", schema)
-        layout = layout_for(schema)
-        assert layout is not None  # a schema always has a layout
-        arrow = pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
+        try:
+            schema = coerce_output_schema(output_schema)
+            if schema is None:
+                raise InvalidInputError(
+                    "output_schema: expected a JSON Schema, got None", field="output_schema"
+                )
+            check_jsonable("output_schema", schema)
+            layout = layout_for(schema)
+            assert layout is not None  # a schema always has a layout
+            arrow = pa.schema([pa.field(name, arrow_type(node)) for name, node in layout.columns])
+        except RecursionError:  # e.g. $refs that expand without end: still one clear line
+            raise _deep_schema_error() from None
         return cls(schema=schema, layout=layout, arrow_schema=arrow)
 
     @cached_property
