@@ -28,10 +28,13 @@ from webtask_frames import (
     DownloadError,
     ResultReadError,
     RetryPolicy,
+    TaskError,
     TransportError,
     WaitTimeoutError,
     WebTaskError,
 )
+from webtask_frames._redact import register_secret
+from webtask_frames._wire.models import parse_status
 
 CANARY = "canary-hostile-5e1f0c9a7b3d"
 SIGNED = "sig-hostile-0badc0ffee"
@@ -422,3 +425,33 @@ def test_a_hostile_cost_does_not_defeat_the_budget(
     assert len(started) <= 3
     assert result.cost_usd == result.cost_usd  # never NaN
     assert "skipped" in set(result.tasks["status"].astype(str))
+
+
+@pytest.mark.parametrize("outcome", ["failed", "canceled"])
+def test_a_task_error_pickles_and_prints_its_status_without_the_canary(outcome: str) -> None:
+    """``TaskError.status`` keeps the server's body: an echoed key or signed URL in it must
+    not ride along in the exception's pickle or repr; the id, outcome and code stay."""
+    register_secret(CANARY)
+    url = f"https://files.example/r?sig={SIGNED}"
+    body: dict[str, Any] = {
+        "webTaskId": "wt_echo",
+        "status": "completed" if outcome == "failed" else "canceled",
+        "outcome": "failed",
+        "error": {"code": "timeout", "message": f"msg {CANARY} {url}"},
+        "cost": {"aiUsd": 0.01, "note": CANARY},
+        "echo": {"key": CANARY, "url": url, "deep": [[{"k": CANARY}]]},
+    }
+    if outcome == "canceled":
+        del body["outcome"], body["error"]
+    status = parse_status(body)
+    with pytest.raises(TaskError) as info:
+        status.raise_for_outcome()
+    exc = info.value
+    again = pickle.loads(pickle.dumps(exc))
+    texts = [str(exc), repr(exc), repr(vars(exc)), pickle.dumps(exc).decode("latin-1")]
+    texts += [repr(again.status), repr(again.status.raw), repr(vars(again))]
+    assert leaks("\n".join(texts)) == []
+    assert again.status.web_task_id == "wt_echo" and again.web_task_id == "wt_echo"
+    if outcome == "failed":
+        assert again.status.outcome == "failed" and again.code == "timeout"
+        assert again.status.error.code == "timeout"

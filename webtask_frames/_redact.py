@@ -2,7 +2,7 @@
 
 Two kinds of secret pass through this library: the API key, and the query string of a
 signed file URL (whoever holds it can download the result for seven days). ``scrub``
-removes both from any text (or nested dict / list / tuple of texts), and every exit goes
+removes both from any text (or nested dict / list / tuple / dataclass of texts), and every exit goes
 through it: exception fields (``WebTaskError`` scrubs each attribute as it is set, so
 ``str``, ``repr`` and pickles are clean), log records of ``webtask_frames``, ``httpx`` and
 ``httpcore`` (whose DEBUG log prints response headers, e.g. a redirect's ``Location``),
@@ -16,6 +16,7 @@ recognised by shape (any ``http(s)://...?query``), so a URL never seen before is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -116,6 +117,18 @@ def _scrub(value: Any, extra: tuple[str, ...], depth: int) -> Any:
     if isinstance(value, list | tuple):
         items = [_scrub(v, extra, depth + 1) for v in value]
         return items if isinstance(value, list) else tuple(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # A parsed wire object (a task status on a TaskError) keeps the server's raw body:
+        # a copy with every field scrubbed, so the exception's pickle and repr are clean.
+        changes = {
+            f.name: _scrub(getattr(value, f.name), extra, depth + 1)
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        try:
+            return dataclasses.replace(value, **changes)
+        except Exception:  # a dataclass that cannot be rebuilt: better nothing than a leak
+            return f"<{type(value).__name__} withheld>"
     return value
 
 
