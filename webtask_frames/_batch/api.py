@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ from .status import ItemStatus
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 
 logger = logging.getLogger("webtask_frames")
+
+# How long an interrupted sync run_batch waits for its sweep to close the ledger.
+UNWIND_TIMEOUT_S = 30.0
 
 
 def _cold_items(plan: BatchPlan, to_run: list[int], warm: set[str]) -> set[int]:
@@ -338,6 +343,43 @@ def run_batch(
         dry_run=dry_run,
         ledger=ledger,
     )
-    return run_sync(
-        _run(task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model)
-    )
+    run = _run(task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model)
+    guard = _Interruptible()
+    try:
+        return run_sync(guard.wrap(run))
+    except BaseException:
+        guard.settle(run)
+        raise
+
+
+class _Interruptible:
+    """Lets a sync ``run_batch`` interrupted by Ctrl-C return only once the canceled sweep
+    on the loop thread has unwound: its ledger closed (its lock released) and its client
+    closed, so an immediate re-run on the same ledger is not refused as locked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = self._abandoned = False
+        self._done = threading.Event()
+
+    async def wrap(self, coro: Coroutine[Any, Any, BatchResult]) -> BatchResult:
+        with self._lock:
+            if self._abandoned:  # interrupted before it began: nothing to unwind
+                coro.close()
+                raise asyncio.CancelledError
+            self._started = True
+        try:
+            return await coro
+        finally:
+            self._done.set()
+
+    def settle(self, coro: Coroutine[Any, Any, BatchResult]) -> None:
+        """After the call failed or was interrupted: wait until the sweep has unwound."""
+        with self._lock:
+            self._abandoned = True
+            started = self._started
+        if started:
+            # Bounded: a second Ctrl-C (or a cleanup that hangs) still gets the user out.
+            self._done.wait(timeout=UNWIND_TIMEOUT_S)
+        else:
+            coro.close()  # never began (its task was canceled first): nothing was opened
