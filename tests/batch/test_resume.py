@@ -225,3 +225,23 @@ def test_a_run_cut_short_resumes_to_completion(
     extra = fake.accepted - 90
     assert extra <= int(result.tasks["ambiguous_attempts"].sum())
     assert fake.violations == []
+
+
+def test_a_resubmitted_ambiguous_item_waits_until_its_key_is_free(
+    fake: FakeAPI, run: Run, tmp_path: Path
+) -> None:
+    """The orphan (accepted, but its id lost) still runs: the resubmission waits out its
+    predicted duration (no history: the model's prior) instead of sharing the key."""
+    ledger = tmp_path / "sweep.db"
+    # haiku's prior for a key's first run is 120 s; the first run holds the key that long
+    # (virtual time), and the ledger says the orphan was sent a moment ago (wall time).
+    fake.script = lambda body, occ: Behaviour(duration=200.0 if occ == 0 else 0.02)
+    fake.start_fault = lambda body, n: AcceptedThenDropped("dropped") if n == 1 else None
+    first = run("T", {"i": [0]}, reuse_key="k", ledger=ledger)
+    assert first.tasks["status"][0] == "ambiguous"
+    orphan = fake.tasks["wt_1"]
+    second = run("T", {"i": [0]}, reuse_key="k", ledger=ledger, resubmit_ambiguous=True)
+    assert second.ok
+    assert fake.violations == []  # never two unfinished tasks on "k"
+    resubmitted = [t for t in fake.tasks.values() if t.body == orphan.body and t is not orphan]
+    assert len(resubmitted) == 1 and resubmitted[0].created >= orphan.finish

@@ -50,7 +50,14 @@ from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
 from .priors import prior_estimate
 from .progress import progress_bar
-from .restore import ItemState, fill_from_status, history, is_cached, restore_all
+from .restore import (
+    ItemState,
+    fill_from_status,
+    history,
+    is_cached,
+    orphan_waits,
+    restore_all,
+)
 from .result import ItemReport, empty_records
 from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
@@ -116,6 +123,8 @@ class Runner:
             warm_keys=warm,
             items=sorted(to_run + reattach),
         )
+        for index, wait in orphan_waits(self.items, self.durations, warm, plan.model).items():
+            self.sched.requeue(index, not_before=self._now() + wait)  # closes the whole key
         self._bar: Any = None
         self._closing = False  # set when run() ends: in-flight items then release freely
         self._warned_no_cost = False
@@ -191,15 +200,15 @@ class Runner:
     def _cost_estimate(self, index: int) -> Estimate | None:
         return self.costs.estimate(self.plan.items[index].reuse_key, cold=self.sched.is_cold(index))
 
-    def _prior_cost(self, index: int) -> float:  # the estimate while no cost is known
-        return prior_estimate(self.plan.model, cold=self.sched.is_cold(index))[0]
+    def _prior(self, index: int) -> tuple[float, float]:  # (cost, duration) with no history
+        return prior_estimate(self.plan.model, cold=self.sched.is_cold(index))
 
     def _affordable(self, index: int) -> float | None:
         """The cost to reserve for submitting ``index`` now, or None to hold it back (the
         batch stops when nothing in flight can free budget)."""
         if self.budget.limit is None:
             return 0.0
-        est, prior = self._cost_estimate(index), self._prior_cost(index)
+        est, prior = self._cost_estimate(index), self._prior(index)[0]
         reserve, stop = self.budget.decide(est.mean if est else None, self.sched.n_running, prior)
         if stop is not None:
             self._stop("budget", stop)
@@ -311,8 +320,9 @@ class Runner:
         if reattach is None:
             submitted = await self._submit(st)
             if submitted is None:
-                if report.status == ItemStatus.AMBIGUOUS:
-                    await self._hold_ambiguous(estimate)
+                if report.status == ItemStatus.AMBIGUOUS:  # it may run: hold its slot and key
+                    hold = estimate.mean if estimate else self._prior(report.index)[1]
+                    await self.clock.sleep(min(hold, self.client.poll.timeout_s))
                 return
             web_task_id, sent = submitted
         else:
@@ -325,12 +335,6 @@ class Runner:
             return
         if await self._on_terminal(st, status) and isinstance(status, Completed):
             await self._materialize(st, status)
-
-    async def _hold_ambiguous(self, estimate: Estimate | None) -> None:
-        """Keep the slot and the key of an ambiguous submission for about as long as the
-        task would run: it may exist server-side, and must not share its key."""
-        hold = estimate.mean if estimate else self.client.poll.max_s
-        await self.clock.sleep(min(hold, self.client.poll.timeout_s))
 
     async def _submit(self, st: ItemState) -> tuple[str, float] | None:
         """POST the item: its id and local creation time, or None (its state says why)."""
@@ -482,7 +486,7 @@ class Runner:
             report.add_cost(cost, hours, compute_amount=amount, compute_unit=unit)
             if cost is None:  # unknown (absent, NaN, negative): count the estimate instead
                 est = self._cost_estimate(index)
-                self.budget.charge(max(held, est.mean if est else self._prior_cost(index)))
+                self.budget.charge(max(held, est.mean if est else self._prior(index)[0]))
                 self._warn_if_no_cost(status)
             else:
                 self.budget.charge(cost)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from .._wire.models import Canceled, Completed, Started, TaskStatus
 from .._wire.policies import RetryPolicy
 from .ledger import AttemptRow
 from .policy import NOT_SENT, Action, Counters, next_action
+from .priors import prior_estimate
 from .result import ItemReport
 from .scheduler import Estimator
 from .status import ItemStatus
@@ -27,6 +29,7 @@ __all__ = [
     "fill_from_status",
     "history",
     "is_cached",
+    "orphan_waits",
     "restore_all",
     "restore_item",
 ]
@@ -46,6 +49,8 @@ class ItemState:
     table: pa.Table | None = None
     done_attempt: AttemptRow | None = None
     reattach: AttemptRow | None = None
+    # When the unknown-fate start being resubmitted was sent (the ledger's intent time).
+    orphan_sent: str | None = None
 
 
 def history(rows: list[AttemptRow]) -> tuple[Estimator, Estimator, set[str]]:
@@ -115,6 +120,7 @@ def _ambiguous(st: ItemState, last: AttemptRow, resubmit_ambiguous: bool) -> boo
             if last.state == "intent"
             else last.error_message,
         )
+        st.orphan_sent = last.intent_at
         return True
     report.status = ItemStatus.AMBIGUOUS
     report.error_code = "ambiguous-submission"
@@ -177,3 +183,36 @@ def restore_all(
 def is_cached(path: str | None) -> bool:
     """Whether a ledger's ``raw_path`` (a cached result file) is still on disk."""
     return path is not None and os.path.isfile(path)
+
+
+def orphan_waits(
+    items: list[ItemState], durations: Estimator, warm: set[str], model: str | None
+) -> dict[int, float]:
+    """Seconds each resubmitted ambiguous item must wait before its key is provably free.
+
+    Its earlier start may have created a task (an orphan) that still runs on the item's
+    reuseKey; two runs of one key must never overlap, so the key stays closed until the
+    orphan's predicted duration (the ledger's history, else the model's prior) has passed
+    since it was sent.
+
+    Example:
+        >>> orphan_waits([], Estimator(), set(), None)
+        {}
+    """
+    now = datetime.now(UTC)
+    waits: dict[int, float] = {}
+    for st in items:
+        key = st.report.reuse_key
+        if st.orphan_sent is None or key is None:
+            continue  # without a key the service names a fresh one: nothing to overlap
+        cold = key not in warm
+        est = durations.estimate(key, cold=cold)
+        predicted = est.mean if est is not None else prior_estimate(model, cold=cold)[1]
+        try:
+            sent = datetime.fromisoformat(st.orphan_sent)
+        except ValueError:  # an unreadable time: assume it was sent just now
+            sent = now
+        wait = predicted - (now - sent).total_seconds()
+        if wait > 0:
+            waits[st.report.index] = wait
+    return waits
