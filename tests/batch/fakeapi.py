@@ -42,6 +42,7 @@ class Behaviour:
     data: Any = None  # inline result data; default: two rows
     file: bool = False  # deliver the result as a signed file URL instead
     compute: dict[str, Any] = field(default_factory=lambda: {"unit": "hours", "amount": 0.001})
+    message: str | None = None  # the error message (default: "<code> happened")
     ai_usd: Any = "cost"  # the aiUsd sent: "cost" (the default) sends ``cost``
 
 
@@ -223,7 +224,8 @@ class FakeAPI:
         elif b.outcome == "success":
             out["result"] = {"type": "inline", "data": self._data(task)}
         else:
-            out["error"] = {"code": b.code or "internal-error", "message": f"{b.code} happened"}
+            message = b.message or f"{b.code} happened"
+            out["error"] = {"code": b.code or "internal-error", "message": message}
         return out
 
 

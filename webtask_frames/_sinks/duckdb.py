@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .._exceptions import InvalidInputError
 from .._tables.unify import plain_strings
+from .scrub import scrub_table
 
 __all__ = ["quote_identifier", "write_duckdb"]
 
@@ -102,7 +103,7 @@ def _write_one(
     key: Sequence[str],
 ) -> None:
     view = f"__webtask_frames_{uuid.uuid4().hex[:12]}"
-    con.register(view, plain_strings(data))
+    con.register(view, scrub_table(plain_strings(data)))
     try:
         name = quote_identifier(table)
         if mode == "replace" or not _table_exists(con, table):

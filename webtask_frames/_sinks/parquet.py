@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from .._exceptions import InvalidInputError
 from .._tables.metadata import METADATA_KEY, read_metadata
 from .._tables.unify import plain_strings
+from .scrub import scrub_table
 
 __all__ = ["METADATA_KEY", "read_provenance", "write_parquet"]
 
@@ -95,7 +96,7 @@ def write_parquet(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    table = _with_metadata(plain_strings(table), provenance)
+    table = _with_metadata(scrub_table(plain_strings(table)), provenance)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         if not partition_by:
