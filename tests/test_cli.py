@@ -312,7 +312,7 @@ def test_demo_writes_duckdb_and_parquet(demo: tuple[Path, str]) -> None:
     (rows,) = con.execute("select count(*) from companies").fetchone() or (0,)
     assert rows > 0
     con.close()
-    assert len(list((out / "companies").glob("batch=*/*.parquet"))) == 4
+    assert len(list((out / "companies").glob("batch_dir=*/*.parquet"))) == 4
 
 
 def test_every_suggestion_the_demo_prints_runs(

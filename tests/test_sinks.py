@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -130,7 +131,7 @@ def test_crash_during_dataset_write_keeps_the_previous_dataset(
 def test_rewriting_a_dataset_replaces_it_whole(tmp_path: Path) -> None:
     target = write_parquet(rows(), tmp_path / "d", partition_by=["batch"])
     write_parquet(rows(["Q", "Q"]), target, partition_by=["batch"])
-    assert sorted(p.name for p in target.iterdir()) == ["batch=Q"]
+    assert sorted(p.name for p in target.iterdir()) == ["batch_dir=Q"]
 
 
 def test_duckdb_merge_rerun_keeps_row_counts(tmp_path: Path) -> None:
@@ -192,3 +193,57 @@ def test_duckdb_bad_mode_and_missing_key() -> None:
     write_duckdb(con, "t", rows())
     with pytest.raises(InvalidInputError, match="key"):
         write_duckdb(con, "t", rows(), mode="merge", key=["nope"])
+
+
+PARTITION_CASES = {
+    "nul": ["acme\0EU", "acme\0US", "acme"],
+    "hive-null-marker": ["__HIVE_DEFAULT_PARTITION__", None, ""],
+    "slash-and-dots": ["a/b", "a~2Fb", "..", ".", "../x", "a%2Fb"],
+    "long-non-ascii": ["é" * 130, "é" * 129 + "e", "ü" * 300],
+}
+
+
+def read_back_both(target: Path) -> tuple[list[Any], list[Any]]:
+    """The ``batch`` values of a dataset as pyarrow's and DuckDB's hive readers see them."""
+    by_arrow = ds.dataset(target, format="parquet", partitioning="hive").to_table()
+    arrow = [r["batch"] for r in sorted(by_arrow.to_pylist(), key=lambda r: r["n"])]
+    pattern = str(target / "**" / "*.parquet")
+    with duckdb.connect() as con:
+        rows_ = con.execute(
+            f"SELECT batch FROM read_parquet('{pattern}', hive_partitioning=true) ORDER BY n"
+        ).fetchall()
+    return arrow, [r[0] for r in rows_]
+
+
+@pytest.mark.parametrize("case", list(PARTITION_CASES))
+def test_every_partition_value_gets_its_own_directory_and_reads_back_exactly(
+    tmp_path: Path, case: str
+) -> None:
+    values = PARTITION_CASES[case]
+    table = pa.table({"batch": values, "n": list(range(len(values)))})
+    target = write_parquet(table, tmp_path / "d", partition_by=["batch"])
+    directories = [p for p in target.iterdir() if p.is_dir()]
+    assert len(directories) == len(values)  # no two values share a partition
+    for f in all_files(tmp_path):
+        assert f.resolve().is_relative_to(target.resolve())
+        assert all(len(part.encode()) <= 255 for part in f.parts)
+    arrow, duck = read_back_both(target)
+    assert arrow == values
+    assert duck == values
+
+
+def test_a_long_value_directory_is_hashed_and_the_value_kept_in_the_file(tmp_path: Path) -> None:
+    long = "é" * 130
+    target = write_parquet(
+        pa.table({"batch": [long], "n": [0]}), tmp_path / "d", partition_by=["batch"]
+    )
+    (directory,) = target.iterdir()
+    assert len(directory.name.encode()) < 200 and "~h" in directory.name
+    (part,) = directory.glob("*.parquet")
+    assert pq.read_table(part).column("batch").to_pylist() == [long]
+
+
+def test_a_column_named_like_a_partition_key_is_refused(tmp_path: Path) -> None:
+    table = pa.table({"batch": ["a"], "batch_dir": ["b"], "n": [1]})
+    with pytest.raises(InvalidInputError, match="batch_dir"):
+        write_parquet(table, tmp_path / "d", partition_by=["batch"])

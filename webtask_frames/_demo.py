@@ -124,7 +124,7 @@ def run_demo(out: Path, *, progress: bool = True, time_scale: float = 0.25) -> B
         f"{counts.get('succeeded', 0)} succeeded, {len(result.failed)} failed or skipped; "
         f"{len(result.records)} rows; cost ${result.cost_usd:.2f}; {elapsed:.1f} s"
     )
-    print(f"wrote {database} (tables companies, companies_tasks) and {parquet}/batch=*/")
+    print(f"wrote {database} (tables companies, companies_tasks) and {parquet}/batch_dir=*/")
     print("explore it:")
     for line in explore_hints(database, parquet):
         print(f"  {line}")

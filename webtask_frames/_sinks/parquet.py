@@ -1,12 +1,14 @@
 """Landing Arrow tables in Parquet: one file, or a hive-partitioned dataset, atomically.
 
 ``write_parquet`` writes under a temporary name and renames into place, so a crash leaves
-the previous file or dataset intact. Partition values are percent-encoded by pyarrow
-(``a/b`` -> ``a%2Fb``), so no value can escape the target directory; partition column
-*names* are checked here. Provenance (task, reuse key, schema hash, library version) rides
-in the file metadata under ``METADATA_KEY`` (``b"webtask"``, the key ``read_webtask_arrow``
-uses too; files with the older ``b"webtask_frames"`` still read); the API key and signed
-URLs never reach it, because they are never in the tables.
+the previous file or dataset intact. Partitions are written from an encoded copy of each
+partition column (``partitions``), so no value can escape the target directory, every
+distinct value gets its own directory, and the files keep the original column: hive
+readers give back the exact values. Partition column *names* are checked here.
+Provenance (task, reuse key, schema hash, library version) rides in the file metadata
+under ``METADATA_KEY`` (``b"webtask"``, the key ``read_webtask_arrow`` uses too; files
+with the older ``b"webtask_frames"`` still read); the API key and signed URLs never reach
+it, because they are never in the tables.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 from .._exceptions import InvalidInputError
 from .._tables.metadata import METADATA_KEY, read_metadata
 from .._tables.unify import plain_strings
+from .partitions import MAX_NAME_BYTES, with_partition_keys
 from .scrub import scrub_table
 
 __all__ = ["METADATA_KEY", "read_provenance", "write_parquet"]
@@ -58,7 +61,7 @@ def _check_partition_columns(table: pa.Table, partition_by: Sequence[str]) -> li
                 f"({', '.join(c for c in table.column_names if not c.startswith('_'))})",
                 field="partition_by",
             )
-        if _UNSAFE_NAME.search(name):
+        if _UNSAFE_NAME.search(name) or len(name.encode()) > MAX_NAME_BYTES:
             raise InvalidInputError(
                 f"partition_by: column name {name!r} cannot be a directory name; rename it",
                 field="partition_by",
@@ -69,10 +72,6 @@ def _check_partition_columns(table: pa.Table, partition_by: Sequence[str]) -> li
                 f"partition_by: column {name!r} is nested ({kind}); partition by a scalar column",
                 field="partition_by",
             )
-    if len(columns) == len(table.column_names):
-        raise InvalidInputError(
-            "partition_by: at least one column must stay in the files", field="partition_by"
-        )
     return columns
 
 
@@ -93,6 +92,7 @@ def write_parquet(
     Example:
         >>> write_parquet(pa.table({"batch": ["S24"], "n": [1]}), "out", partition_by=["batch"])
         ... # doctest: +SKIP
+        >>> # out/batch_dir=S24/part-0.parquet, whose rows keep the batch column
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +116,12 @@ def write_parquet(
                 f"path: {str(target)!r} is a file; a partitioned dataset needs a directory",
                 field="path",
             )
+        table, keys = with_partition_keys(table, columns)
         ds.write_dataset(
             table,
             tmp,
             format="parquet",
-            partitioning=ds.partitioning(table.select(columns).schema, flavor="hive"),
+            partitioning=ds.partitioning(table.select(keys).schema, flavor="hive"),
             basename_template="part-{i}.parquet",
             existing_data_behavior="error",
         )

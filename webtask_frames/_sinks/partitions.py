@@ -1,0 +1,92 @@
+"""Partition directories that every value survives: an encoded copy of each column.
+
+A hive directory name cannot hold every string: NUL ends it, ``/`` and ``..`` would move
+it, ``__HIVE_DEFAULT_PARTITION__`` reads back as null and a long value passes the
+filesystem's 255-byte limit. So the dataset is partitioned on a *copy* of each partition
+column, ``<name>_dir``, whose values are safe names (``encode_partition_value``), while
+the files keep the original column: DuckDB's ``read_parquet(..., hive_partitioning=true)``
+and ``pyarrow.dataset`` read ``<name>`` back exactly, beside the ``<name>_dir`` key.
+
+The encoding is injective: ASCII letters, digits, ``-`` and ``.`` stay; every other UTF-8
+byte becomes ``~HH``; the empty string is ``~``; a name longer than ``MAX_VALUE_BYTES``
+keeps a readable prefix and ends ``~h`` + a SHA-256 of the value (the value itself is in
+the files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._exceptions import InvalidInputError
+
+__all__ = [
+    "KEY_SUFFIX",
+    "MAX_NAME_BYTES",
+    "MAX_VALUE_BYTES",
+    "encode_partition_value",
+    "with_partition_keys",
+]
+
+KEY_SUFFIX = "_dir"
+# ``<name>_dir=<value>`` stays well under the usual 255-byte limit of a path component.
+MAX_NAME_BYTES = 100
+MAX_VALUE_BYTES = 120
+_SAFE = re.compile(rb"[A-Za-z0-9.\-]")
+
+
+def encode_partition_value(value: str) -> str:
+    """A directory-safe, injective name for ``value``.
+
+    Example:
+        >>> [encode_partition_value(v) for v in ["S24", "acme\\0EU", "../x", ""]]
+        ['S24', 'acme~00EU', '..~2Fx', '~']
+    """
+    if value == "":
+        return "~"
+    out = "".join(
+        chr(b) if _SAFE.fullmatch(bytes([b])) else f"~{b:02X}" for b in value.encode("utf-8")
+    )
+    if len(out) <= MAX_VALUE_BYTES:
+        return out
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+    head = out[: MAX_VALUE_BYTES - 40].rstrip("~0123456789ABCDEF") or "v"
+    return f"{head}~h{digest}"
+
+
+def _key_column(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    kind = column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return column  # numbers, dates, booleans: pyarrow names them safely
+    uniques = pc.unique(column)
+    names = pa.array(
+        [None if v is None else encode_partition_value(v) for v in uniques.to_pylist()],
+        pa.string(),
+    )
+    return names.take(pc.index_in(column, value_set=uniques))
+
+
+def with_partition_keys(table: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, list[str]]:
+    """``table`` plus one ``<name>_dir`` key column per partition column, and their names.
+
+    Example:
+        >>> t, keys = with_partition_keys(pa.table({"b": ["a/b"], "n": [1]}), ["b"])
+        >>> keys, t.column("b_dir").to_pylist()
+        (['b_dir'], ['a~2Fb'])
+    """
+    keys = []
+    for name in columns:
+        key = f"{name}{KEY_SUFFIX}"
+        if key in table.column_names:
+            raise InvalidInputError(
+                f"partition_by: column {key!r} exists; it names the partition directories "
+                f"of {name!r}: rename it",
+                field="partition_by",
+            )
+        table = table.append_column(key, _key_column(table.column(name)))
+        keys.append(key)
+    return table, keys
