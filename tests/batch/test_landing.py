@@ -50,3 +50,17 @@ def test_an_echoed_key_in_result_data_is_masked_in_parquet_and_duckdb(
         (message,) = con.execute("SELECT error_message FROM rows_tasks WHERE i = 2").fetchone()
         assert message == "echo ****"
         assert con.execute("SELECT count(*) FROM rows WHERE name = 'key ****'").fetchall() == [(2,)]
+
+
+def test_an_echoed_key_is_masked_in_the_cli_out_formats(
+    fake: FakeAPI, run: Run, tmp_path: Path
+) -> None:
+    # csv / ndjson / json are written by the CLI itself, not by the sinks: same rule.
+    from webtask_frames.cli._out import write_out
+
+    fake.script = echo
+    result = run("T", {"i": [0, 1]}, validate="off")
+    for name in ("rows.csv", "rows.ndjson", "rows.json"):
+        text = write_out(result, str(tmp_path / name), []).read_text()
+        assert API_KEY not in text
+        assert "key ****" in text and "city-****" in text

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import InvalidInputError
+from .._sinks.scrub import scrub_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -87,7 +88,8 @@ def write_out(result: BatchResult, out: str, partition_by: list[str]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        _copy(result.to_arrow(), Path(tmp), fmt)
+        # Same rule as the Parquet and DuckDB sinks: no registered secret leaves in a value.
+        _copy(scrub_table(result.to_arrow()), Path(tmp), fmt)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,6 +107,7 @@ def _copy(table: pa.Table, path: Path, fmt: str) -> None:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # nothing of DuckDB's on the terminal
         con.register("rows_", table)
         if fmt == "csv":  # nested values as JSON text, which every CSV reader can parse
             columns = ", ".join(
