@@ -62,16 +62,41 @@ class Estimate:
 
 
 @dataclass
-class _Samples:
-    cold: list[float] = field(default_factory=list)
-    warm: list[float] = field(default_factory=list)
+class _Stat:
+    """Running count, sum, min and max of one key's runs of one kind (O(1) to update)."""
 
-    def of(self, cold: bool) -> list[float]:
+    n: int = 0
+    total: float = 0.0
+    lo: float = math.inf
+    hi: float = -math.inf
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        self.lo = min(self.lo, value)
+        self.hi = max(self.hi, value)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n
+
+
+@dataclass
+class _Samples:
+    cold: _Stat = field(default_factory=_Stat)
+    warm: _Stat = field(default_factory=_Stat)
+
+    def of(self, cold: bool) -> _Stat:
         return self.cold if cold else self.warm
 
 
 class Estimator:
     """Per-key cold/warm estimates of a non-negative quantity (seconds, dollars).
+
+    Each key keeps running figures (count, sum, min, max), so an observation costs O(1);
+    derived figures (the cold factor, the mean over keys, each key's estimate) are
+    memoised and invalidated by the next observation, so a scheduler asking for the same
+    estimate at every decision pays for it once per observation, not once per question.
 
     Example:
         >>> est = Estimator()
@@ -96,6 +121,10 @@ class Estimator:
         self.relative_spread = relative_spread
         self.prior = prior
         self._by_key: dict[str | None, _Samples] = {}
+        self._n = 0
+        self.version = 0  # bumped by every observation: memoised figures are stale
+        self._factor: float | None = None
+        self._memo: dict[tuple[str | None, bool], Estimate | None] = {}
 
     # -- learning ---------------------------------------------------------------------
 
@@ -103,12 +132,26 @@ class Estimator:
         """Record one observation; ``None``, negative and non-finite values are ignored."""
         if value is None or not math.isfinite(value) or value < 0:
             return
-        self._by_key.setdefault(key, _Samples()).of(cold).append(float(value))
+        self._by_key.setdefault(key, _Samples()).of(cold).add(float(value))
+        self._n += 1
+        self.version += 1
+        self._factor = None
+        self._memo.clear()
 
     def count(self, key: str | None = None) -> int:
         """Observations for ``key`` (all keys when None)."""
-        groups = self._by_key.values() if key is None else [self._by_key.get(key, _Samples())]
-        return sum(len(s.cold) + len(s.warm) for s in groups)
+        if key is None:
+            return self._n
+        s = self._by_key.get(key)
+        return 0 if s is None else s.cold.n + s.warm.n
+
+    def knows(self, key: str | None) -> bool:
+        """Whether ``key`` has observations of its own (None: never)."""
+        return key is not None and key in self._by_key
+
+    def known_keys(self) -> list[str]:
+        """Keys with observations of their own."""
+        return [k for k in self._by_key if k is not None]
 
     @property
     def empty(self) -> bool:
@@ -116,38 +159,48 @@ class Estimator:
 
     def cold_factor(self) -> float:
         """Cold/warm ratio: the median over keys that have both, else the default."""
-        ratios = [
-            statistics.fmean(s.cold) / statistics.fmean(s.warm)
-            for k, s in self._by_key.items()
-            if k is not None and s.cold and s.warm and statistics.fmean(s.warm) > 0
-        ]
-        return statistics.median(ratios) if ratios else self.default_cold_factor
+        if self._factor is None:
+            ratios = [
+                s.cold.mean / s.warm.mean
+                for k, s in self._by_key.items()
+                if k is not None and s.cold.n and s.warm.n and s.warm.mean > 0
+            ]
+            self._factor = statistics.median(ratios) if ratios else self.default_cold_factor
+        return self._factor
 
     # -- predicting -------------------------------------------------------------------
 
-    def _own(self, samples: list[float]) -> Estimate:
-        mean = statistics.fmean(samples)
+    def _own(self, stat: _Stat) -> Estimate:
+        mean = stat.mean
         floor = self.relative_spread * mean
-        if len(samples) == 1:
+        if stat.n == 1:
             return Estimate(mean, 1.5 * floor, "key")
-        half_range = (max(samples) - min(samples)) / 2
+        half_range = (stat.hi - stat.lo) / 2
         return Estimate(mean, max(floor, half_range), "key")
 
     def _key_mean(self, samples: _Samples, cold: bool, factor: float) -> float | None:
         same = samples.of(cold)
-        if same:
-            return statistics.fmean(same)
+        if same.n:
+            return same.mean
         other = samples.of(not cold)
-        if other:
-            return statistics.fmean(other) * (factor if cold else 1 / factor)
+        if other.n:
+            return other.mean * (factor if cold else 1 / factor)
         return None
 
     def estimate(self, key: str | None, *, cold: bool) -> Estimate | None:
         """The expected value for ``key``'s next run (cold or warm); None if nothing known."""
+        memo_key = (key if key in self._by_key else None, cold)
+        try:
+            return self._memo[memo_key]
+        except KeyError:
+            found = self._memo[memo_key] = self._estimate(memo_key[0], cold)
+            return found
+
+    def _estimate(self, key: str | None, cold: bool) -> Estimate | None:
         factor = self.cold_factor()
         samples = self._by_key.get(key) if key is not None else None
         if samples is not None:
-            if samples.of(cold):
+            if samples.of(cold).n:
                 return self._own(samples.of(cold))
             mean = self._key_mean(samples, cold, factor)
             if mean is not None:
@@ -182,6 +235,7 @@ class _Chain:
     # once (the server queues them), so the key stays busy until every one is terminal.
     extra: set[int] = field(default_factory=set)
     warm: bool = False
+    stamp: int = 0  # bumped at every change: older heap entries for the chain are stale
 
     @property
     def busy(self) -> bool:
@@ -194,6 +248,12 @@ class Scheduler:
     ``keys[i]`` is item ``i``'s reuseKey (``None``: no key, a chain of its own). Items
     of a chain keep grid order. ``warm_keys`` are keys known to have saved code already
     (from a ledger's history), so their next run is predicted warm.
+
+    A decision costs O(keys with observations + log chains), not O(items): a chain's
+    remaining work is ``first + (n - 1) * warm`` from memoised estimates, chains whose
+    key has figures of its own are compared one by one, and every other chain (keyless,
+    or a key not seen yet) shares the same estimates, so those sit in two heaps (cold,
+    warm) ordered by length then grid order, updated when a chain changes.
 
     Example:
         >>> s = Scheduler(["a", "a", "a", "b"], max_concurrency=2)
@@ -233,6 +293,14 @@ class Scheduler:
         self._seq: dict[int, int] = {}
         self._next_seq = 0
         self._last_decrease_seq = -1
+        self._n_pending = 0
+        self._stamp = 0
+        # Chains with pending items whose key has figures of its own (compared one by one).
+        self._own: set[ChainId] = set()
+        # Every other idle chain with pending items: (-len, head, stamp, id), per warmth.
+        self._heaps: dict[bool, list[tuple[int, int, int, ChainId]]] = {False: [], True: []}
+        self._backoff: list[tuple[float, int, ChainId]] = []  # (not_before, stamp, id)
+        self._seen_version = -1
         warm = set(warm_keys)
         for index in range(len(self.keys)) if items is None else items:
             key = self.keys[index]
@@ -242,6 +310,55 @@ class Scheduler:
                 chain = self._chains[cid] = _Chain(key, deque(), warm=key in warm)
             chain.pending.append(index)
             self._chain_of[index] = cid
+            self._n_pending += 1
+        for cid in self._chains:
+            self._refresh(cid)
+        self._seen_version = self.durations.version
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def _refresh(self, cid: ChainId) -> None:
+        """File the chain where ``next_ready`` will look for it, after any change."""
+        chain = self._chains[cid]
+        self._stamp += 1
+        chain.stamp = self._stamp
+        if not chain.pending:
+            self._own.discard(cid)
+        elif self.durations.knows(chain.key):
+            self._own.add(cid)
+        else:
+            self._own.discard(cid)
+            if not chain.busy:
+                entry = (-len(chain.pending), chain.pending[0], chain.stamp, cid)
+                heapq.heappush(self._heaps[chain.warm], entry)
+
+    def _sync(self) -> None:
+        """Keys that gained figures of their own (observed outside ``on_finished``)."""
+        if self._seen_version == self.durations.version:
+            return
+        self._seen_version = self.durations.version
+        for key in self.durations.known_keys():
+            if key not in self._own and key in self._chains and self._chains[key].pending:
+                self._refresh(key)
+
+    def _top(self, warm: bool, now: float) -> ChainId | None:
+        """The longest ready chain among those sharing the common estimates."""
+        heap = self._heaps[warm]
+        waiting = []
+        found: ChainId | None = None
+        while heap:
+            _, _, stamp, cid = heap[0]
+            chain = self._chains[cid]
+            if stamp != chain.stamp or chain.busy or not chain.pending:
+                heapq.heappop(heap)  # stale: the chain changed since this entry
+            elif chain.not_before > now:
+                waiting.append(heapq.heappop(heap))
+            else:
+                found = cid
+                break
+        for entry in waiting:
+            heapq.heappush(heap, entry)
+        return found
 
     # -- state ------------------------------------------------------------------------
 
@@ -265,7 +382,7 @@ class Scheduler:
     @property
     def done(self) -> bool:
         """Nothing running and nothing left to start."""
-        return not self._started_at and not any(c.pending for c in self._chains.values())
+        return not self._started_at and not self._n_pending
 
     def is_cold(self, item: int) -> bool:
         """Whether ``item``'s run is predicted to build its key's automation."""
@@ -282,12 +399,14 @@ class Scheduler:
         chain = self._chains[chain_id]
         total = 0.0
         warm = chain.warm
+        value = self.durations.value
         if chain.running is not None:
-            est = self.durations.value(chain.key, cold=not warm)
+            est = value(chain.key, cold=not warm)
             total += max(0.0, est - (now - self._started_at[chain.running]))
             warm = True  # assume the running one succeeds and saves code
-        for n, _ in enumerate(chain.pending):
-            total += self.durations.value(chain.key, cold=not warm and n == 0)
+        n = len(chain.pending)
+        if n:
+            total += value(chain.key, cold=not warm) + (n - 1) * value(chain.key, cold=False)
         return total
 
     # -- decisions --------------------------------------------------------------------
@@ -301,11 +420,17 @@ class Scheduler:
         """
         if self.n_running >= self.effective_concurrency:
             return None
+        self._sync()
+        candidates = [
+            cid
+            for cid in self._own
+            if not (chain := self._chains[cid]).busy and chain.not_before <= now
+        ]
+        candidates += [c for warm in (False, True) if (c := self._top(warm, now)) is not None]
         best: tuple[float, int, int] | None = None
         best_item: int | None = None
-        for cid, chain in self._chains.items():
-            if chain.busy or not chain.pending or chain.not_before > now:
-                continue
+        for cid in candidates:
+            chain = self._chains[cid]
             head = chain.pending[0]
             rank = (self.remaining_work(cid, now), len(chain.pending), -head)
             if best is None or rank > best:
@@ -313,11 +438,17 @@ class Scheduler:
         return best_item
 
     def next_wakeup(self, now: float) -> float | None:
-        """When a chain that is only waiting out a backoff becomes ready (None if none)."""
+        """When a chain that is only waiting out a backoff becomes ready (None if none).
+
+        ``now`` never goes back between calls (backoffs already over are forgotten).
+        """
+        heap = self._backoff
+        while heap and (heap[0][0] <= now or heap[0][0] != self._chains[heap[0][2]].not_before):
+            heapq.heappop(heap)
         times = [
-            c.not_before
-            for c in self._chains.values()
-            if not c.busy and c.pending and c.not_before > now
+            nb
+            for nb, _, cid in heap
+            if not (c := self._chains[cid]).busy and c.pending and c.not_before == nb
         ]
         return min(times) if times else None
 
@@ -327,11 +458,16 @@ class Scheduler:
         ``reattach``: the item's task already exists (found in a ledger); several items of
         one key may be re-attached at once, since their tasks may all still be live.
         """
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if chain.busy and not reattach:
             raise RuntimeError(f"item {item}: key {chain.key!r} already has a running item")
-        if item in chain.pending:
+        if chain.pending and chain.pending[0] == item:
+            chain.pending.popleft()
+            self._n_pending -= 1
+        elif item in chain.pending:
             chain.pending.remove(item)
+            self._n_pending -= 1
         if chain.running is not None:
             chain.extra.add(item)
         else:
@@ -339,6 +475,7 @@ class Scheduler:
         self._started_at[item] = now
         self._seq[item] = self._next_seq
         self._next_seq += 1
+        self._refresh(cid)
 
     def on_finished(
         self,
@@ -354,7 +491,8 @@ class Scheduler:
         ``duration`` (server-measured run time when known) feeds the estimator as a cold
         or warm run; a success marks the key warm and counts towards the AIMD increase.
         """
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if chain.running == item:
             chain.running = chain.extra.pop() if chain.extra else None
         chain.extra.discard(item)
@@ -366,13 +504,19 @@ class Scheduler:
         if succeeded:
             chain.warm = True
             self._cap = min(float(self.max_concurrency), self._cap + self.increase_per_success)
+        self._refresh(cid)
 
     def requeue(self, item: int, *, not_before: float = 0.0) -> None:
         """Put ``item`` back at the head of its chain, startable from ``not_before``."""
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if item not in chain.pending:
             chain.pending.appendleft(item)
+            self._n_pending += 1
         chain.not_before = max(chain.not_before, not_before)
+        self._refresh(cid)
+        if chain.not_before > 0:
+            heapq.heappush(self._backoff, (chain.not_before, chain.stamp, cid))
 
     def on_rate_limited(self, item: int) -> None:
         """Multiplicative decrease, once per round: only items submitted after the last
@@ -387,6 +531,10 @@ class Scheduler:
         out = self.pending()
         for chain in self._chains.values():
             chain.pending.clear()
+        self._n_pending = 0
+        self._own.clear()
+        for heap in self._heaps.values():
+            heap.clear()
         return sorted(out)
 
     def plan_order(self) -> list[int]:
