@@ -48,7 +48,7 @@ from .records import (
 )
 from .schema import Layout, Node, arrow_type, parse_type
 from .unify import unify_tables
-from .validate import Collector, contains_nonfinite
+from .validate import Collector
 
 __all__ = [
     "FORMATS",
@@ -143,8 +143,7 @@ def read_data(
     """The reference path: records of ``data`` (a parsed JSON value) to a table."""
     shaped = shape(data, record_path=record_path, layout=layout)
     records = shaped.records
-    if reference is None:
-        reference = collector.validator is not None and contains_nonfinite(records)
+    # NaN/Infinity need no walk here: the validator's own test finds them, per record.
     collector.add(len(records), lambda i: (records[i], bool(reference)))
     table = records_to_table(records, layout)
     if shaped.broadcast:
@@ -399,8 +398,7 @@ def _read_parquet(path: Path, layout: Layout | None, collector: Collector) -> Re
             {k: jsonable(v) for k, v in row.items() if v is not None} for row in batch.to_pylist()
         )
     del table
-    flags = [contains_nonfinite(r) for r in records]
-    collector.add(len(records), lambda i: (records[i], flags[i]))
+    collector.add(len(records), lambda i: (records[i], False))
     return ReadResult(records_to_table(records, layout), len(records), "parquet")
 
 
