@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
-from .blocks import _array_style, _Block, _NotLineDelimited, blocks, loads
+from .blocks import _Block, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
 from .records import (
     add_constant_columns,
@@ -210,6 +210,28 @@ def _rows_match(block: _Block, table: pa.Table) -> bool:
     return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
+_SPLIT_PARTS = 32
+_MIN_SPLIT_BYTES = 32 << 10
+
+
+def _strict_parts(
+    block: _Block, schema: pa.Schema, closed: bool
+) -> Iterator[tuple[_Block, pa.Table | None]]:
+    """The block parsed strictly; when a value of the wrong JSON kind fails it, its
+    pieces, recursively, so only the pieces holding such a value (None) take the
+    reference path, not the whole block."""
+    parsed = _strict_table(block, schema, closed)
+    if parsed is not None or len(block.data) < _MIN_SPLIT_BYTES:
+        yield block, parsed
+        return
+    pieces = split_block(block, _SPLIT_PARTS)
+    if len(pieces) == 1:
+        yield block, None
+        return
+    for piece in pieces:
+        yield from _strict_parts(piece, schema, closed)
+
+
 def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> ReadResult:
     node = layout.node
     parse = parse_type(node)
@@ -220,8 +242,9 @@ def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> 
     closed = certifier is not None and certifier.closed
     parts: list[pa.Table] = []
     n_records = 0
-    for block in blocks(path, fmt):
-        parsed = _strict_table(block, schema, closed)
+    for block, parsed in (
+        part for whole in blocks(path, fmt) for part in _strict_parts(whole, schema, closed)
+    ):
         texts: Sequence[str | bytes] | None = None
         if parsed is None:
             texts = block.texts()
@@ -442,12 +465,6 @@ def read_file(
             reference=reference,
             fmt=fmt,
         )
-    style = _array_style(path) if fmt == "json-array" else None
-    if style is not None:
-        try:
-            return _read_blocks(path, f"json-array-{style}", layout, collector)
-        except _NotLineDelimited:
-            collector.reset()  # the separators were not what they looked like
     return _read_blocks(path, fmt, layout, collector)
 
 
