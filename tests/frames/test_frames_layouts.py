@@ -126,3 +126,19 @@ def test_constant_columns_are_repeated_not_rebuilt() -> None:
     assert constant_array(5, 1).to_pylist() == [5]
     assert constant_array(None, 2).null_count == 2
     assert constant_array("x", 0).type == pa.string()
+
+
+@pytest.mark.parametrize(
+    "pattern", ["^[A-Z]{2}$", "^\\d+$", "\\bab\\b", "^[[:alpha:]]+$", "^a{,2}$", "^.\\S$"]
+)
+def test_certified_patterns_agree_with_python(tmp_path: Path, pattern: str) -> None:
+    item = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}}
+    values = ["AB", "AB\n", "ab", "12", "١٢", "ab cd", "x ab", "a{,2}", "aa", "é1", "[:a", "\t1"]
+    records = [{"s": v} for v in values] + [{}]
+    path = tmp_path / "r.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    layout = layout_for({"type": "array", "items": item})
+    collector = Collector(RecordValidator(item))
+    read_file(path, "application/x-ndjson", layout=layout, collector=collector)
+    ref = jsonschema.Draft202012Validator(item)
+    assert collector.mask().tolist() == [ref.is_valid(r) for r in records]

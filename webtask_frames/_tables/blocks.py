@@ -247,10 +247,9 @@ def _values_of(column: pa.Array) -> pa.Buffer:
 
 
 def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
-    con = duckdb.connect(
-        ":memory:", config={"threads": DUCKDB_THREADS, "enable_progress_bar": False}
-    )
+    con = duckdb.connect(":memory:", config={"threads": DUCKDB_THREADS})
     try:
+        con.execute("SET enable_progress_bar = false")  # nothing printed to the user
         quoted = str(path).replace("'", "''")
         reader = con.sql(
             f"SELECT json FROM read_json_objects('{quoted}', format='array', "
