@@ -128,9 +128,7 @@ def test_constant_columns_are_repeated_not_rebuilt() -> None:
     assert constant_array("x", 0).type == pa.string()
 
 
-@pytest.mark.parametrize(
-    "pattern", ["^[A-Z]{2}$", "^\\d+$", "\\bab\\b", "^[[:alpha:]]+$", "^a{,2}$", "^.\\S$"]
-)
+@pytest.mark.parametrize("pattern", ["^[A-Z]{2}$", "^\\d+$", "\\bab\\b", "^a{,2}$", "^.\\S$"])
 def test_certified_patterns_agree_with_python(tmp_path: Path, pattern: str) -> None:
     item = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}}
     values = ["AB", "AB\n", "ab", "12", "١٢", "ab cd", "x ab", "a{,2}", "aa", "é1", "[:a", "\t1"]

@@ -154,8 +154,8 @@ class _Risk:
         """Note the pattern's risk; the pattern to give the Rust engine."""
         plain = _ESCAPED_PUNCT.sub("", pattern)
         known = _KNOWN_GROUP.sub("", _KNOWN_ESCAPE.sub("", plain))
-        if "\\" in known or "(?" in known:
-            self.whole = True
+        if any(part in known for part in ("\\", "(?", "[:", "{,")):
+            self.whole = True  # POSIX classes and "{,n}" are read differently too
         elif known != plain or _TEXT_RISK.search(known):
             self.strings = _NOT_PRINTABLE_ASCII
         if "$" not in plain:
