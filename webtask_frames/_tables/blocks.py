@@ -141,8 +141,6 @@ _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 _DEPTH = np.zeros(256, dtype=np.int8)
 _DEPTH[[ord("["), ord("{")]] = 1
 _DEPTH[[ord("]"), ord("}")]] = -1
-_STRUCTURAL = np.zeros(256, dtype=bool)
-_STRUCTURAL[[ord(c) for c in "[]{},"]] = True
 
 
 def _real_quotes(arr: np.ndarray) -> np.ndarray:
@@ -168,9 +166,10 @@ def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
     """``(separators, brackets, depth after)`` of a run of JSON text starting outside
     any string at ``depth``: the positions of commas at depth 1 (between the array's
     elements) and of the outer array's own brackets. A string left open at the end
-    makes the depth unknown (-1): the caller reads more first."""
+    makes the depth unknown (-1); positions before that string are exact."""
     quotes = _real_quotes(arr)
-    found = np.flatnonzero(_STRUCTURAL[arr])
+    folded = arr | 0x20  # "[" -> "{", "]" -> "}"; nothing else folds onto them
+    found = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (arr == 0x2C))
     if len(quotes):
         found = found[np.searchsorted(quotes, found) % 2 == 0]  # outside strings
     steps = _DEPTH[arr[found]].astype(np.int64)
@@ -193,26 +192,27 @@ def _scan_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
     with path.open("rb") as f:
         while True:
             chunk = f.read(block_bytes)
+            more = len(chunk) == block_bytes  # a short read is the end of the file
             data = carry + chunk
             if not brackets and data.startswith(b"\xef\xbb\xbf"):
                 data = b"   " + data[3:]  # a byte-order mark
-            if not chunk and not data.strip():
+            if not more and not data.strip():
                 if depth != 0 or brackets != [ord("["), ord("]")]:
                     raise ProtocolError("the JSON result file is not a valid JSON array")
                 break
             arr = np.frombuffer(data, dtype=np.uint8)
             commas, outer, end = _scan(arr, depth)
-            if chunk and (end < 0 or not len(commas)):
-                carry = data  # an element or string runs on: read more
+            if more and not len(commas):
+                carry = data  # one element runs on: read more
                 continue
-            if chunk:
+            if more:  # cut at the last separator; the last element may run on
                 cut = int(commas[-1])
                 commas, outer = commas[:-1], outer[outer < cut]
                 carry, end = data[cut + 1 :], 1
-            else:
+            else:  # the end: the last elements stay with this block
                 cut, carry = len(data), b""
             brackets.extend(data[i] for i in outer.tolist())
-            if not chunk and (end != 0 or brackets != [ord("["), ord("]")]):
+            if not more and (end != 0 or brackets != [ord("["), ord("]")]):
                 raise ProtocolError("the JSON result file is not a valid JSON array")
             block = bytearray(data[:cut].translate(_NEWLINES_TO_SPACES))
             view = np.frombuffer(block, dtype=np.uint8)
@@ -230,7 +230,7 @@ def _scan_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
                 breaks=len(commas) + 1,
                 one_per_line=True,
             )
-            if not chunk:
+            if not more:
                 break
 
 
