@@ -188,7 +188,11 @@ def _strict_table(block: _Block, schema: pa.Schema, closed: bool) -> pa.Table | 
     try:
         table = pa_json.read_json(
             pa.BufferReader(block.data),
-            read_options=pa_json.ReadOptions(block_size=4 << 20),
+            # a small piece (a block split around a wrong-typed value) parses faster
+            # without the thread pool's start-up
+            read_options=pa_json.ReadOptions(
+                block_size=4 << 20, use_threads=len(block.data) >= (1 << 20)
+            ),
             parse_options=options,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
