@@ -2,10 +2,9 @@
 
 Three small pieces, each driven by plain numbers so they are unit-tested without a network:
 
-* ``Estimator`` learns per-``reuseKey`` figures (durations, costs) from what a run observes.
-  A key's first ("cold") run builds its automation and takes about twice as long as the
-  later ("warm") runs that reuse it; the cold/warm ratio is learned once both are seen.
-  Keys never seen fall back to the mean over keys.
+* ``Estimator`` (module ``estimate``, re-exported here) learns per-``reuseKey`` figures
+  (durations, costs) from what a run observes: cold (first) and warm runs of a key,
+  the cold/warm ratio, and the mean over keys for keys never seen.
 * ``Scheduler`` decides which item to submit next. The service runs runs of one reuseKey
   one at a time and a workspace runs at most 10 tasks, so items sharing a key form a
   *chain*; the scheduler keeps at most ``cap`` items in flight, never two of one key, and
@@ -26,7 +25,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import statistics
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,142 +32,13 @@ from datetime import UTC, datetime
 
 from .._wire.models import Pending, TaskStatus
 from .._wire.policies import PollPolicy
+from .estimate import Estimate, Estimator
 
 __all__ = ["Estimate", "Estimator", "PollPlan", "Scheduler", "TaskSchedule"]
 
 # A chain is identified by its reuseKey; items without a key each form their own chain,
 # identified by ("item", index) so they never collide with a real key.
 ChainId = Hashable
-DEFAULT_COLD_FACTOR = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A predicted value and the half-width of its plausible range.
-
-    ``source`` says where it came from: ``key`` (this key's runs of the same kind),
-    ``key-scaled`` (this key's runs of the other kind, scaled by the cold/warm ratio),
-    ``global`` (other keys) or ``prior`` (nothing observed yet).
-    """
-
-    mean: float
-    spread: float
-    source: str
-
-    @property
-    def low(self) -> float:
-        return max(0.0, self.mean - self.spread)
-
-
-@dataclass
-class _Samples:
-    cold: list[float] = field(default_factory=list)
-    warm: list[float] = field(default_factory=list)
-
-    def of(self, cold: bool) -> list[float]:
-        return self.cold if cold else self.warm
-
-
-class Estimator:
-    """Per-key cold/warm estimates of a non-negative quantity (seconds, dollars).
-
-    Example:
-        >>> est = Estimator()
-        >>> est.observe("yc", 100.0, cold=True)
-        >>> est.estimate("yc", cold=False).mean   # a warm run: about half a cold one
-        50.0
-        >>> est.observe("yc", 40.0, cold=False)
-        >>> est.estimate("yc", cold=False).mean
-        40.0
-        >>> est.estimate("other", cold=True).mean  # unknown key: the mean over keys
-        100.0
-    """
-
-    def __init__(
-        self,
-        *,
-        cold_factor: float = DEFAULT_COLD_FACTOR,
-        relative_spread: float = 0.1,
-        prior: float | None = None,
-    ) -> None:
-        self.default_cold_factor = cold_factor
-        self.relative_spread = relative_spread
-        self.prior = prior
-        self._by_key: dict[str | None, _Samples] = {}
-
-    # -- learning ---------------------------------------------------------------------
-
-    def observe(self, key: str | None, value: float | None, *, cold: bool) -> None:
-        """Record one observation; ``None``, negative and non-finite values are ignored."""
-        if value is None or not math.isfinite(value) or value < 0:
-            return
-        self._by_key.setdefault(key, _Samples()).of(cold).append(float(value))
-
-    def count(self, key: str | None = None) -> int:
-        """Observations for ``key`` (all keys when None)."""
-        groups = self._by_key.values() if key is None else [self._by_key.get(key, _Samples())]
-        return sum(len(s.cold) + len(s.warm) for s in groups)
-
-    @property
-    def empty(self) -> bool:
-        return not self._by_key
-
-    def cold_factor(self) -> float:
-        """Cold/warm ratio: the median over keys that have both, else the default."""
-        ratios = [
-            statistics.fmean(s.cold) / statistics.fmean(s.warm)
-            for k, s in self._by_key.items()
-            if k is not None and s.cold and s.warm and statistics.fmean(s.warm) > 0
-        ]
-        return statistics.median(ratios) if ratios else self.default_cold_factor
-
-    # -- predicting -------------------------------------------------------------------
-
-    def _own(self, samples: list[float]) -> Estimate:
-        mean = statistics.fmean(samples)
-        floor = self.relative_spread * mean
-        if len(samples) == 1:
-            return Estimate(mean, 1.5 * floor, "key")
-        half_range = (max(samples) - min(samples)) / 2
-        return Estimate(mean, max(floor, half_range), "key")
-
-    def _key_mean(self, samples: _Samples, cold: bool, factor: float) -> float | None:
-        same = samples.of(cold)
-        if same:
-            return statistics.fmean(same)
-        other = samples.of(not cold)
-        if other:
-            return statistics.fmean(other) * (factor if cold else 1 / factor)
-        return None
-
-    def estimate(self, key: str | None, *, cold: bool) -> Estimate | None:
-        """The expected value for ``key``'s next run (cold or warm); None if nothing known."""
-        factor = self.cold_factor()
-        samples = self._by_key.get(key) if key is not None else None
-        if samples is not None:
-            if samples.of(cold):
-                return self._own(samples.of(cold))
-            mean = self._key_mean(samples, cold, factor)
-            if mean is not None:
-                return Estimate(mean, 2.5 * self.relative_spread * mean, "key-scaled")
-        means = [
-            m for s in self._by_key.values() if (m := self._key_mean(s, cold, factor)) is not None
-        ]
-        if means:
-            mean = statistics.fmean(means)
-            spread = max(max(means) - mean, mean - min(means), 2.5 * self.relative_spread * mean)
-            return Estimate(mean, spread, "global")
-        if self.prior is not None:
-            mean = self.prior * (factor if cold else 1.0)
-            return Estimate(mean, mean, "prior")
-        return None
-
-    def value(self, key: str | None, *, cold: bool, default: float = 1.0) -> float:
-        """``estimate(...).mean`` or ``default`` (scaled by the cold factor) when unknown."""
-        est = self.estimate(key, cold=cold)
-        if est is not None:
-            return est.mean
-        return default * (self.cold_factor() if cold else 1.0)
 
 
 @dataclass
@@ -182,6 +51,7 @@ class _Chain:
     # once (the server queues them), so the key stays busy until every one is terminal.
     extra: set[int] = field(default_factory=set)
     warm: bool = False
+    stamp: int = 0  # bumped at every change: older heap entries for the chain are stale
 
     @property
     def busy(self) -> bool:
@@ -194,6 +64,12 @@ class Scheduler:
     ``keys[i]`` is item ``i``'s reuseKey (``None``: no key, a chain of its own). Items
     of a chain keep grid order. ``warm_keys`` are keys known to have saved code already
     (from a ledger's history), so their next run is predicted warm.
+
+    A decision costs O(keys with observations + log chains), not O(items): a chain's
+    remaining work is ``first + (n - 1) * warm`` from memoised estimates, chains whose
+    key has figures of its own are compared one by one, and every other chain (keyless,
+    or a key not seen yet) shares the same estimates, so those sit in two heaps (cold,
+    warm) ordered by length then grid order, updated when a chain changes.
 
     Example:
         >>> s = Scheduler(["a", "a", "a", "b"], max_concurrency=2)
@@ -233,6 +109,14 @@ class Scheduler:
         self._seq: dict[int, int] = {}
         self._next_seq = 0
         self._last_decrease_seq = -1
+        self._n_pending = 0
+        self._stamp = 0
+        # Chains with pending items whose key has figures of its own (compared one by one).
+        self._own: set[ChainId] = set()
+        # Every other idle chain with pending items: (-len, head, stamp, id), per warmth.
+        self._heaps: dict[bool, list[tuple[int, int, int, ChainId]]] = {False: [], True: []}
+        self._backoff: list[tuple[float, int, ChainId]] = []  # (not_before, stamp, id)
+        self._seen_version = -1
         warm = set(warm_keys)
         for index in range(len(self.keys)) if items is None else items:
             key = self.keys[index]
@@ -242,6 +126,55 @@ class Scheduler:
                 chain = self._chains[cid] = _Chain(key, deque(), warm=key in warm)
             chain.pending.append(index)
             self._chain_of[index] = cid
+            self._n_pending += 1
+        for cid in self._chains:
+            self._refresh(cid)
+        self._seen_version = self.durations.version
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def _refresh(self, cid: ChainId) -> None:
+        """File the chain where ``next_ready`` will look for it, after any change."""
+        chain = self._chains[cid]
+        self._stamp += 1
+        chain.stamp = self._stamp
+        if not chain.pending:
+            self._own.discard(cid)
+        elif self.durations.knows(chain.key):
+            self._own.add(cid)
+        else:
+            self._own.discard(cid)
+            if not chain.busy:
+                entry = (-len(chain.pending), chain.pending[0], chain.stamp, cid)
+                heapq.heappush(self._heaps[chain.warm], entry)
+
+    def _sync(self) -> None:
+        """Keys that gained figures of their own (observed outside ``on_finished``)."""
+        if self._seen_version == self.durations.version:
+            return
+        self._seen_version = self.durations.version
+        for key in self.durations.known_keys():
+            if key not in self._own and key in self._chains and self._chains[key].pending:
+                self._refresh(key)
+
+    def _top(self, warm: bool, now: float) -> ChainId | None:
+        """The longest ready chain among those sharing the common estimates."""
+        heap = self._heaps[warm]
+        waiting = []
+        found: ChainId | None = None
+        while heap:
+            _, _, stamp, cid = heap[0]
+            chain = self._chains[cid]
+            if stamp != chain.stamp or chain.busy or not chain.pending:
+                heapq.heappop(heap)  # stale: the chain changed since this entry
+            elif chain.not_before > now:
+                waiting.append(heapq.heappop(heap))
+            else:
+                found = cid
+                break
+        for entry in waiting:
+            heapq.heappush(heap, entry)
+        return found
 
     # -- state ------------------------------------------------------------------------
 
@@ -265,7 +198,7 @@ class Scheduler:
     @property
     def done(self) -> bool:
         """Nothing running and nothing left to start."""
-        return not self._started_at and not any(c.pending for c in self._chains.values())
+        return not self._started_at and not self._n_pending
 
     def is_cold(self, item: int) -> bool:
         """Whether ``item``'s run is predicted to build its key's automation."""
@@ -282,12 +215,14 @@ class Scheduler:
         chain = self._chains[chain_id]
         total = 0.0
         warm = chain.warm
+        value = self.durations.value
         if chain.running is not None:
-            est = self.durations.value(chain.key, cold=not warm)
+            est = value(chain.key, cold=not warm)
             total += max(0.0, est - (now - self._started_at[chain.running]))
             warm = True  # assume the running one succeeds and saves code
-        for n, _ in enumerate(chain.pending):
-            total += self.durations.value(chain.key, cold=not warm and n == 0)
+        n = len(chain.pending)
+        if n:
+            total += value(chain.key, cold=not warm) + (n - 1) * value(chain.key, cold=False)
         return total
 
     # -- decisions --------------------------------------------------------------------
@@ -301,11 +236,17 @@ class Scheduler:
         """
         if self.n_running >= self.effective_concurrency:
             return None
+        self._sync()
+        candidates = [
+            cid
+            for cid in self._own
+            if not (chain := self._chains[cid]).busy and chain.not_before <= now
+        ]
+        candidates += [c for warm in (False, True) if (c := self._top(warm, now)) is not None]
         best: tuple[float, int, int] | None = None
         best_item: int | None = None
-        for cid, chain in self._chains.items():
-            if chain.busy or not chain.pending or chain.not_before > now:
-                continue
+        for cid in candidates:
+            chain = self._chains[cid]
             head = chain.pending[0]
             rank = (self.remaining_work(cid, now), len(chain.pending), -head)
             if best is None or rank > best:
@@ -313,11 +254,17 @@ class Scheduler:
         return best_item
 
     def next_wakeup(self, now: float) -> float | None:
-        """When a chain that is only waiting out a backoff becomes ready (None if none)."""
+        """When a chain that is only waiting out a backoff becomes ready (None if none).
+
+        ``now`` never goes back between calls (backoffs already over are forgotten).
+        """
+        heap = self._backoff
+        while heap and (heap[0][0] <= now or heap[0][0] != self._chains[heap[0][2]].not_before):
+            heapq.heappop(heap)
         times = [
-            c.not_before
-            for c in self._chains.values()
-            if not c.busy and c.pending and c.not_before > now
+            nb
+            for nb, _, cid in heap
+            if not (c := self._chains[cid]).busy and c.pending and c.not_before == nb
         ]
         return min(times) if times else None
 
@@ -327,11 +274,16 @@ class Scheduler:
         ``reattach``: the item's task already exists (found in a ledger); several items of
         one key may be re-attached at once, since their tasks may all still be live.
         """
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if chain.busy and not reattach:
             raise RuntimeError(f"item {item}: key {chain.key!r} already has a running item")
-        if item in chain.pending:
+        if chain.pending and chain.pending[0] == item:
+            chain.pending.popleft()
+            self._n_pending -= 1
+        elif item in chain.pending:
             chain.pending.remove(item)
+            self._n_pending -= 1
         if chain.running is not None:
             chain.extra.add(item)
         else:
@@ -339,6 +291,7 @@ class Scheduler:
         self._started_at[item] = now
         self._seq[item] = self._next_seq
         self._next_seq += 1
+        self._refresh(cid)
 
     def on_finished(
         self,
@@ -354,7 +307,8 @@ class Scheduler:
         ``duration`` (server-measured run time when known) feeds the estimator as a cold
         or warm run; a success marks the key warm and counts towards the AIMD increase.
         """
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if chain.running == item:
             chain.running = chain.extra.pop() if chain.extra else None
         chain.extra.discard(item)
@@ -366,13 +320,19 @@ class Scheduler:
         if succeeded:
             chain.warm = True
             self._cap = min(float(self.max_concurrency), self._cap + self.increase_per_success)
+        self._refresh(cid)
 
     def requeue(self, item: int, *, not_before: float = 0.0) -> None:
         """Put ``item`` back at the head of its chain, startable from ``not_before``."""
-        chain = self._chains[self._chain_of[item]]
+        cid = self._chain_of[item]
+        chain = self._chains[cid]
         if item not in chain.pending:
             chain.pending.appendleft(item)
+            self._n_pending += 1
         chain.not_before = max(chain.not_before, not_before)
+        self._refresh(cid)
+        if chain.not_before > 0:
+            heapq.heappush(self._backoff, (chain.not_before, chain.stamp, cid))
 
     def on_rate_limited(self, item: int) -> None:
         """Multiplicative decrease, once per round: only items submitted after the last
@@ -387,6 +347,10 @@ class Scheduler:
         out = self.pending()
         for chain in self._chains.values():
             chain.pending.clear()
+        self._n_pending = 0
+        self._own.clear()
+        for heap in self._heaps.values():
+            heap.clear()
         return sorted(out)
 
     def plan_order(self) -> list[int]:

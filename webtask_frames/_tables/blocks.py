@@ -5,13 +5,12 @@ source below yields ``_Block``s: bytes holding one record per line (for the stri
 parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
-* A JSON array whose writer is recognised (one element per line; ``json.dumps``'
-  compact ``}, {`` or tight ``},{``; ``indent=N``): its top-level separators are
-  rewritten to line breaks with same-length ``bytes.replace``/``translate`` passes.
-  Any doubt (a separator look-alike inside an element) makes a line fail to parse on
-  its own, and the reader starts over on the generic path (``_NotLineDelimited``).
-* Any other JSON array: DuckDB's ``read_json_objects`` streams the elements' original
-  text, one batch ahead in a thread.
+* A JSON array, whatever its whitespace and separators (compact, tight, indented,
+  tabs, CRLF, arrays of objects inside records): a vectorised structural scan finds
+  the commas between its elements (outside strings, at depth 1) and rewrites them to
+  line breaks, one block ahead in a thread.
+* DuckDB's ``read_json_objects`` (the elements' original text) remains for callers
+  that ask for it (``fmt="json-array-duckdb"``).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
 
-__all__ = ["BLOCK_BYTES", "blocks", "loads"]
+__all__ = ["BLOCK_BYTES", "blocks", "loads", "split_block"]
 
 BLOCK_BYTES = 16 << 20
 ARRAY_BATCH_ROWS = 50000
@@ -64,19 +64,15 @@ class _Block:
     n: int | None = None
     breaks: int | None = None  # line breaks in ``data``, when the source counted them
     column: pa.Array | None = None
-    line_array: bool = False
     one_per_line: bool = False
     _breaks: np.ndarray | None = None
     _texts: Sequence[str | bytes] | None = None
 
     def load(self, text: str | bytes) -> tuple[Any, bool]:
-        """``_loads`` one record of this block; invalid JSON is a ProtocolError (or, for
-        a guessed one-element-per-line array, a signal to re-read it generically)."""
+        """``_loads`` one record of this block; invalid JSON is a ProtocolError."""
         try:
             return loads(text)
         except ValueError as exc:
-            if self.line_array:
-                raise _NotLineDelimited from None
             raise ProtocolError(f"a record of the result file is not valid JSON: {exc}") from None
 
     def text_at(self, i: int) -> str | bytes:
@@ -109,6 +105,27 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
             yield _block_of_lines(memoryview(carry + b"\n"), carry.count(b"\n") + 1)
 
 
+def split_block(block: _Block, parts: int) -> list[_Block]:
+    """The block's lines in about ``parts`` smaller blocks (the block itself when it
+    holds one line), so a record the strict parse refuses costs only its piece."""
+    data = memoryview(block.data)
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    if len(ends) < 2:
+        return [block]
+    step = -(-len(ends) // parts)
+    cuts = ends[step - 1 :: step].tolist()
+    if cuts[-1] != ends[-1]:
+        cuts.append(int(ends[-1]))
+    pieces, start = [], 0
+    for cut in cuts:
+        piece = data[start : cut + 1]
+        pieces.append(
+            _block_of_lines(piece, int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)])))
+        )
+        start = cut + 1
+    return pieces
+
+
 def _block_of_lines(data: memoryview, breaks: int) -> _Block:
     def texts() -> list[bytes]:
         return [line for line in bytes(data).split(b"\n") if line.strip()]
@@ -116,121 +133,109 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
     return _Block(data=data, texts=texts, breaks=breaks)
 
 
-class _NotLineDelimited(Exception):
-    """A JSON array guessed to hold one element per line does not."""
-
-
-def _split_block(data: memoryview, breaks: int) -> _Block:
-    def texts() -> list[bytes]:
-        lines = (line.rstrip() for line in bytes(data).split(b"\n"))
-        return [line.removesuffix(b",") for line in lines if line]
-
-    return _Block(data=data, texts=texts, breaks=breaks, line_array=True)
-
-
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 
 
-@dataclass(frozen=True)
-class _Style:
-    """How a JSON array writer separates top-level elements, and how to rewrite a run of
-    elements to one per line with same-length passes (``bytes.replace``/``translate``,
-    the fastest there are; positions do not move). In a rewritten ``sep`` the line
-    break ends at ``end`` and the next element starts at ``start``."""
+# -- any JSON array: a structural scan ---------------------------------------------------
 
-    sep: bytes
-    end: int
-    start: int
-    rewrite: Callable[[bytes], bytes]
+_DEPTH = np.zeros(256, dtype=np.int8)
+_DEPTH[[ord("["), ord("{")]] = 1
+_DEPTH[[ord("]"), ord("}")]] = -1
 
 
-def _strip_newlines(data: bytes) -> bytes:
-    # Valid JSON holds raw line breaks only as insignificant whitespace.
-    return data.translate(_NEWLINES_TO_SPACES) if b"\n" in data or b"\r" in data else data
+def _real_quotes(arr: np.ndarray) -> np.ndarray:
+    """Positions of the quotes that open or close strings (not escaped ones)."""
+    quotes = np.flatnonzero(arr == 34)
+    if len(quotes) and quotes[0] == 0:
+        maybe = quotes[1:][arr[quotes[1:] - 1] == 92]
+    else:
+        maybe = quotes[arr[quotes - 1] == 92] if len(quotes) else quotes
+    if not len(maybe):
+        return quotes
+    escaped = []
+    for q in maybe.tolist():  # rare: count the backslashes before it
+        j = q - 1
+        while j >= 0 and arr[j] == 92:
+            j -= 1
+        if (q - 1 - j) % 2:
+            escaped.append(q)
+    return np.setdiff1d(quotes, np.array(escaped, dtype=quotes.dtype), assume_unique=True)
 
 
-def _style(name: str) -> _Style:
-    if name == "lines":  # [\n{...},\n{...}\n]
-        return _Style(b",\n", 2, 2, lambda b: b.replace(b",\n", b" \n"))
-    if name == "compact":  # json.dumps: [{...}, {...}]
-        return _Style(b"}, {", 2, 3, lambda b: _strip_newlines(b).replace(b"}, {", b"}\n {"))
-    if name == "tight":  # separators=(",", ":"): [{...},{...}]
-        return _Style(b"},{", 2, 2, lambda b: _strip_newlines(b).replace(b"},{", b"}\n{"))
-    indent = name.removeprefix("indent:").encode()  # json.dumps(indent=N)
-    flat = b" " + indent + b"}, " + indent + b"{"  # a separator once line breaks are spaces
-    marked = b" " + indent + b"}\n " + indent + b"{"
-    return _Style(
-        b"\n" + indent + b"},\n" + indent + b"{",
-        len(indent) + 3,
-        len(indent) * 2 + 4,
-        lambda b: _strip_newlines(b).replace(flat, marked),
-    )
+def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(separators, brackets, depth after)`` of a run of JSON text starting outside
+    any string at ``depth``: the positions of commas at depth 1 (between the array's
+    elements) and of the outer array's own brackets. A string left open at the end
+    makes the depth unknown (-1); positions before that string are exact."""
+    quotes = _real_quotes(arr)
+    folded = arr | 0x20  # "[" -> "{", "]" -> "}"; nothing else folds onto them
+    found = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (arr == 0x2C))
+    if len(quotes):
+        found = found[np.searchsorted(quotes, found) % 2 == 0]  # outside strings
+    steps = _DEPTH[arr[found]].astype(np.int64)
+    after = depth + np.cumsum(steps)
+    before = after - steps
+    commas = found[(steps == 0) & (before == 1)]
+    outer = found[((steps == 1) & (before == 0)) | ((steps == -1) & (after == 0))]
+    end = int(after[-1]) if len(after) else depth
+    return commas, outer, (end if len(quotes) % 2 == 0 else -1)
 
 
-def _split_array_blocks(path: Path, block_bytes: int, style_name: str) -> Iterator[_Block]:
-    """A JSON array read like NDJSON by rewriting the separators between its elements.
-
-    Blocks are cut at the last separator. A separator's bytes can also occur inside an
-    element (in a string, or between nested objects written alike); the rewrite then
-    breaks that element across lines, which no longer parse one by one: the strict
-    parse fails or counts rows differently, and the reference path raises
-    ``_NotLineDelimited`` so the file is re-read generically. When every line parses as
-    exactly one value, the lines are exactly the array's elements.
-    """
-    style = _style(style_name)
+def _scan_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
+    """Any JSON array, whatever its whitespace and separators: a vectorised scan finds
+    the commas between the array's elements (outside strings, at depth 1), which become
+    line breaks (raw line breaks, insignificant whitespace in valid JSON, become
+    spaces), so each block holds one element per line and its count is known."""
     carry = b""
-    first = True
+    depth = 0
+    brackets: list[int] = []  # the outer array's own: must be exactly "[" then "]"
     with path.open("rb") as f:
-        while chunk := f.read(block_bytes):
+        while True:
+            chunk = f.read(block_bytes)
+            more = len(chunk) == block_bytes  # a short read is the end of the file
             data = carry + chunk
-            if first:
-                data = data.lstrip(b"\xef\xbb\xbf \t\r\n")
-                if not data.startswith(b"["):
-                    raise _NotLineDelimited
-                data, first = data[1:].lstrip(b" \t\r\n"), False
-            cut = data.rfind(style.sep)
-            if cut < 0:
-                carry = data
+            if not brackets and data.startswith(b"\xef\xbb\xbf"):
+                data = b"   " + data[3:]  # a byte-order mark
+            if not more and not data.strip():
+                if depth != 0 or brackets != [ord("["), ord("]")]:
+                    raise ProtocolError("the JSON result file is not a valid JSON array")
+                break
+            arr = np.frombuffer(data, dtype=np.uint8)
+            commas, outer, end = _scan(arr, depth)
+            if more and not len(commas):
+                carry = data  # one element runs on: read more
                 continue
-            rewritten = style.rewrite(data)
-            end = cut + style.end
-            carry = data[cut + style.start :]
-            yield _split_block(memoryview(rewritten)[:end], rewritten.count(b"\n", 0, end))
-    last = carry.rstrip()
-    if not last.endswith(b"]"):
-        raise _NotLineDelimited
-    last = last[:-1].rstrip()
-    if last:
-        tail = style.rewrite(last) + b"\n"
-        yield _split_block(memoryview(tail), tail.count(b"\n"))
+            if more:  # cut at the last separator; the last element may run on
+                cut = int(commas[-1])
+                commas, outer = commas[:-1], outer[outer < cut]
+                carry, end = data[cut + 1 :], 1
+            else:  # the end: the last elements stay with this block
+                cut, carry = len(data), b""
+            brackets.extend(data[i] for i in outer.tolist())
+            if not more and (end != 0 or brackets != [ord("["), ord("]")]):
+                raise ProtocolError("the JSON result file is not a valid JSON array")
+            block = bytearray(data[:cut].translate(_NEWLINES_TO_SPACES))
+            view = np.frombuffer(block, dtype=np.uint8)
+            view[outer] = 32
+            view[commas] = 10
+            del view  # releases the buffer so it may grow
+            depth = end
+            if not bytes(block).strip():
+                continue
+            block += b"\n"
+            yield _Block(
+                data=memoryview(block),
+                texts=partial(_lines, block),
+                n=len(commas) + 1,
+                breaks=len(commas) + 1,
+                one_per_line=True,
+            )
+            if not more:
+                break
 
 
-_INDENTED = re.compile(rb"\[(?:\r?\n)([ \t]+)\{")
-
-
-def _array_style(path: Path) -> str | None:
-    """How a JSON array file separates its elements, when it can be read like NDJSON."""
-    with path.open("rb") as f:
-        head = f.read(1 << 20).lstrip(b"\xef\xbb\xbf \t\r\n")
-    indented = _INDENTED.match(head)
-    if indented:
-        indent = indented.group(1)
-        if not indent.strip(b" "):
-            return f"indent:{indent.decode()}"
-    body = head[1:].lstrip(b" \t\r\n")
-    line, newline, _ = body.partition(b"\n")
-    if newline:
-        try:
-            json.loads(line.rstrip().removesuffix(b","))
-            return "lines"
-        except ValueError:
-            return None
-    if body.startswith(b"{"):
-        if b"}, {" in body:
-            return "compact"
-        if b"},{" in body:
-            return "tight"
-    return None
+def _lines(block: bytearray) -> list[bytes]:
+    return [line.strip() for line in bytes(block).split(b"\n")[:-1]]
 
 
 def _values_of(column: pa.Array) -> pa.Buffer:
@@ -244,6 +249,7 @@ def _values_of(column: pa.Array) -> pa.Buffer:
 def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
     con = duckdb.connect(":memory:", config={"threads": DUCKDB_THREADS})
     try:
+        con.execute("SET enable_progress_bar = false")  # nothing printed to the user
         quoted = str(path).replace("'", "''")
         reader = con.sql(
             f"SELECT json FROM read_json_objects('{quoted}', format='array', "
@@ -316,8 +322,9 @@ def _array_blocks(path: Path, batch_rows: int) -> Iterator[_Block]:
 
 
 def blocks(path: Path, fmt: str) -> Iterator[_Block]:
+    """The blocks of an ``ndjson`` or ``json-array`` file."""
     if fmt == "ndjson":
         return _ndjson_blocks(path, BLOCK_BYTES)
-    if fmt.startswith("json-array-"):
-        return _split_array_blocks(path, BLOCK_BYTES, fmt.removeprefix("json-array-"))
-    return _array_blocks(path, ARRAY_BATCH_ROWS)
+    if fmt == "json-array-duckdb":
+        return _array_blocks(path, ARRAY_BATCH_ROWS)
+    return _prefetch(_scan_blocks(path, BLOCK_BYTES))

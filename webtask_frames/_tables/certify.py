@@ -43,6 +43,7 @@ class _Check:
     kind: str
     null_ok: bool
     enum: list[str] | None = None
+    pattern: str | None = None
     min_len: int | None = None
     max_len: int | None = None
     bounds: list[tuple[str, float | int]] = field(default_factory=list)
@@ -51,6 +52,27 @@ class _Check:
     min_items: int | None = None
     max_items: int | None = None
     closed: bool = False
+
+
+_NOT_PRINTABLE_ASCII = "[^\\x20-\\x7e]"
+# Pattern syntax read the same way by Python's re and RE2 (escaped punctuation, the
+# classes \d \w \s \b and their negations); anything else (lookaround, back
+# references, "{,n}", possessive quantifiers, other escapes) is not certified.
+_RE2_SAFE = re.compile(r"\\[\\^$.|?*+()\[\]{}/\-dDwWsSbB]")
+
+
+def _re2_pattern(pattern: Any) -> str:
+    if not isinstance(pattern, str) or not pattern.isascii():
+        raise _Unsupported
+    rest = _RE2_SAFE.sub("", pattern)
+    if any(s in rest for s in ("\\", "(?", "{,", "[:")) or re.search(r"[*+?}]\+", rest):
+        raise _Unsupported
+    try:
+        pc.match_substring_regex(pa.array(["", "a"]), pattern)
+        re.compile(pattern)
+    except (pa.ArrowInvalid, re.error):
+        raise _Unsupported from None
+    return pattern
 
 
 def _nonneg_int(value: Any) -> int:
@@ -121,7 +143,10 @@ class _Compiler:
         if kind in _STRINGY:
             if not (value_types == {"string"} or (value_types is None and "enum" in keys)):
                 raise _Unsupported
-            allowed |= {"enum", "const", "minLength", "maxLength"}
+            allowed |= {"enum", "const", "minLength", "maxLength", "format"}
+            if "pattern" in keys:
+                check.pattern = _re2_pattern(schema["pattern"])
+                allowed.add("pattern")
             if "enum" in keys or "const" in keys:
                 values = schema["enum"] if "enum" in keys else [schema["const"]]
                 if "enum" in keys and "const" in keys:
@@ -266,6 +291,12 @@ def _within(lengths: np.ndarray, low: int | None, high: int | None) -> np.ndarra
 
 def _strings_ok(check: _Check, arr: pa.Array, _maybe_null: _MaybeNull) -> np.ndarray:
     ok = np.ones(len(arr), dtype=bool)
+    if check.pattern is not None:
+        # Proven only on printable-ASCII strings, where RE2 and Python's re agree on
+        # classes and "." (and RE2's "$", end of text only, matching implies Python's).
+        plain = pc.invert(pc.match_substring_regex(arr, _NOT_PRINTABLE_ASCII))
+        found = pc.and_(plain, pc.match_substring_regex(arr, check.pattern))
+        ok &= _np(pc.fill_null(found, True))
     if check.enum is not None:
         ok &= _np(pc.fill_null(pc.is_in(arr, value_set=pa.array(check.enum, pa.string())), True))
     if check.min_len is not None or check.max_len is not None:

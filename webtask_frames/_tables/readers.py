@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
-from .blocks import _array_style, _Block, _NotLineDelimited, blocks, loads
+from .blocks import _Block, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
 from .records import (
     add_constant_columns,
@@ -48,7 +48,7 @@ from .records import (
 )
 from .schema import Layout, Node, arrow_type, parse_type
 from .unify import unify_tables
-from .validate import Collector, contains_nonfinite
+from .validate import Collector
 
 __all__ = [
     "FORMATS",
@@ -143,8 +143,7 @@ def read_data(
     """The reference path: records of ``data`` (a parsed JSON value) to a table."""
     shaped = shape(data, record_path=record_path, layout=layout)
     records = shaped.records
-    if reference is None:
-        reference = collector.validator is not None and contains_nonfinite(records)
+    # NaN/Infinity need no walk here: the validator's own test finds them, per record.
     collector.add(len(records), lambda i: (records[i], bool(reference)))
     table = records_to_table(records, layout)
     if shaped.broadcast:
@@ -189,7 +188,11 @@ def _strict_table(block: _Block, schema: pa.Schema, closed: bool) -> pa.Table | 
     try:
         table = pa_json.read_json(
             pa.BufferReader(block.data),
-            read_options=pa_json.ReadOptions(block_size=4 << 20),
+            # a small piece (a block split around a wrong-typed value) parses faster
+            # without the thread pool's start-up
+            read_options=pa_json.ReadOptions(
+                block_size=4 << 20, use_threads=len(block.data) >= (1 << 20)
+            ),
             parse_options=options,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -211,6 +214,28 @@ def _rows_match(block: _Block, table: pa.Table) -> bool:
     return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
+_SPLIT_PARTS = 32
+_MIN_SPLIT_BYTES = 32 << 10
+
+
+def _strict_parts(
+    block: _Block, schema: pa.Schema, closed: bool
+) -> Iterator[tuple[_Block, pa.Table | None]]:
+    """The block parsed strictly; when a value of the wrong JSON kind fails it, its
+    pieces, recursively, so only the pieces holding such a value (None) take the
+    reference path, not the whole block."""
+    parsed = _strict_table(block, schema, closed)
+    if parsed is not None or len(block.data) < _MIN_SPLIT_BYTES:
+        yield block, parsed
+        return
+    pieces = split_block(block, _SPLIT_PARTS)
+    if len(pieces) == 1:
+        yield block, None
+        return
+    for piece in pieces:
+        yield from _strict_parts(piece, schema, closed)
+
+
 def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> ReadResult:
     node = layout.node
     parse = parse_type(node)
@@ -221,8 +246,9 @@ def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> 
     closed = certifier is not None and certifier.closed
     parts: list[pa.Table] = []
     n_records = 0
-    for block in blocks(path, fmt):
-        parsed = _strict_table(block, schema, closed)
+    for block, parsed in (
+        part for whole in blocks(path, fmt) for part in _strict_parts(whole, schema, closed)
+    ):
         texts: Sequence[str | bytes] | None = None
         if parsed is None:
             texts = block.texts()
@@ -399,8 +425,7 @@ def _read_parquet(path: Path, layout: Layout | None, collector: Collector) -> Re
             {k: jsonable(v) for k, v in row.items() if v is not None} for row in batch.to_pylist()
         )
     del table
-    flags = [contains_nonfinite(r) for r in records]
-    collector.add(len(records), lambda i: (records[i], flags[i]))
+    collector.add(len(records), lambda i: (records[i], False))
     return ReadResult(records_to_table(records, layout), len(records), "parquet")
 
 
@@ -444,12 +469,6 @@ def read_file(
             reference=reference,
             fmt=fmt,
         )
-    style = _array_style(path) if fmt == "json-array" else None
-    if style is not None:
-        try:
-            return _read_blocks(path, f"json-array-{style}", layout, collector)
-        except _NotLineDelimited:
-            collector.reset()  # the separators were not what they looked like
     return _read_blocks(path, fmt, layout, collector)
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .._exceptions import InvalidInputError
@@ -339,7 +340,8 @@ def constant_array(value: Any, n: int, node: Node | None = None) -> pa.Array:
         node = infer_node([value])
     if node.kind == "null" or value is None:
         return pa.nulls(n, type=arrow_type(node) if node is not NULL else pa.null())
-    return to_array([value] * n, node)
+    one = to_array([value], node)  # converted once, then repeated in Arrow
+    return one.take(pa.array(np.zeros(n, dtype=np.int32))) if n != 1 else one
 
 
 def add_constant_columns(

@@ -1,0 +1,300 @@
+"""Benchmark: the whole read matrix, file layouts x typed/untyped x validation on/off.
+
+Data comes from this script's own generator (nested company records: a struct, lists of
+strings, lists of objects, unicode text), not the tests' generator. Each layout is
+written once, served over a local HTTP server, and every measurement runs in a fresh
+subprocess that downloads the file and reads it into a pandas DataFrame (download
+included on every side), so its peak RSS (``ru_maxrss`` from ``wait4``) is clean:
+
+* ours: ``read_file`` (the path ``read_webtask`` takes for file results) then
+  ``table_to_pandas``; typed (the outputSchema) with validation on (flag mode) and off,
+  and untyped (no schema: validation needs one, so there is no untyped+validation cell);
+* pandas: ``pd.json_normalize(json.load(f))`` (NDJSON: ``json.loads`` per line);
+* DuckDB: ``read_json`` -> Arrow -> pandas (the stretch goal: within 1.5x of it).
+
+Layouts: json.dump defaults, compact separators, indent=2, tabs and CRLF, a wrapper
+object ``{"source": ..., "companies": [...]}``, NDJSON, NDJSON with 0.1% wrong-typed
+values (``"revenue": "n/a"``), and millions of tiny records (scaled to the size).
+
+    python tests/benchmarks/bench_matrix.py                 # ~8 MB per layout (quick)
+    python tests/benchmarks/bench_matrix.py --size-mb 200   # the figures in the README
+
+Targets per cell: >= 8x faster than pandas at <= 0.5x its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+COMPANY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "name": {"type": "string", "minLength": 1},
+        "country": {"type": "string", "pattern": "^[A-Z]{2}$"},
+        "founded": {"type": "integer"},
+        "revenue": {"type": "number", "minimum": 0},
+        "public": {"type": "boolean"},
+        "status": {"enum": ["active", "acquired", "closed"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "hq": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "geo": {
+                    "type": "object",
+                    "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                },
+            },
+        },
+        "offices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "staff": {"type": "integer"}},
+            },
+        },
+        "people": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "role": {"type": "string"}},
+                "required": ["name"],
+            },
+        },
+    },
+    "required": ["id", "name"],
+}
+TINY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"i": {"type": "integer"}, "ok": {"type": "boolean"}},
+}
+CITIES = ["Paris", "Zürich", "São Paulo", "Tokyo", "Austin", "Kraków", "Lagos"]
+WORDS = ["ai", "fintech", "b2b", "saas", "climate", "health", "robotics", "devtools"]
+LAYOUTS = ["default", "compact", "indent2", "tabs-crlf", "wrapper", "ndjson", "wrong", "tiny"]
+
+
+def company(i: int, rng: random.Random, wrong: bool) -> dict[str, Any]:
+    return {
+        "id": i,
+        "name": f"Company {i} {rng.choice(WORDS).title()}",
+        "country": rng.choice(["US", "FR", "DE", "JP", "BR"]),
+        "founded": 1950 + rng.randrange(75),
+        "revenue": "n/a" if wrong else round(rng.random() * 1e6, 2),
+        "public": rng.random() < 0.3,
+        "status": rng.choice(["active", "acquired", "closed"]),
+        "tags": rng.sample(WORDS, rng.randint(0, 4)),
+        "hq": {"city": rng.choice(CITIES), "geo": {"lat": rng.uniform(-60, 60), "lon": 1.5}},
+        "offices": [
+            {"city": rng.choice(CITIES), "staff": rng.randrange(500)}
+            for _ in range(rng.randint(0, 3))
+        ],
+        "people": [
+            {"name": f"Person {i}-{k}", "role": rng.choice(["ceo", "cto", "eng"])}
+            for k in range(rng.randint(1, 3))
+        ],
+    }
+
+
+def records(layout: str, size: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(2024)
+    if layout == "tiny":
+        for i in range(size // 20):  # ~20 bytes a record
+            yield {"i": i, "ok": i % 3 == 0}
+        return
+    for i in range(size // 560):  # ~560 bytes a record
+        yield company(i, rng, layout == "wrong" and rng.random() < 0.001)
+
+
+def write(layout: str, path: Path, size: int) -> None:
+    """Write the layout streaming (the whole data set never sits in memory)."""
+    items = records(layout, size)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        if layout in ("ndjson", "wrong"):
+            for r in items:
+                f.write(json.dumps(r) + "\n")
+            return
+        dump: Any = {
+            "default": json.dumps,
+            "tiny": json.dumps,
+            "wrapper": json.dumps,
+            "compact": functools.partial(json.dumps, separators=(",", ":")),
+            "indent2": lambda r: "  " + json.dumps(r, indent=2).replace("\n", "\n  "),
+            "tabs-crlf": lambda r: "\t" + json.dumps(r, indent="\t").replace("\n", "\r\n\t"),
+        }[layout]
+        sep = {"indent2": ",\n", "tabs-crlf": ",\r\n", "compact": ","}.get(layout, ", ")
+        head = {"indent2": "[\n", "tabs-crlf": "[\r\n"}.get(layout, "[")
+        tail = {"indent2": "\n]", "tabs-crlf": "\r\n]"}.get(layout, "]")
+        if layout == "wrapper":
+            f.write('{"source": "bench", "fetched": "2025-01-01", "companies": ')
+        f.write(head)
+        for n, r in enumerate(items):
+            f.write((sep if n else "") + dump(r))
+        f.write(tail + ("}" if layout == "wrapper" else ""))
+
+
+# -- one measurement (child process) --------------------------------------------------
+
+
+def download(url: str, dest: Path) -> None:
+    with httpx.stream("GET", url) as r, dest.open("wb") as f:
+        for part in r.iter_bytes(1 << 20):
+            f.write(part)
+
+
+def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None:
+    """One measurement; imports happen before the clock starts, on every side."""
+    import duckdb
+    import pandas as pd
+
+    from webtask_frames._tables.readers import read_file
+    from webtask_frames._tables.schema import layout_for
+    from webtask_frames._tables.unify import table_to_pandas
+    from webtask_frames._tables.validate import Collector, RecordValidator
+
+    tmp = Path(tempfile.mkdtemp())
+    path = tmp / ("r.ndjson" if layout in ("ndjson", "wrong") else "r.json")
+    t0 = time.perf_counter()
+    download(url, path)
+    if side == "pandas":
+        with path.open("rb") as f:
+            if layout in ("ndjson", "wrong"):
+                data: Any = [json.loads(line) for line in f]
+            else:
+                data = json.load(f)
+        if layout == "wrapper":
+            data = data["companies"]
+        df = pd.json_normalize(data)
+    elif side == "duckdb":
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+        q = str(path).replace("'", "''")
+        if layout == "wrapper":
+            sql = (
+                f"SELECT unnest(companies, recursive := false) FROM read_json('{q}', "
+                f"maximum_object_size={path.stat().st_size + 1024})"
+            )
+            df = con.sql(sql).to_arrow_table().to_pandas()
+        else:
+            df = con.sql(f"SELECT * FROM read_json('{q}')").to_arrow_table().to_pandas()
+    else:
+        item = TINY if layout == "tiny" else COMPANY
+        schema: Any = {"type": "array", "items": item}
+        if layout == "wrapper":
+            schema = {
+                "type": "object",
+                "properties": {"source": {"type": "string"}, "companies": schema},
+            }
+        plan = layout_for(schema) if typed else None
+        validator = RecordValidator(plan.record_schema) if plan and validate else None
+        ctype = "application/x-ndjson" if layout in ("ndjson", "wrong") else "application/json"
+        collector = Collector(validator, keep_messages=validator is not None)
+        result = read_file(
+            path,
+            ctype,
+            layout=plan,
+            collector=collector,
+            record_path="companies" if layout == "wrapper" and not typed else None,
+        )
+        df = table_to_pandas(result.table)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "rows": len(df)}))
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+def measure(args: list[str]) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB, rows) of one fresh child."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{args}: exit {proc.returncode}")
+    found = json.loads(out.strip().splitlines()[-1])
+    return found["seconds"], usage.ru_maxrss / 1024, found["rows"]
+
+
+def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=float, default=8)
+    ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--child", nargs=5, metavar=("SIDE", "LAYOUT", "URL", "TYPED", "VAL"))
+    args = ap.parse_args()
+    if args.child:
+        side, layout, url, typed, val = args.child
+        child(side, layout, url, typed == "1", val == "1")
+        return
+    root = Path(tempfile.mkdtemp())
+    server, base = serve(root)
+    size = int(args.size_mb * (1 << 20))
+    print(
+        f"~{args.size_mb:g} MB per layout; x pandas = pandas time / ours; "
+        "RSS/pd = our peak RSS / pandas'; vs DuckDB = our time / DuckDB's"
+    )
+    print(
+        f"{'layout':<10} {'cell':<16} {'ours s':>7} {'x pandas':>9} {'RSS/pd':>7} {'vs DuckDB':>10}"
+    )
+    worst: tuple[float, str] | None = None
+    try:
+        for layout in args.layouts.split(","):
+            path = root / f"{layout}.json"
+            write(layout, path, size)
+            url = f"{base}/{path.name}"
+            mb = path.stat().st_size / (1 << 20)
+            pd_s, pd_rss, rows = measure(["pandas", layout, url, "0", "0"])
+            dk_s, _, _ = measure(["duckdb", layout, url, "0", "0"])
+            print(
+                f"{layout:<10} ({mb:.0f} MB, {rows:,} rows) pandas {pd_s:.2f}s "
+                f"{pd_rss:.0f} MB; DuckDB {dk_s:.2f}s"
+            )
+            for cell, typed, val in (("typed+validate", 1, 1), ("typed", 1, 0), ("untyped", 0, 0)):
+                s, rss, n = measure(["ours", layout, url, str(typed), str(val)])
+                assert n == rows, (layout, cell, n, rows)
+                ratio = pd_s / s
+                if worst is None or ratio < worst[0]:
+                    worst = (ratio, f"{layout} {cell}")
+                print(
+                    f"{'':<10} {cell:<16} {s:7.2f} {ratio:8.1f}x {rss / pd_rss:6.2f}x "
+                    f"{s / dk_s:9.2f}x"
+                )
+            path.unlink()
+    finally:
+        server.shutdown()
+    if worst:
+        print(f"worst cell: {worst[1]}: {worst[0]:.1f}x pandas")
+
+
+if __name__ == "__main__":
+    main()
