@@ -26,12 +26,13 @@ from .._wire.policies import RetryPolicy
 from .._wire.portal import run_sync
 from .._wire.sync import Client
 from .engine import Runner
+from .estimate import Estimator
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
 from .priors import prior_for
 from .restore import history
 from .result import BatchResult, ItemReport, build_tasks_table
-from .scheduler import Estimator, Scheduler
+from .scheduler import Scheduler
 from .status import ItemStatus
 
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]

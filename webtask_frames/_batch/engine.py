@@ -45,6 +45,7 @@ from .._wire.deadline import Deadline
 from .._wire.models import Canceled, Completed, FileResult
 from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
 from .budget import Budget, usable_cost
+from .estimate import Estimate
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
@@ -59,7 +60,7 @@ from .restore import (
     restore_all,
 )
 from .result import ItemReport, empty_records
-from .scheduler import Estimate, PollPlan, Scheduler, TaskSchedule
+from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
 
 __all__ = ["Runner"]
@@ -579,8 +580,7 @@ class Runner:
         try:
             if not isinstance(status, Completed):  # pragma: no cover - guarded by outcome
                 raise WebTaskError("ledger terminal record is not a completed status")
-            cached = is_cached(row.raw_path)
-            if isinstance(status.result, FileResult) and not cached:
+            if isinstance(status.result, FileResult) and not is_cached(row.raw_path):
                 logger.info("item %d: raw result not cached; fetching a fresh URL", st.report.index)
                 fresh = await self.client.result(status.web_task_id)
                 if isinstance(fresh, Completed):

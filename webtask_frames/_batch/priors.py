@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .scheduler import DEFAULT_COLD_FACTOR
+from .estimate import DEFAULT_COLD_FACTOR
 
 __all__ = ["COLD_FACTOR", "DEFAULT_MODEL", "PRIORS", "ModelPrior", "prior_estimate", "prior_for"]
 

@@ -17,11 +17,11 @@ import pyarrow as pa
 
 from .._wire.models import Canceled, Completed, Started, TaskStatus
 from .._wire.policies import RetryPolicy
+from .estimate import Estimator
 from .ledger import AttemptRow
 from .policy import NOT_SENT, Action, Counters, next_action
 from .priors import prior_estimate
 from .result import ItemReport
-from .scheduler import Estimator
 from .status import ItemStatus
 
 __all__ = [

@@ -19,7 +19,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,7 +90,7 @@ class _Block:
         return bytes(memoryview(self.data)[start : int(self._breaks[i])])
 
 
-def _ndjson_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
+def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
         carry = b""
         while chunk := f.read(block_bytes):
@@ -181,7 +181,7 @@ def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
     return commas, outer, (end if len(quotes) % 2 == 0 else -1)
 
 
-def _scan_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
+def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     """Any JSON array, whatever its whitespace and separators: a vectorised scan finds
     the commas between the array's elements (outside strings, at depth 1), which become
     line breaks (raw line breaks, insignificant whitespace in valid JSON, become
@@ -264,7 +264,7 @@ def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
         con.close()
 
 
-def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
+def _prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
     """Run a producer one item ahead in a thread (DuckDB and pyarrow both release the
     GIL, so splitting the next batch overlaps parsing this one).
 
@@ -292,15 +292,27 @@ def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
         except BaseException as exc:  # handed to the consumer
             offer(exc)
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()  # runs the producer generator's finally (closes DuckDB)
-        offer(done)
+            try:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()  # runs the producer generator's finally (closes DuckDB)
+            finally:
+                offer(done)  # whatever happened above, the consumer is released
+
+    def take() -> Any:
+        # Never wait on a producer that is gone: a thread that died without its end
+        # marker (it cannot, but a read of a paid result must not hang on a bug) fails.
+        while True:
+            try:
+                return slots.get(timeout=0.1)
+            except queue.Empty:
+                if not thread.is_alive() and slots.empty():
+                    raise RuntimeError("the file reader stopped without a result") from None
 
     thread = threading.Thread(target=produce, name="webtask-frames-reader", daemon=True)
     thread.start()
     try:
-        while (item := slots.get()) is not done:
+        while (item := take()) is not done:
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -309,7 +321,7 @@ def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
         thread.join()
 
 
-def _array_blocks(path: Path, batch_rows: int) -> Iterator[_Block]:
+def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
     """The generic JSON-array reader: DuckDB's ``read_json_objects`` streams the
     elements' original text; each batch becomes a block of one element per line."""
     for column in _prefetch(_duckdb_batches(path, batch_rows)):
@@ -321,7 +333,7 @@ def _array_blocks(path: Path, batch_rows: int) -> Iterator[_Block]:
         yield _Block(data=_values_of(lines), texts=column.to_pylist, n=len(column), column=column)
 
 
-def blocks(path: Path, fmt: str) -> Iterator[_Block]:
+def blocks(path: Path, fmt: str) -> Generator[_Block, None, None]:
     """The blocks of an ``ndjson`` or ``json-array`` file."""
     if fmt == "ndjson":
         return _ndjson_blocks(path, BLOCK_BYTES)

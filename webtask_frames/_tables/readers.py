@@ -22,6 +22,7 @@ parsed whole.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -332,13 +333,19 @@ def _inferred_table(block: _Block) -> pa.Table | None:
 def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
 
     parts: list[pa.Table] = []
-    for block in blocks(path, fmt):
-        table = _inferred_table(block)
-        if table is None:
-            # Mixed types (JSON text) or a pyarrow limitation: infer over all records in
-            # Python, so the result is exactly the inline path's.
-            return _read_records_by_block(path, fmt, None, collector)
-        parts.append(table)
+    with contextlib.closing(blocks(path, fmt)) as source:
+        for block in source:
+            table = _inferred_table(block)
+            if table is None:
+                break
+            parts.append(table)
+        else:
+            table = pa.table({})  # every block parsed
+    if table is None:
+        # Mixed types (JSON text) or a pyarrow limitation: infer over all records in
+        # Python, so the result is exactly the inline path's (the first pass is closed,
+        # its reader thread stopped, before the second starts).
+        return _read_records_by_block(path, fmt, None, collector)
     n_records = sum(t.num_rows for t in parts)
     collector.add(n_records, lambda i: (None, False))
     if not parts:
