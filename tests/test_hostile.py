@@ -455,3 +455,26 @@ def test_a_task_error_pickles_and_prints_its_status_without_the_canary(outcome: 
     if outcome == "failed":
         assert again.status.outcome == "failed" and again.code == "timeout"
         assert again.status.error.code == "timeout"
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_a_canary_echoed_in_every_error_field_never_reaches_the_cli_output(
+    status: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from webtask_frames.cli import main
+
+    caplog.set_level(logging.DEBUG)
+    with HostileServer(lambda req: echo_everything(status)) as srv:
+        monkeypatch.setenv("INTUNED_BASE_URL", f"{srv.url}/api")
+        monkeypatch.setenv("INTUNED_API_KEY", CANARY)
+        monkeypatch.setenv("INTUNED_WORKSPACE_ID", WS)
+        code = main(["run", "List companies", "--out", str(tmp_path / "rows.parquet")])
+    out = capsys.readouterr()
+    assert code != 0
+    assert out.err.strip()  # the failure is reported...
+    assert leaks("\n".join([out.out, out.err, caplog.text])) == []  # ...without the secret
+    assert not (tmp_path / "rows.parquet").exists()

@@ -233,9 +233,10 @@ def test_a_resubmitted_ambiguous_item_waits_until_its_key_is_free(
     """The orphan (accepted, but its id lost) still runs: the resubmission waits out its
     predicted duration (no history: the model's prior) instead of sharing the key."""
     ledger = tmp_path / "sweep.db"
-    # haiku's prior for a key's first run is 120 s; the first run holds the key that long
-    # (virtual time), and the ledger says the orphan was sent a moment ago (wall time).
-    fake.script = lambda body, occ: Behaviour(duration=200.0 if occ == 0 else 0.02)
+    # haiku's prior for a key's first run is 120 s and the orphan takes 100 s of it; the
+    # ledger says the orphan was sent a moment ago (wall time). The first run itself ends
+    # at once: nothing else of its was waiting for the key.
+    fake.script = lambda body, occ: Behaviour(duration=100.0 if occ == 0 else 0.02)
     fake.start_fault = lambda body, n: AcceptedThenDropped("dropped") if n == 1 else None
     first = run("T", {"i": [0]}, reuse_key="k", ledger=ledger)
     assert first.tasks["status"][0] == "ambiguous"

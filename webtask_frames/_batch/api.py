@@ -31,7 +31,7 @@ from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
 from .priors import prior_for
 from .restore import history
-from .result import BatchResult, ItemReport, build_tasks_table
+from .result import BatchResult, ItemReport, build_tasks_table, records_of
 from .scheduler import Scheduler
 from .status import ItemStatus
 
@@ -202,7 +202,7 @@ async def _run(
             await http.aclose()
     result = BatchResult(
         plan=plan,
-        records_table=runner.records(),
+        records_table=records_of([s.table for s in runner.items], plan),
         tasks_table=build_tasks_table([s.report for s in runner.items], plan.parameter_names),
         stopped_reason=runner.stopped_reason,
         stopped_message=runner.stop_message,

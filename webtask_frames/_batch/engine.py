@@ -27,8 +27,6 @@ import logging
 import random
 from typing import Any
 
-import pyarrow as pa
-
 from .._exceptions import (
     AmbiguousSubmissionError,
     AuthenticationError,
@@ -39,7 +37,6 @@ from .._exceptions import (
 )
 from .._materialize import materialize
 from .._options import BatchOptions
-from .._tables.unify import unify_tables
 from .._wire.client import NOT_FOUND_GRACE_S, AsyncClient
 from .._wire.deadline import Deadline
 from .._wire.models import Canceled, Completed, FileResult
@@ -59,7 +56,7 @@ from .restore import (
     orphan_waits,
     restore_all,
 )
-from .result import ItemReport, empty_records
+from .result import ItemReport
 from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
 
@@ -75,7 +72,7 @@ class Runner:
     """One run of a sweep: restore from the ledger, then admit, poll and collect.
 
     ``run()`` returns when every item is final (or the batch stopped and nothing is in
-    flight); ``items`` then hold the per-item reports and tables, ``records()`` the rows.
+    flight); ``items`` then hold the per-item reports and tables (``records_of`` joins them).
     ``clock`` drives every sleep and timestamp (default: the client's ``clock``).
 
     Example:
@@ -323,7 +320,10 @@ class Runner:
             if submitted is None:
                 if report.status == ItemStatus.AMBIGUOUS:  # it may run: hold its slot and key
                     hold = estimate.mean if estimate else self._prior(report.index)[1]
-                    await self.clock.sleep(min(hold, self.client.poll.timeout_s))
+                    until = self.clock.now() + min(hold, self.client.poll.timeout_s)
+                    # ... while another item could take them; with none left, end at once.
+                    while self.sched.n_pending and (left := until - self.clock.now()) > 0:
+                        await self.clock.sleep(min(left, 0.5))
                 return
             web_task_id, sent = submitted
         else:
@@ -590,11 +590,3 @@ class Runner:
             self._finish(st, ItemStatus.FAILED)
             return
         await self._materialize(st, status)
-
-    # -- results ---------------------------------------------------------------------------
-
-    def records(self) -> pa.Table:
-        """Every item's rows in grid order; with no rows, an empty table that still has
-        the columns (see ``empty_records``)."""
-        tables = [st.table for st in self.items if st.table is not None]
-        return unify_tables(tables) if tables else empty_records(self.plan)

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from .._sinks.duckdb import write_duckdb
 from .._sinks.parquet import write_parquet
 from .._tables.compiled import record_arrow_schema
-from .._tables.unify import table_to_pandas
+from .._tables.unify import table_to_pandas, unify_tables
 from .._version import __version__
 from .plan import BatchPlan
 from .plots import COST_COLUMNS, cost_chart, cost_rows, timeline
@@ -45,6 +45,7 @@ __all__ = [
     "StatusCounts",
     "build_tasks_table",
     "plan_lines",
+    "records_of",
 ]
 
 _TS = pa.timestamp("ms", tz="UTC")
@@ -571,3 +572,10 @@ def empty_records(plan: BatchPlan) -> pa.Table:
             fields.append(pa.field(name, dtype))
     fields += [pa.field("_item", pa.int64()), pa.field("_webtask_id", pa.string())]
     return pa.schema(fields).empty_table()
+
+
+def records_of(tables: Sequence[pa.Table | None], plan: BatchPlan) -> pa.Table:
+    """The items' rows in grid order (``None``: an item without rows); with no rows at
+    all, ``empty_records(plan)``, so the table still has its columns."""
+    present = [t for t in tables if t is not None]
+    return unify_tables(present) if present else empty_records(plan)

@@ -196,6 +196,11 @@ class Scheduler:
         return [i for c in self._chains.values() for i in c.pending]
 
     @property
+    def n_pending(self) -> int:
+        """Items not started yet (counted, not rescanned)."""
+        return self._n_pending
+
+    @property
     def done(self) -> bool:
         """Nothing running and nothing left to start."""
         return not self._started_at and not self._n_pending

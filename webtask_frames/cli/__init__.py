@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("task", help="the task, in plain English (parameters are sent apart)")
+    run.add_argument(
+        "task", help="the task, in plain English; may name parameters as {name} (sent too)"
+    )
     run.add_argument("--start-url", metavar="URL", help="where the agent starts")
     run.add_argument(
         "--param", metavar="NAME=VALUE", action="append", default=[], help="a parameter"
