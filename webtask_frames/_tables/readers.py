@@ -156,21 +156,15 @@ def read_data(
 # -- the strict fast path ----------------------------------------------------------------
 
 
-def _needs_finish(node: Node) -> bool:
-    if node.kind in ("timestamp", "date", "dict"):
-        return True
-    if node.kind == "struct":
-        return any(_needs_finish(c) for _, c in node.fields)
-    if node.kind == "list":
-        return node.item is not None and _needs_finish(node.item)
-    return False
+# Kinds pyarrow.json cannot parse into directly: read as strings, converted after.
+_FINISHED_KINDS = frozenset({"timestamp", "date", "dict"})
 
 
 def _finish(column: pa.ChunkedArray | pa.Array, node: Node) -> pa.Array | pa.ChunkedArray:
     """Strings parsed for timestamp/date/enum columns to their final type, with the
     same result as the reference converter (Arrow's cast when it accepts every value,
     else the Python converter)."""
-    if not _needs_finish(node):
+    if not node.contains(_FINISHED_KINDS):
         return column
     if node.kind == "dict":
         return column.dictionary_encode()

@@ -265,14 +265,7 @@ def converter(node: Node) -> Callable[[Any], Any]:
     return _none
 
 
-def _has_dict(node: Node) -> bool:
-    if node.kind == "dict":
-        return True
-    if node.kind == "struct":
-        return any(_has_dict(c) for _, c in node.fields)
-    if node.kind == "list":
-        return node.item is not None and _has_dict(node.item)
-    return False
+_DICT = frozenset({"dict"})
 
 
 def _without_dict(node: Node) -> Node:
@@ -293,7 +286,7 @@ def to_array(values: Sequence[Any], node: Node, *, converted: bool = False) -> p
     if not converted:
         conv = converter(node)
         values = [conv(v) for v in values]
-    if _has_dict(node):
+    if node.contains(_DICT):
         arr = pa.array(values, type=arrow_type(_without_dict(node)))
         return arr.cast(arrow_type(node))
     return pa.array(values, type=arrow_type(node))

@@ -67,6 +67,20 @@ class Node:
     def field_names(self) -> list[str]:
         return [name for name, _ in self.fields]
 
+    def contains(self, kinds: frozenset[str]) -> bool:
+        """Whether this node or any node below it (struct fields, list items) has one of
+        ``kinds``.
+
+        Example:
+            >>> Node("list", item=Node("date")).contains(frozenset({"date"}))
+            True
+        """
+        if self.kind in kinds:
+            return True
+        if self.kind == "struct":
+            return any(child.contains(kinds) for _, child in self.fields)
+        return self.kind == "list" and self.item is not None and self.item.contains(kinds)
+
 
 STRING = Node("string")
 JSON = Node(JSON_TEXT)
