@@ -8,12 +8,16 @@ and the fix) before any request, and the CLI's ``choices=`` are the very tuples 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import InvalidInputError
+from ._sinks.base import check_sink
 from ._tables.compiled import SchemaPlan, schema_plan
 from ._tables.validate import MODES, check_mode
 from ._wire.client import AsyncClient
@@ -28,7 +32,9 @@ __all__ = [
     "BatchOptions",
     "ReadOptions",
     "check_client",
+    "parse_max_age",
     "resolve_client",
+    "sink_list",
 ]
 
 VALIDATE_MODES: tuple[str, ...] = MODES
@@ -168,6 +174,62 @@ def _check_max_cost(value: Any) -> float | None:
     return float(value)
 
 
+_AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_max_age(value: Any) -> float | None:
+    """``max_age`` in seconds: a number of seconds, a ``timedelta``, or a string such as
+    ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"`` (a bare number is seconds).
+
+    Example:
+        >>> parse_max_age("12h"), parse_max_age(60), parse_max_age(None)
+        (43200.0, 60.0, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and (match := _AGE.match(value)):
+        seconds = float(match.group(1)) * _AGE_UNITS[match.group(2) or "s"]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidInputError(
+            f"max_age: expected seconds, a timedelta or a duration like '12h' or '7d', got "
+            f"{value!r}",
+            field="max_age",
+        )
+    if not seconds >= 0 or math.isinf(seconds):
+        raise InvalidInputError(
+            f"max_age: expected a finite age >= 0 (0 refreshes every result), got {value!r}",
+            field="max_age",
+        )
+    return seconds
+
+
+def _check_flag(value: Any, field_name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            f"{field_name}: expected True or False, got {value!r}", field=field_name
+        )
+    return value
+
+
+def sink_list(sink: Any) -> list[Any]:
+    """``sink=`` as a list: None, one sink, or a list or tuple of them."""
+    if sink is None:
+        return []
+    if isinstance(sink, list | tuple):
+        if not sink:
+            raise InvalidInputError(
+                "sink: an empty list lands nothing; pass a sink, a list of sinks, or None",
+                field="sink",
+            )
+        return list(sink)
+    return [sink]
+
+
 def _check_retry(retry: Any) -> RetryPolicy | None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidInputError(
@@ -197,6 +259,9 @@ class BatchOptions:
     resubmit_ambiguous: bool
     dry_run: bool
     ledger: Path | None
+    retry_failed: bool = False
+    max_age_s: float | None = None
+    sink: tuple[Any, ...] | None = None
 
     @classmethod
     def build(
@@ -214,6 +279,9 @@ class BatchOptions:
         resubmit_ambiguous: Any = False,
         dry_run: Any = False,
         ledger: Any = None,
+        retry_failed: Any = False,
+        max_age: Any = None,
+        sink: Any = None,
     ) -> BatchOptions:
         """Check every option the way ``ReadOptions.build`` does, then the sweep's own."""
         read = ReadOptions.build(
@@ -227,6 +295,18 @@ class BatchOptions:
         max_cost_usd = _check_max_cost(max_cost_usd)
         retry = _check_retry(retry)
         ledger_path = _check_path(ledger, "ledger", "a file path")
+        retry_failed = _check_flag(retry_failed, "retry_failed")
+        max_age_s = parse_max_age(max_age)
+        sinks = sink_list(sink)
+        for one in sinks:
+            check_sink(one)
+        if (retry_failed or max_age_s is not None) and ledger_path is None:
+            field_name = "retry_failed" if retry_failed else "max_age"
+            raise InvalidInputError(
+                f"{field_name}: acts on the results a ledger holds; pass ledger='sweep.db' "
+                "(the same file on every run)",
+                field=field_name,
+            )
         if read.cache_dir is None and ledger_path is not None:
             read = replace(read, cache_dir=ledger_path.with_name(ledger_path.name + ".cache"))
         return cls(
@@ -238,4 +318,7 @@ class BatchOptions:
             resubmit_ambiguous=bool(resubmit_ambiguous),
             dry_run=bool(dry_run),
             ledger=ledger_path,
+            retry_failed=retry_failed,
+            max_age_s=max_age_s,
+            sink=tuple(sinks) if sinks else None,
         )

@@ -23,6 +23,7 @@ def test_without_history_the_estimate_comes_from_the_model_prior() -> None:
     tasks = result.tasks
     assert list(tasks.columns) == [
         "_item",
+        "_item_key",
         "i",
         "k",
         "status",

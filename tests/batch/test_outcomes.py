@@ -235,7 +235,7 @@ def test_no_rows_still_gives_typed_columns(fake: FakeAPI, run: Run) -> None:
     result = run("T", {"batch": ["S24", "W24"]}, output_schema=schema)
     table = result.to_arrow()
     assert table.num_rows == 0
-    assert table.schema.names == ["n", "batch", "_item", "_webtask_id"]
+    assert table.schema.names == ["n", "batch", "_item", "_item_key", "_webtask_id"]
     assert str(table.schema.field("n").type) == "int64"
     assert len(result.failed) == 2 and not result.ok
 

@@ -173,15 +173,32 @@ def test_schema_file_and_model_are_carried(tmp_path: Path) -> None:
     assert plan.items[0].body["model"] == "sonnet"
 
 
-def test_identity_is_stable_and_order_sensitive() -> None:
+def test_identity_is_what_an_item_asks_not_where_it_sits() -> None:
     a = build_plan("T", {"x": [1, 2]}, reuse_key="k_{x}")
     b = build_plan("T", [{"x": 1}, {"x": 2}], reuse_key=lambda p: f"k_{p['x']}")
-    assert a.fingerprint == b.fingerprint  # same bodies, whatever the template form
-    assert a.items[1].item_id == f"1:{stable_hash({'x': 2})}"
+    assert a.item_keys == b.item_keys  # same asks, whatever the template form
     swapped = build_plan("T", [{"x": 2}, {"x": 1}], reuse_key="k_{x}")
-    assert swapped.fingerprint != a.fingerprint
-    assert build_plan("T2", {"x": [1, 2]}, reuse_key="k_{x}").fingerprint != a.fingerprint
+    assert swapped.item_keys == a.item_keys[::-1]  # position is not identity
+    assert build_plan("T", {"x": [1, 2]}, reuse_key="k_{x}", model="opus").item_keys == a.item_keys
+    assert all(len(k) == 32 for k in a.item_keys) and len(set(a.item_keys)) == 2
+    # Every part of what it asks is part of its identity.
+    variants = [
+        build_plan("T2", {"x": [1]}, reuse_key="k_{x}"),
+        build_plan("T", {"x": [1]}, reuse_key="other"),
+        build_plan("T", {"x": [1]}, reuse_key="k_{x}", start_url="https://example.com"),
+        build_plan("T", {"x": [1], "y": [0]}, reuse_key="k_{x}"),
+        build_plan("T", {"x": [1]}, reuse_key="k_{x}", output_schema={"type": "array"}),
+    ]
+    for variant in variants:
+        assert variant.items[0].item_key != a.items[0].item_key
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})
+
+
+def test_two_items_asking_the_same_thing_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match=r"grid items 0 and 2 ask exactly the same") as info:
+        build_plan("T", [{"x": 1}, {"x": 2}, {"x": 1}])
+    assert info.value.field == "grid" and "drop_duplicates" in str(info.value)
+    build_plan("T", [{"x": 1, "run": 1}, {"x": 1, "run": 2}])  # told apart: fine
 
 
 def test_task_text_is_a_template_over_the_parameters() -> None:

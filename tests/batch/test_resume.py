@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from batch.fakeapi import AcceptedThenDropped, Behaviour, FakeAPI
 
-from webtask_frames import AsyncClient, BatchResult, InvalidInputError, run_batch, run_batch_async
+from webtask_frames import AsyncClient, BatchResult, run_batch, run_batch_async
 from webtask_frames._batch.ledger import Ledger
 from webtask_frames._batch.plan import build_plan
 
@@ -72,7 +72,7 @@ def test_a_submitted_item_is_re_attached_not_resubmitted(
     task = fake.accept(plan.items[2].body, "fp", 0)  # created by a run that then crashed
 
     def steps(book: Ledger, plan: Any) -> None:
-        book.record_submitted(book.record_intent(2, attempt=1), task.id)
+        book.record_submitted(book.record_intent(plan.items[2].item_key, attempt=1), task.id)
 
     seed_ledger(ledger, GRID, steps)
     result = run("T", GRID, ledger=ledger)
@@ -84,7 +84,9 @@ def test_intent_only_items_are_ambiguous_until_opted_in(
     fake: FakeAPI, run: Run, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "sweep.db"
-    seed_ledger(ledger, GRID, lambda book, plan: book.record_intent(1, attempt=1))
+    seed_ledger(
+        ledger, GRID, lambda book, plan: book.record_intent(plan.items[1].item_key, attempt=1)
+    )
     result = run("T", GRID, ledger=ledger)
     tasks = result.tasks
     assert list(tasks["status"]) == ["succeeded", "ambiguous", "succeeded", "succeeded"]
@@ -112,18 +114,25 @@ def test_a_dropped_start_is_resubmitted_only_on_request(
     assert int(second.tasks["ambiguous_attempts"].sum()) == fake.accepted - 4
 
 
-def test_a_different_sweep_on_the_same_ledger_is_refused(
+def test_a_grown_and_reordered_grid_reuses_what_was_paid_for(
     fake: FakeAPI, run: Run, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "sweep.db"
-    run("T", GRID, ledger=ledger)
-    calls = (fake.start_calls, fake.result_calls)
-    with pytest.raises(InvalidInputError, match="different sweep") as info:
-        run("T", {"i": [0, 1, 2, 4]}, ledger=ledger)
-    assert info.value.field == "ledger"
-    with pytest.raises(InvalidInputError, match="task text differs"):
-        run("Other task", GRID, ledger=ledger)
-    assert (fake.start_calls, fake.result_calls) == calls
+    first = run("T", GRID, ledger=ledger)
+    assert fake.start_calls == 4
+    grown = run("T", {"i": [5, 3, 2, 9, 1]}, ledger=ledger)  # 3 known, 2 new, reordered
+    assert grown.ok and fake.start_calls == 6
+    tasks = grown.tasks
+    assert list(tasks["source"]) == ["started", "reused", "reused", "started", "reused"]
+    known = dict(zip(first.tasks["_item_key"], first.tasks["webtask_id"], strict=True))
+    for key, wid, source in zip(
+        tasks["_item_key"], tasks["webtask_id"], tasks["source"], strict=True
+    ):
+        if source == "reused":
+            assert known[key] == wid  # the very task paid for in the first run
+    assert sorted(grown.records["i"].unique()) == [1, 2, 3, 5, 9]
+    other = run("Other task", GRID, ledger=ledger)  # other text: other items, same ledger
+    assert other.ok and fake.start_calls == 10
 
 
 def test_final_failures_stay_final_but_stopped_items_run_on_rerun(

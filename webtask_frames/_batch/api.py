@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -27,17 +27,22 @@ from .._wire.portal import run_sync
 from .._wire.sync import Client
 from .engine import Runner
 from .estimate import Estimator
+from .landing import Consumer
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
 from .priors import prior_for
-from .restore import history
-from .result import BatchResult, ItemReport, build_tasks_table, records_of
+from .report import ItemReport, build_attempts_table, build_tasks_table
+from .restore import ItemState, RerunRules, history, restore_all
+from .result import BatchResult, records_from_sink, records_of
 from .scheduler import Scheduler
 from .status import ItemStatus
 
 __all__ = ["BatchPlan", "BatchResult", "run_batch", "run_batch_async"]
 
 logger = logging.getLogger("webtask_frames")
+
+# What ``sink=`` takes: DuckDBSink, ParquetSink (both callables) or any callable.
+Sink = Callable[[ItemReport, pa.Table], None]
 
 # How long an interrupted sync run_batch waits for its sweep to close the ledger.
 UNWIND_TIMEOUT_S = 30.0
@@ -88,13 +93,14 @@ def _plan_columns(
     }
 
 
-def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) -> BatchResult:
-    """The plan without sending anything: chains, predicted order, estimates.
+def _dry_run(plan: BatchPlan, opts: BatchOptions, max_concurrency: int) -> BatchResult:
+    """The plan without sending anything: chains, predicted order, estimates, and what a
+    run would do with each item the ledger already knows (the run's own rules decide).
 
     Estimates come from the ledger's history when it has any; otherwise from the
     per-model priors (``priors``), and the summary says so.
     """
-    ledger = Ledger.open_readonly(ledger_path, plan) if ledger_path is not None else None
+    ledger = Ledger.open_readonly(opts.ledger, plan) if opts.ledger is not None else None
     try:
         rows = ledger.attempts() if ledger is not None else []
     finally:
@@ -104,16 +110,19 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
     basis = "prior" if costs.empty and durations.empty else "history"
     prior = prior_for(plan.model)
     costs.prior, durations.prior = prior.cost_usd, prior.duration_s
-    latest = {row.item: row for row in rows}
-    reports, to_run = [], []
-    for item in plan.items:
-        report = ItemReport(item.index, item.parameters, item.reuse_key)
-        row = latest.get(item.index)
-        if row is not None and row.state == "terminal" and row.outcome == "success":
-            report.status, report.webtask_id = ItemStatus.SUCCEEDED, row.web_task_id
-        else:
-            to_run.append(item.index)
-        reports.append(report)
+    states = [
+        ItemState(ItemReport(i.index, i.parameters, i.reuse_key, item_key=i.item_key))
+        for i in plan.items
+    ]
+    to_run = restore_all(states, rows, _rules(opts), plan.item_keys)
+    for st in states:
+        if st.done_attempt is not None:
+            st.report.status, st.report.source = ItemStatus.SUCCEEDED, "reused"
+        elif st.reattach is not None:
+            st.report.status, st.report.source = ItemStatus.IN_FLIGHT, "reattached"
+        elif not st.final:
+            st.report.status = ItemStatus.PLANNED
+    reports = [st.report for st in states]
     sched = Scheduler(
         plan.keys,
         max_concurrency=max_concurrency,
@@ -139,9 +148,14 @@ def _dry_run(plan: BatchPlan, ledger_path: Path | None, max_concurrency: int) ->
         plan=plan,
         records_table=pa.table({}),
         tasks_table=tasks,
+        attempts_table=build_attempts_table(reports, plan.parameter_names),
         dry_run=True,
-        ledger=ledger_path,
+        ledger=opts.ledger,
     )
+
+
+def _rules(opts: BatchOptions) -> RerunRules:
+    return RerunRules.of(opts, opts.retry or RetryPolicy())
 
 
 async def _execute(runner: Runner, durable: bool) -> None:
@@ -161,6 +175,67 @@ async def _execute(runner: Runner, durable: bool) -> None:
         logger.error("batch stopped early (%s): %s", runner.stopped_reason, runner.stop_message)
 
 
+def _reader(sink: Any, plan: BatchPlan, keys: list[str]) -> Callable[[], pa.Table] | None:
+    """How ``BatchResult.records`` reads a sink's rows back (None: a plain callable,
+    which keeps nothing we can read)."""
+    read = getattr(sink, "read", None)
+    if not callable(read):
+        return None
+    index = {item.item_key: item.index for item in plan.items}
+
+    def load() -> pa.Table:
+        opener, closer = getattr(sink, "open", None), getattr(sink, "close", None)
+        if callable(opener):
+            opener()
+        try:
+            table = read(keys)
+        finally:
+            if callable(closer):
+                closer()
+        return records_from_sink(table, index, plan)
+
+    return load
+
+
+def _result(
+    runner: Runner,
+    opts: BatchOptions,
+    sinks: list[Any],
+    requests: dict[str, int],
+    elapsed_s: float,
+) -> BatchResult:
+    """The ``BatchResult`` of a finished run. With a sink the items' tables hold only
+    their invalid rows by now; ``records`` reads the valid ones back from the sink."""
+    plan, reports = runner.plan, [s.report for s in runner.items]
+    kept = records_of([s.table for s in runner.items], plan)
+    readable = [s for s in sinks if callable(getattr(s, "read", None))]
+    landed = [r.item_key for r in reports if r.succeeded]
+    return BatchResult(
+        plan=plan,
+        records_table=None if sinks else kept,
+        records_loader=_reader(readable[0], plan, landed) if readable else None,
+        invalid_table=kept if sinks else None,
+        tasks_table=build_tasks_table(reports, plan.parameter_names),
+        attempts_table=build_attempts_table(reports, plan.parameter_names),
+        sink=sinks[0] if len(sinks) == 1 else (sinks or None),
+        stopped_reason=runner.stopped_reason,
+        stopped_message=runner.stop_message,
+        validation_errors=sorted(runner.validation_errors),
+        requests=requests,
+        elapsed_s=elapsed_s,
+        new_cost_usd=sum(b.cost_ai_usd or 0.0 for r in reports for b in r.billed if b.new),
+        ledger=opts.ledger,
+        cache_dir=opts.read.cache_dir,
+    )
+
+
+def _check_sinks(sinks: list[Any], plan: BatchPlan) -> None:
+    for sink in sinks:
+        check = getattr(sink, "check_columns", None)
+        if callable(check):  # e.g. ParquetSink's partition columns must be parameters
+            check(plan.parameter_names)
+
+
 async def _run(
     task: Any,
     grid: Any,
@@ -170,8 +245,10 @@ async def _run(
     start_url: Template,
     reuse_key: Template,
     model: Any,
+    consumers: list[Consumer] | None = None,
 ) -> BatchResult:
-    """The one body of ``run_batch`` and ``run_batch_async``, with checked options."""
+    """The one body of ``run_batch``, ``run_batch_async`` and ``iter_batch*``, with
+    checked options."""
     began = time.monotonic()
     plan = build_plan(
         task,
@@ -181,10 +258,15 @@ async def _run(
         reuse_key=reuse_key,
         model=model,
     )
+    sinks = list(opts.sink or ())
+    _check_sinks(sinks, plan)
     if opts.dry_run:
         cap = opts.max_concurrency or getattr(client, "max_concurrency", None) or 10
-        return _dry_run(plan, opts.ledger, cap)
-    book = Ledger.open(opts.ledger, plan) if opts.ledger is not None else None
+        return _dry_run(plan, opts, cap)
+    run_options = {"retry_failed": opts.retry_failed, "max_age_s": opts.max_age_s}
+    book = (
+        Ledger.open(opts.ledger, plan, run_options=run_options) if opts.ledger is not None else None
+    )
     try:
         http, owned = resolve_client(client, opts.retry)
     except BaseException:
@@ -193,29 +275,19 @@ async def _run(
         raise
     before = (http.counts.start, http.counts.result, http.counts.download)
     try:
-        runner = Runner(plan, http, opts, book)
+        runner = Runner(plan, http, opts, book, consumers=sinks + list(consumers or []))
         await _execute(runner, book is not None)
     finally:
         if book is not None:
             book.close()
         if owned:
             await http.aclose()
-    result = BatchResult(
-        plan=plan,
-        records_table=records_of([s.table for s in runner.items], plan),
-        tasks_table=build_tasks_table([s.report for s in runner.items], plan.parameter_names),
-        stopped_reason=runner.stopped_reason,
-        stopped_message=runner.stop_message,
-        validation_errors=sorted(runner.validation_errors),
-        requests={
-            "start": http.counts.start - before[0],
-            "result": http.counts.result - before[1],
-            "download": http.counts.download - before[2],
-        },
-        elapsed_s=time.monotonic() - began,
-        ledger=opts.ledger,
-        cache_dir=opts.read.cache_dir,
-    )
+    requests = {
+        "start": http.counts.start - before[0],
+        "result": http.counts.result - before[1],
+        "download": http.counts.download - before[2],
+    }
+    result = _result(runner, opts, sinks, requests, time.monotonic() - began)
     logger.info("%r", result)
     return result
 
@@ -239,6 +311,9 @@ async def run_batch_async(
     dry_run: bool = False,
     resubmit_ambiguous: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    retry_failed: bool = False,
+    max_age: float | timedelta | str | None = None,
+    sink: Sink | Sequence[Sink] | None = None,
 ) -> BatchResult:
     """Async twin of ``run_batch`` (same arguments and result).
 
@@ -258,6 +333,9 @@ async def run_batch_async(
         resubmit_ambiguous=resubmit_ambiguous,
         dry_run=dry_run,
         ledger=ledger,
+        retry_failed=retry_failed,
+        max_age=max_age,
+        sink=sink,
     )
     return await _run(
         task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model
@@ -283,6 +361,9 @@ def run_batch(
     dry_run: bool = False,
     resubmit_ambiguous: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    retry_failed: bool = False,
+    max_age: float | timedelta | str | None = None,
+    sink: Sink | Sequence[Sink] | None = None,
 ) -> BatchResult:
     """Run one web task per grid item, concurrently, and collect the rows.
 
@@ -300,23 +381,41 @@ def run_batch(
     time (the service serialises them); at most ``max_concurrency`` (default: the
     client's, 10) run at once.
 
+    An item is known by what it asks (``_item_key``: a hash of its task text, start
+    URL, parameters, reuse key and output schema; not its position, not the model), so
+    two grid items asking the same thing are refused. With ``ledger="sweep.db"`` every
+    submission is recorded durably and the ledger spans runs and grids: a run reuses
+    every result already paid for (no request), starts what is new, re-attaches what
+    still runs and never touches items absent from its grid; ``result.tasks['source']``
+    says which (``reused``, ``started``, ``reattached``). ``retry_failed=True`` runs
+    again the items whose last attempt failed for good (with ``model=`` a stronger
+    model, if you like); ``max_age`` (seconds, a ``timedelta``, or ``"12h"``, ``"7d"``)
+    runs again the successes older than that. A submission whose fate is unknown (a
+    crash or a dropped connection between POST and response) is reported as ambiguous
+    and resubmitted only with ``resubmit_ambiguous=True``.
+
     Outcomes: ``workspace-rate-limited`` is resubmitted after a backoff (and lowers the
     concurrency for a while); ``internal-error`` is resubmitted up to
     ``retry.max_failed_resubmits`` times; ``timeout``, ``rejected`` and ``canceled`` are
     final; ``unauthenticated``, ``no-ai-credits-left`` or HTTP 401 stop all submissions
-    (``result.stopped_reason``). ``max_cost_usd`` stops submitting before spent plus the
-    estimated cost of in-flight tasks would pass it. With ``ledger="sweep.db"`` every
-    submission is recorded durably; re-running the same call re-attaches and never pays
-    twice for a finished item. A submission whose fate is unknown (a crash or a dropped
-    connection between POST and response) is reported as ambiguous and resubmitted only
-    with ``resubmit_ambiguous=True``. ``dry_run=True`` sends nothing and returns the plan:
-    each item's chain (reuse key) and predicted start position in ``result.tasks``
-    (``order``), and a cost and time estimate from the ledger's history, or from the
-    per-model priors (``webtask_frames._batch.priors``) when there is none.
-    ``progress`` shows a bar: a widget in notebooks with ipywidgets, nothing in other
-    notebooks, text on stderr in a terminal. ``validate`` defaults to ``"flag"`` here
-    (invalid rows go to ``result.invalid``), unlike ``read_webtask``'s ``"raise"``: one
-    bad row should not throw away a paid sweep.
+    (``result.stopped_reason``). ``max_cost_usd`` stops submitting before the grid's
+    spend (all runs) plus the estimated cost of in-flight tasks would pass it.
+
+    ``sink`` lands rows as items finish: ``DuckDBSink(database, table)``,
+    ``ParquetSink(path)`` or any callable ``(item_report, pyarrow.Table) -> None``. Each
+    item's rows and its billed tasks are committed together, so a killed sweep leaves
+    every landed item whole and a rerun completes the table with no duplicate; memory
+    stays bounded by the items in flight, and ``result.records`` reads back from the
+    sink when asked.
+
+    ``dry_run=True`` sends nothing and returns the plan: what a run would reuse and
+    start, each item's chain (reuse key) and predicted start position in
+    ``result.tasks`` (``order``), and a cost and time estimate from the ledger's
+    history, or from the per-model priors when there is none. ``progress`` shows a bar:
+    a widget in notebooks with ipywidgets, nothing in other notebooks, text on stderr in
+    a terminal. ``validate`` defaults to ``"flag"`` here (invalid rows go to
+    ``result.invalid``), unlike ``read_webtask``'s ``"raise"``: one bad row should not
+    throw away a paid sweep.
 
     Raises ``InvalidInputError`` (naming the field) before any request for bad input:
     every option ``read_webtask`` refuses is refused here too, with the same message.
@@ -327,6 +426,7 @@ def run_batch(
         ...     {"batch": ["S24", "W24", "S23"]},
         ...     reuse_key="yc_companies",
         ...     ledger="yc.db",
+        ...     sink=DuckDBSink("yc.duckdb", "companies"),
         ... )
         >>> result.records.groupby("batch").size()                  # doctest: +SKIP
     """
@@ -343,6 +443,9 @@ def run_batch(
         resubmit_ambiguous=resubmit_ambiguous,
         dry_run=dry_run,
         ledger=ledger,
+        retry_failed=retry_failed,
+        max_age=max_age,
+        sink=sink,
     )
     run = _run(task, grid, opts, client, start_url=start_url, reuse_key=reuse_key, model=model)
     guard = _Interruptible()

@@ -35,28 +35,32 @@ from .._exceptions import (
     ProtocolError,
     WebTaskError,
 )
-from .._materialize import materialize
 from .._options import BatchOptions
 from .._wire.client import NOT_FOUND_GRACE_S, AsyncClient
 from .._wire.deadline import Deadline
-from .._wire.models import Canceled, Completed, FileResult
+from .._wire.models import Canceled, Completed
 from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_event
 from .budget import Budget, usable_cost
+from .collect import Collector
 from .estimate import Estimate
+from .landing import Consumer, Lander, invalid_rows
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
 from .priors import prior_estimate
 from .progress import progress_bar
+from .report import BilledTask, ItemReport
 from .restore import (
     ItemState,
+    RerunRules,
+    fill_billed,
     fill_from_status,
     history,
-    is_cached,
     orphan_waits,
     restore_all,
+    spent_on,
 )
-from .result import ItemReport
+from .result import empty_records
 from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
 
@@ -88,6 +92,7 @@ class Runner:
         ledger: Ledger | None,
         *,
         clock: Clock | None = None,
+        consumers: list[Consumer] | None = None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -97,22 +102,26 @@ class Runner:
         self.retry = options.retry or client.retry
         self.ledger = ledger
         self.clock: Clock = clock if clock is not None else client.clock
-        self.items = [ItemState(ItemReport(i.index, i.parameters, i.reuse_key)) for i in plan.items]
+        self.items = [
+            ItemState(ItemReport(i.index, i.parameters, i.reuse_key, item_key=i.item_key))
+            for i in plan.items
+        ]
         rows = ledger.attempts() if ledger is not None else []
         self.durations, self.costs, warm = history(rows)
-        self.budget = Budget(
-            options.max_cost_usd, ledger.spent_usd() if ledger is not None else 0.0
-        )
+        # What this grid's items already cost counts against max_cost_usd (all runs).
+        self.budget = Budget(options.max_cost_usd, spent_on(rows, plan.item_keys))
         self.stopped_reason: str | None = None  # a short code: budget, unauthenticated, ...
         self.stop_message: str | None = None
-        self.validation_errors: list[tuple[int, int, str, str]] = []
         self._rng = random.Random()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._download_slots = asyncio.Semaphore(max(4, self.max_concurrency))
-        to_run = restore_all(
-            self.items, rows, self.retry, resubmit_ambiguous=options.resubmit_ambiguous
-        )
+        self.collector = Collector(client, plan, options.read, ledger, self.max_concurrency)
+        self.validation_errors = self.collector.validation_errors
+        rules = RerunRules.of(options, self.retry)
+        to_run = restore_all(self.items, rows, rules, plan.item_keys)
+        self.lander = Lander(consumers or [], empty=empty_records(plan))
+        self.lander.on_error = self._on_sink_error
+        self.keep_rows = options.sink is None  # with a sink, rows live there, not here
         reattach = [s.report.index for s in self.items if s.reattach is not None]
         self.sched = Scheduler(
             plan.keys,
@@ -124,6 +133,7 @@ class Runner:
         for index, wait in orphan_waits(self.items, self.durations, warm, plan.model).items():
             self.sched.requeue(index, not_before=self._now() + wait)  # closes the whole key
         self._bar: Any = None
+        self._landed: set[str] = set()
         self._closing = False  # set when run() ends: in-flight items then release freely
         self._warned_no_cost = False
         # Items final without success, counted as they finish (the bar shows it per event).
@@ -163,8 +173,26 @@ class Runner:
             self._n_unsuccessful += status != ItemStatus.SUCCEEDED
             if self._bar is not None:
                 self._bar.update(1)
+            if status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED) and self.lander.active:
+                self.lander.put(st.report, st.table if status == ItemStatus.SUCCEEDED else None)
+                if not self.keep_rows and st.table is not None:
+                    st.table = invalid_rows(st.table)  # the valid ones now live in the sink
         st.final = True
         self._postfix()
+
+    def _on_sink_error(self, report: ItemReport, exc: BaseException) -> None:
+        """A sink failed: the item's rows are not landed (its result stays in the ledger,
+        so a rerun lands it without a new task); stop paying for rows nobody keeps."""
+        if report.status == ItemStatus.SUCCEEDED:
+            self._n_unsuccessful += 1
+        report.status = ItemStatus.FAILED
+        report.error_code = "sink-error"
+        report.error_message = f"rows not landed: {type(exc).__name__}: {exc}"
+        self._stop(
+            "sink-error",
+            f"the sink failed ({type(exc).__name__}: {exc}); fix it and re-run with the same "
+            "ledger to land the rest without paying again",
+        )
 
     def _postfix(self) -> None:
         if self._bar is None:
@@ -233,6 +261,7 @@ class Runner:
             if st.done_attempt is not None:
                 self._spawn(self._rematerialize(st))
             elif st.reattach is not None:
+                st.report.source = "reattached"
                 est = self._cost_estimate(st.report.index)
                 self._hold(st, est.mean if est is not None else 0.0, reattach=True)
                 self._spawn(self._attempt(st, reattach=st.reattach))
@@ -269,6 +298,8 @@ class Runner:
         n_done = sum(1 for s in self.items if s.final)
         self._bar = progress_bar(total=len(self.items), initial=n_done, enabled=self.opt.progress)
         try:
+            self.lander.start()
+            self._landed = await self.lander.landed()
             self._resume_restored()
             await self._loop()
             self._skip_leftovers()
@@ -278,7 +309,10 @@ class Runner:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._bar.close()
+            try:
+                await self.lander.drain()  # every finished item lands, even on Ctrl-C
+            finally:
+                self._bar.close()
 
     # -- one attempt -----------------------------------------------------------------------
 
@@ -344,7 +378,9 @@ class Runner:
         report.attempts += 1
         report.outcome = None
         if self.ledger is not None:
-            st.attempt_id = self.ledger.record_intent(report.index, attempt=report.attempts)
+            st.attempt_id = self.ledger.record_intent(
+                item.item_key, attempt=report.attempts, model=self.plan.model
+            )
         sent = self._now()
         try:
             web_task_id = await self.client.start_body(item.body)
@@ -356,6 +392,10 @@ class Runner:
             return None
         # The id first, the ledger second: a failing ledger write must not orphan a task.
         report.webtask_id = web_task_id
+        report.source = "started"
+        report.billed.append(
+            BilledTask(web_task_id, report.attempts, self.plan.model, item.reuse_key)
+        )
         if self.ledger is not None and st.attempt_id is not None:
             try:
                 self.ledger.record_submitted(st.attempt_id, web_task_id)
@@ -431,6 +471,7 @@ class Runner:
         schedule = TaskSchedule(PollPlan(self.client.poll, estimate, self._rng), sent)
         deadline = (sent if sent is not None else self._now()) + self.client.poll.timeout_s
         limit, grace = Deadline(self.clock, deadline), (sent or 0.0) + NOT_FOUND_GRACE_S
+        outcome: object
         try:
             outcome = await poll_until_terminal(
                 lambda: self.client.poll_once(web_task_id, limit, grace),
@@ -441,23 +482,17 @@ class Runner:
                 raise_on=(AuthenticationError, NotFoundError),
                 on_status=lambda status: fill_from_status(report, status),
             )
-        except AuthenticationError as exc:
-            report.error_code, report.error_message = exc.code, str(exc)
-            self._stop("unauthenticated", f"the API rejected the key while polling: {exc}")
-            self._finish(st, ItemStatus.IN_FLIGHT)
-            return None
-        except NotFoundError as exc:
-            report.error_code, report.error_message = exc.code, str(exc)
-            logger.error("item %d: task %s not found: %s", report.index, web_task_id, exc)
-            self._finish(st, ItemStatus.FAILED)
-            return None
-        if isinstance(outcome, GaveUp):
-            report.error_code, report.error_message = outcome.error.code, str(outcome.error)
-            logger.error(
-                "item %d: giving up polling %s: %s", report.index, web_task_id, outcome.error
-            )
-            self._finish(st, ItemStatus.IN_FLIGHT)
-            return None
+        except (AuthenticationError, NotFoundError) as exc:
+            outcome = exc
+        if isinstance(outcome, Completed | Canceled):
+            return outcome
+        self._unfinished(st, web_task_id, outcome)
+        return None
+
+    def _unfinished(self, st: ItemState, web_task_id: str, outcome: object) -> None:
+        """Polling ended without a terminal status: say why. Only an unknown task is a
+        failure; otherwise the task may still run (and bill): it is left in flight."""
+        report, status = st.report, ItemStatus.IN_FLIGHT
         if isinstance(outcome, Expired):
             last = outcome.last.status if outcome.last is not None else "unknown"
             report.error_code = "wait-timeout"
@@ -465,11 +500,16 @@ class Runner:
                 f"still {last} after {self.client.poll.timeout_s:g}s; the task "
                 "keeps running: re-run with the same ledger to re-attach"
             )
-            logger.error("item %d: %s %s", report.index, web_task_id, report.error_message)
-            self._finish(st, ItemStatus.IN_FLIGHT)
-            return None
-        assert isinstance(outcome, Completed | Canceled)
-        return outcome
+        else:
+            error = outcome.error if isinstance(outcome, GaveUp) else outcome
+            assert isinstance(error, WebTaskError)
+            report.error_code, report.error_message = error.code, str(error)
+            if isinstance(error, NotFoundError):
+                status = ItemStatus.FAILED
+            elif isinstance(error, AuthenticationError):
+                self._stop("unauthenticated", f"the API rejected the key while polling: {error}")
+        logger.error("item %d: task %s: %s", report.index, web_task_id, report.error_message)
+        self._finish(st, status)
 
     async def _on_terminal(self, st: ItemState, status: Completed | Canceled) -> bool:
         """Record a terminal status and decide what follows; True to materialize."""
@@ -478,6 +518,7 @@ class Runner:
         cold = (not status.reuse.used) if isinstance(status, Completed) and status.reuse else None
         if self.ledger is not None and st.attempt_id is not None:
             self.ledger.record_terminal(st.attempt_id, status, cold=cold)
+        fill_billed(report, status)
         held = self.budget.held(index)
         self.budget.release(index)  # the reported cost replaces the reservation
         cost = usable_cost(status.cost.ai_usd) if isinstance(status, Completed) else None
@@ -540,53 +581,20 @@ class Runner:
             self._finish(st, ItemStatus.FAILED)
 
     async def _materialize(self, st: ItemState, status: Completed) -> None:
-        report = st.report
-        async with self._download_slots:
-            try:
-                out = await materialize(
-                    self.client,
-                    status,
-                    output_schema=self.plan.schema,
-                    parameters=report.parameters,
-                    record_path=self.opt.read.record_path,
-                    validate=self.opt.read.validate,
-                    cache_dir=self.opt.read.cache_dir,
-                    extra_columns={"_item": report.index},
-                )
-            except Exception as exc:  # local work: report it on the item, keep the batch
-                report.error_code = getattr(exc, "code", type(exc).__name__)
-                report.error_message = str(exc)
-                logger.error("item %d: result not usable: %s", report.index, exc)
-                self._finish(st, ItemStatus.FAILED)
-                return
-        st.table = out.table
-        report.n_records, report.n_invalid = out.n_records, out.n_invalid
-        self.validation_errors.extend((report.index, *e) for e in out.errors)
-        if self.ledger is not None and st.attempt_id is not None:
-            self.ledger.record_materialized(
-                st.attempt_id,
-                raw_path=str(out.raw_path) if out.raw_path is not None else None,
-                n_records=out.n_records,
-                n_invalid=out.n_invalid,
-            )
-        self._finish(st, ItemStatus.SUCCEEDED)
+        self._finish(st, await self.collector.rows(st, status))
 
     async def _rematerialize(self, st: ItemState) -> None:
-        """A success recorded by an earlier run: rows from the local cache, no new task."""
+        """A success recorded by an earlier run: no new task. Rows come from the local
+        cache (or a fresh URL), unless every sink already holds them."""
         row = st.done_attempt
         assert row is not None
         st.attempt_id = row.attempt_id
-        status = row.terminal_status()
-        try:
-            if not isinstance(status, Completed):  # pragma: no cover - guarded by outcome
-                raise WebTaskError("ledger terminal record is not a completed status")
-            if isinstance(status.result, FileResult) and not is_cached(row.raw_path):
-                logger.info("item %d: raw result not cached; fetching a fresh URL", st.report.index)
-                fresh = await self.client.result(status.web_task_id)
-                if isinstance(fresh, Completed):
-                    status = fresh
-        except WebTaskError as exc:
-            st.report.error_code, st.report.error_message = exc.code, str(exc)
-            self._finish(st, ItemStatus.FAILED)
+        st.report.source = "reused"
+        if row.web_task_id in self._landed:  # nothing to read or land again
+            st.report.n_records, st.report.n_invalid = row.n_records, row.n_invalid
+            st.final = True
+            st.report.status = ItemStatus.SUCCEEDED
+            if self._bar is not None:
+                self._bar.update(1)
             return
-        await self._materialize(st, status)
+        self._finish(st, await self.collector.reuse(st, row))

@@ -1,4 +1,4 @@
-"""A crash-safe record of a sweep's submissions: SQLite (WAL, ``synchronous=FULL``).
+"""A crash-safe record of every task a sweep paid for: SQLite (WAL, ``synchronous=FULL``).
 
 Tasks cost money, so the one thing a batch must never do is lose a task it paid for or
 pay twice without saying so. Every submission goes through durable states, each its own
@@ -13,16 +13,27 @@ committed transaction::
 A crash between the two leaves an intent-only attempt: the task may exist, so a re-run
 reports the item as ambiguous and resubmits it only when asked to.
 
-Tables:
+A ledger is not tied to one grid: items are stored by identity (``item_key``, a hash of
+what the item asks, see ``plan``), for any number of runs and grids. A run reuses what
+is already paid for, starts what is new, re-attaches what still runs, and never touches
+items absent from its grid.
 
-* ``meta``: schema version, the plan's fingerprint and its parts (to explain a mismatch).
-* ``items``: one row per grid item: index, ``item_id`` (index + parameter hash), the
-  parameters as JSON, the reuseKey and a hash of the exact start body.
-* ``attempts``: one row per submission attempt of an item (1-based ``attempt``), with its
-  state, ``web_task_id``, timestamps, outcome, error, cost, server-measured duration,
-  whether it was a cold (automation-building) run, the redacted terminal response
-  (``status.to_wire()``: signed URLs lose their query string, the API key is never in
-  it) and where the raw result was cached.
+Tables (schema version 2):
+
+* ``meta``: schema version, creation time.
+* ``items``: one row per item ever planned: ``item_key``, task text, parameters (JSON),
+  reuseKey, startUrl, the outputSchema's hash and the run that first planned it.
+* ``runs``: one row per run that opened the ledger: when, how many items, the model
+  and the run's options (``retry_failed``, ``max_age``).
+* ``attempts``: one row per submission attempt of an item (1-based ``attempt``, counted
+  across runs), with the run and the model it ran with, its state, ``web_task_id``,
+  timestamps, outcome, error, cost, server-measured duration, whether it was a cold
+  (automation-building) run, the redacted terminal response (``status.to_wire()``:
+  signed URLs lose their query string, the API key is never in it) and where the raw
+  result was cached.
+
+Ledgers of schema version 1 (one fixed grid, items by position) are migrated in place
+when opened with the sweep they recorded, and refused otherwise, saying how to migrate.
 
 A lock file (``<ledger>.lock``, ``flock``) keeps two processes from driving one ledger;
 the operating system releases it when a process dies, even by ``kill -9``.
@@ -32,9 +43,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,25 +56,38 @@ from .._exceptions import InvalidInputError, LedgerLockedError
 from .._redact import scrub_text
 from .._wire.models import Canceled, Completed, TaskStatus, parse_status
 from .budget import usable_cost
-from .plan import BatchPlan, canonical_json
+from .plan import BatchPlan, canonical_json, stable_hash
 
 __all__ = ["AttemptRow", "Ledger", "LedgerLockedError"]
 
-SCHEMA_VERSION = 1
+logger = logging.getLogger("webtask_frames")
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
-    item INTEGER PRIMARY KEY,
-    item_id TEXT NOT NULL,
+    item_key TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
     parameters TEXT NOT NULL,
     reuse_key TEXT,
-    body_hash TEXT NOT NULL
+    start_url TEXT,
+    schema_hash TEXT,
+    first_run INTEGER
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    model TEXT,
+    options TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     attempt_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    item INTEGER NOT NULL REFERENCES items(item),
+    item_key TEXT NOT NULL REFERENCES items(item_key),
     attempt INTEGER NOT NULL,
+    run_id INTEGER,
+    model TEXT,
     state TEXT NOT NULL,
     web_task_id TEXT,
     intent_at TEXT NOT NULL,
@@ -80,12 +105,17 @@ CREATE TABLE IF NOT EXISTS attempts (
     raw_path TEXT,
     n_records INTEGER,
     n_invalid INTEGER,
-    UNIQUE (item, attempt)
+    UNIQUE (item_key, attempt)
 );
-CREATE INDEX IF NOT EXISTS attempts_by_item ON attempts (item, attempt);
+CREATE INDEX IF NOT EXISTS attempts_by_item ON attempts (item_key, attempt);
 """
 
 STATES = ("intent", "submitted", "terminal", "ambiguous", "not-sent")
+_ATTEMPT_COLUMNS = (
+    "attempt_id, item_key, attempt, run_id, model, state, web_task_id, intent_at, "
+    "submitted_at, finished_at, status, outcome, error_code, error_message, cost_ai_usd, "
+    "cost_compute_hours, duration_s, cold, terminal_json, raw_path, n_records, n_invalid"
+)
 
 
 def _now() -> str:
@@ -97,8 +127,10 @@ class AttemptRow:
     """One submission attempt as stored (see the module docstring for the states)."""
 
     attempt_id: int
-    item: int
+    item_key: str
     attempt: int
+    run_id: int | None
+    model: str | None
     state: str
     web_task_id: str | None
     intent_at: str
@@ -124,6 +156,11 @@ class AttemptRow:
             return None
         return parse_status(json.loads(self.terminal_json))
 
+    @property
+    def succeeded(self) -> bool:
+        """Whether this attempt's task completed with outcome ``success``."""
+        return self.state == "terminal" and self.outcome == "success"
+
 
 def _lock(path: Path) -> IO[bytes] | None:
     try:
@@ -143,35 +180,61 @@ def _lock(path: Path) -> IO[bytes] | None:
     return handle
 
 
+def _item_rows(plan: BatchPlan, run_id: int | None) -> list[tuple[Any, ...]]:
+    schema_hash = stable_hash(plan.output_schema, 32) if plan.output_schema else None
+    return [
+        (
+            item.item_key,
+            str(item.body.get("task", "")),
+            canonical_json(item.parameters),
+            item.reuse_key,
+            item.start_url,
+            schema_hash,
+            run_id,
+        )
+        for item in plan.items
+    ]
+
+
 class Ledger:
-    """The SQLite ledger of one sweep. Open with ``Ledger.open(path, plan)``.
+    """The SQLite ledger of a sweep's items, across runs. Open with ``Ledger.open(path,
+    plan)``: it registers the plan's items and starts a run (``run_id``).
 
     Example:
-        >>> from webtask_frames._plan import build_plan
+        >>> from webtask_frames._batch.plan import build_plan
         >>> plan = build_plan("Scrape", {"batch": ["S24"]}, reuse_key="yc")
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "sweep.db"
         >>> with Ledger.open(path, plan) as ledger:
-        ...     attempt_id = ledger.record_intent(0, attempt=1)
+        ...     key = plan.items[0].item_key
+        ...     attempt_id = ledger.record_intent(key, attempt=1)
         ...     ledger.record_submitted(attempt_id, "wt_1")
-        ...     [(a.item, a.state, a.web_task_id) for a in ledger.attempts()]
-        [(0, 'submitted', 'wt_1')]
+        ...     [(a.item_key == key, a.state, a.web_task_id) for a in ledger.attempts()]
+        [(True, 'submitted', 'wt_1')]
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO[bytes] | None) -> None:
         self.path = path
         self._conn = conn
         self._lock = lock
+        self.run_id: int | None = None
 
     # -- opening ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], plan: BatchPlan, *, lock: bool = True) -> Ledger:
-        """Open (creating if needed) the ledger for ``plan``.
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        plan: BatchPlan,
+        *,
+        lock: bool = True,
+        run_options: Mapping[str, Any] | None = None,
+    ) -> Ledger:
+        """Open (creating if needed) the ledger, register ``plan``'s items and start a run.
 
-        Raises ``InvalidInputError`` (field ``ledger``) when the file holds a different
-        sweep, explaining what differs, and ``LedgerLockedError`` when another process
-        holds it.
+        Raises ``InvalidInputError`` (field ``ledger``) when the file is not a ledger or is
+        a version-1 ledger of a different sweep, and ``LedgerLockedError`` when another
+        process holds it.
         """
         target = Path(path)
         if target.is_dir():
@@ -188,7 +251,7 @@ class Ledger:
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 ledger = cls(target, conn, handle)
-                ledger._init(plan)
+                ledger._init(plan, dict(run_options or {}))
             except BaseException:
                 conn.close()
                 raise
@@ -208,15 +271,24 @@ class Ledger:
 
     @classmethod
     def open_readonly(cls, path: str | os.PathLike[str], plan: BatchPlan) -> Ledger | None:
-        """Open an existing ledger without writing (for dry runs); None if absent."""
+        """Open an existing ledger without writing (for dry runs); None if absent.
+
+        A version-1 ledger is migrated into memory (the file is left as it is)."""
         target = Path(path)
         if not target.exists():
             return None
         conn = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)
         ledger = cls(target, conn, None)
         try:
-            if ledger._meta().get("fingerprint") is not None:
-                ledger._check_fingerprint(plan)
+            if ledger._version() == 1:
+                memory = sqlite3.connect(":memory:", isolation_level=None)
+                conn.backup(memory)
+                conn.close()
+                ledger._conn = conn = memory
+                with ledger._tx():
+                    ledger._migrate_v1(plan)
+            else:
+                ledger._check_version()
         except BaseException:
             conn.close()
             raise
@@ -239,91 +311,121 @@ class Ledger:
             return {}
         return {k: v for k, v in rows}
 
-    def _init(self, plan: BatchPlan) -> None:
-        with self._tx() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            meta = self._meta()
-            if "fingerprint" in meta:
-                version = int(meta.get("schema_version", "0"))
-                if version != SCHEMA_VERSION:
-                    raise InvalidInputError(
-                        f"ledger {str(self.path)!r} has schema version {version}; this "
-                        f"webtask-frames writes version {SCHEMA_VERSION}; use a new ledger file",
-                        field="ledger",
-                    )
-                self._check_fingerprint(plan)
-                return
-            values = {
-                "schema_version": str(SCHEMA_VERSION),
-                "fingerprint": plan.fingerprint,
-                "fingerprint_parts": canonical_json(plan.fingerprint_parts()),
-                "task": plan.task,
-                "created_at": _now(),
-            }
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", list(values.items()))
-            conn.executemany(
-                "INSERT INTO items VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        item.index,
-                        item.item_id,
-                        canonical_json(item.parameters),
-                        item.reuse_key,
-                        item.body_hash,
-                    )
-                    for item in plan.items
-                ],
+    def _version(self) -> int | None:
+        """The file's schema version; None for a new (empty) ledger."""
+        meta = self._meta()
+        if "schema_version" in meta:
+            return int(meta["schema_version"])
+        return 1 if "fingerprint" in meta else None
+
+    def _check_version(self) -> None:
+        version = self._version()
+        if version is not None and version != SCHEMA_VERSION:
+            raise InvalidInputError(
+                f"ledger {str(self.path)!r} has schema version {version}, newer than this "
+                f"webtask-frames writes ({SCHEMA_VERSION}); upgrade webtask-frames or pass a "
+                "new ledger path",
+                field="ledger",
             )
 
-    def _check_fingerprint(self, plan: BatchPlan) -> None:
+    def _init(self, plan: BatchPlan, run_options: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            version = self._version()
+            if version == 1:
+                self._migrate_v1(plan)
+            else:
+                self._check_version()
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("created_at", _now())],
+                )
+            cur = conn.execute(
+                "INSERT INTO runs (started_at, n_items, model, options) VALUES (?, ?, ?, ?)",
+                (_now(), len(plan.items), plan.model, canonical_json(run_options)),
+            )
+            self.run_id = cur.lastrowid
+            conn.executemany(
+                "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _item_rows(plan, self.run_id),
+            )
+
+    def _migrate_v1(self, plan: BatchPlan) -> None:
+        """Rewrite a version-1 ledger (one fixed grid, items by position) as version 2,
+        inside the caller's transaction. Only the sweep it recorded can say which item
+        each position was, so any other sweep is refused, naming the difference."""
         meta = self._meta()
-        if meta.get("fingerprint") == plan.fingerprint:
-            return
+        if meta.get("fingerprint") != plan.fingerprint:
+            raise InvalidInputError(
+                f"ledger {str(self.path)!r} was written by an earlier webtask-frames for one "
+                f"fixed grid and this sweep differs ({self._v1_difference(plan, meta)}); run "
+                "once with that sweep's original arguments to migrate it (then grow the grid "
+                "freely), or pass a new ledger path",
+                field="ledger",
+            )
+        conn = self._conn
+        model = json.loads(meta.get("fingerprint_parts", "{}")).get("model")
+        keys = {item.index: item.item_key for item in plan.items}
+        old = conn.execute(
+            "SELECT item, attempt, state, web_task_id, intent_at, submitted_at, finished_at, "
+            "status, outcome, error_code, error_message, cost_ai_usd, cost_compute_hours, "
+            "duration_s, cold, terminal_json, raw_path, n_records, n_invalid FROM attempts "
+            "ORDER BY attempt_id"
+        ).fetchall()
+        conn.execute("DROP TABLE attempts")
+        conn.execute("DROP TABLE items")
+        conn.execute("DELETE FROM meta")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("created_at", meta.get("created_at", _now())),
+                ("migrated_from", "1"),
+            ],
+        )
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", _item_rows(plan, None))
+        conn.executemany(
+            f"INSERT INTO attempts ({_ATTEMPT_COLUMNS.split(', ', 1)[1]}) VALUES "
+            f"({', '.join('?' * 21)})",
+            [(keys[row[0]], row[1], None, model, *row[2:]) for row in old],
+        )
+        logger.info("ledger %s migrated from schema version 1 to %d", self.path, SCHEMA_VERSION)
+
+    def _v1_difference(self, plan: BatchPlan, meta: Mapping[str, str]) -> str:
         stored: dict[str, Any] = json.loads(meta.get("fingerprint_parts", "{}"))
         new = plan.fingerprint_parts()
-        reasons = []
         if stored.get("task") != new["task"]:
-            reasons.append(f"the task text differs (ledger: {meta.get('task', '?')[:60]!r})")
+            return f"its task text was {meta.get('task', '?')[:60]!r}"
         if stored.get("output_schema") != new["output_schema"]:
-            reasons.append("the output_schema differs")
+            return "its output_schema differs"
         if stored.get("model") != new["model"]:
-            reasons.append(f"the model differs (ledger: {stored.get('model')!r})")
+            return f"its model was {stored.get('model')!r}"
         if stored.get("n_items") != new["n_items"]:
-            reasons.append(
-                f"the grid has {new['n_items']} items, the ledger {stored.get('n_items')}"
-            )
-        elif stored.get("items") != new["items"]:
-            hashes = dict(self._conn.execute("SELECT item, body_hash FROM items").fetchall())
-            for item in plan.items:
-                if hashes.get(item.index) != item.body_hash:
-                    row = self._conn.execute(
-                        "SELECT parameters, reuse_key FROM items WHERE item = ?", (item.index,)
-                    ).fetchone()
-                    old_params, old_key = row if row else ("?", "?")
-                    reasons.append(
-                        f"grid item {item.index} differs (ledger: parameters {old_params}, "
-                        f"reuse_key {old_key!r}; now: parameters "
-                        f"{canonical_json(item.parameters)}, reuse_key {item.reuse_key!r})"
-                    )
-                    break
-        raise InvalidInputError(
-            f"ledger {str(self.path)!r} records a different sweep: "
-            f"{'; '.join(reasons) or 'its fingerprint differs'}. A ledger belongs to one "
-            "sweep (task, schema, model, reuse keys and grid) so results are never mixed: "
-            "re-run with the original arguments to resume it, or pass a new ledger path",
-            field="ledger",
-        )
+            return f"its grid had {stored.get('n_items')} items, this one {new['n_items']}"
+        hashes = dict(self._conn.execute("SELECT item, body_hash FROM items").fetchall())
+        for item in plan.items:
+            if hashes.get(item.index) != item.body_hash:
+                (old_params,) = self._conn.execute(
+                    "SELECT parameters FROM items WHERE item = ?", (item.index,)
+                ).fetchone() or ("?",)
+                return f"its grid item {item.index} had parameters {old_params}"
+        return "its fingerprint differs"
 
     # -- writing (each call is one durable transaction) -------------------------------
 
-    def record_intent(self, item: int, *, attempt: int) -> int:
-        """Durably note that ``item`` is about to be POSTed; returns the attempt id."""
+    def record_intent(self, item_key: str, *, attempt: int, model: str | None = None) -> int:
+        """Durably note that the item is about to be POSTed (its ``attempt``-th
+        submission, with ``model``); returns the attempt id."""
         with self._tx() as conn:
             cur = conn.execute(
-                "INSERT INTO attempts (item, attempt, state, intent_at) VALUES (?, ?, ?, ?)",
-                (item, attempt, "intent", _now()),
+                "INSERT INTO attempts (item_key, attempt, run_id, model, state, intent_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (item_key, attempt, self.run_id, model, "intent", _now()),
             )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -406,32 +508,41 @@ class Ledger:
         row = self._conn.execute(f"PRAGMA {name}").fetchone()
         return row[0] if row else None
 
-    def attempts(self) -> list[AttemptRow]:
-        """Every attempt, by item then attempt number, with the item's reuseKey."""
+    def attempts(self, item_keys: Collection[str] | None = None) -> list[AttemptRow]:
+        """Every attempt (of ``item_keys`` only, when given), by item then attempt number,
+        with the item's reuseKey."""
+        columns = ", ".join(f"a.{c}" for c in _ATTEMPT_COLUMNS.split(", "))
         rows = self._conn.execute(
-            "SELECT a.attempt_id, a.item, a.attempt, a.state, a.web_task_id, a.intent_at, "
-            "a.submitted_at, a.finished_at, a.status, a.outcome, a.error_code, "
-            "a.error_message, a.cost_ai_usd, a.cost_compute_hours, a.duration_s, a.cold, "
-            "a.terminal_json, a.raw_path, a.n_records, a.n_invalid, i.reuse_key "
-            "FROM attempts a JOIN items i ON i.item = a.item ORDER BY a.item, a.attempt"
+            f"SELECT {columns}, i.reuse_key FROM attempts a JOIN items i "
+            "ON i.item_key = a.item_key ORDER BY a.item_key, a.attempt"
         ).fetchall()
+        wanted = None if item_keys is None else set(item_keys)
         out = []
         for row in rows:
+            if wanted is not None and row[1] not in wanted:
+                continue
             values = list(row)
-            values[15] = None if values[15] is None else bool(values[15])
+            values[17] = None if values[17] is None else bool(values[17])
             out.append(AttemptRow(*values))
         return out
 
-    def latest(self) -> dict[int, AttemptRow]:
-        """Each item's most recent attempt."""
-        return {row.item: row for row in self.attempts()}
+    def spent_usd(self, item_keys: Collection[str] | None = None) -> float:
+        """AI cost of every terminal attempt recorded (of ``item_keys`` only, when given)."""
+        return float(
+            sum(
+                row.cost_ai_usd or 0.0
+                for row in self.attempts(item_keys)
+                if row.state == "terminal"
+            )
+        )
 
-    def spent_usd(self) -> float:
-        """AI cost of every terminal attempt recorded."""
-        (total,) = self._conn.execute(
-            "SELECT COALESCE(SUM(cost_ai_usd), 0) FROM attempts WHERE state = 'terminal'"
-        ).fetchone()
-        return float(total)
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run that opened the ledger, oldest first (diagnostics)."""
+        rows = self._conn.execute(
+            "SELECT run_id, started_at, n_items, model, options FROM runs ORDER BY run_id"
+        ).fetchall()
+        keys = ("run_id", "started_at", "n_items", "model", "options")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def meta(self) -> Mapping[str, str]:
         return self._meta()

@@ -9,9 +9,12 @@ parameters (``"yc_{batch}"``) or callables of the parameter dict. Every item's s
 body is built here with ``build_start_body``, so a bad value fails with
 ``InvalidInputError`` naming the field before anything is sent.
 
-An item's identity is its grid index plus a stable hash of its parameters; the whole plan
-has a fingerprint (task, schema, model, and every item's body) that a ledger stores so a
-different sweep is never mixed into it.
+An item is known by what it asks, never by its grid position: its ``item_key`` is a
+stable hash of its task text, ``start_url``, parameters, ``reuse_key`` and outputSchema
+(canonical JSON; the model is how an attempt ran, not what the item asks). A ledger, the
+records, the tasks and every sink use that key, so a grid that grows, shrinks or is
+reordered never pays twice for an item or lands its rows twice. Two grid items asking
+exactly the same thing are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from .._exceptions import InvalidInputError
 from .._tables.compiled import SchemaPlan, schema_plan
 from .._wire.protocol import build_start_body
 
-__all__ = ["BatchPlan", "Item", "build_plan", "canonical_json", "expand_grid", "stable_hash"]
+__all__ = [
+    "BatchPlan",
+    "Item",
+    "build_plan",
+    "canonical_json",
+    "expand_grid",
+    "item_key_of",
+    "stable_hash",
+]
 
 Template = str | Callable[[dict[str, Any]], Any] | None
 RESERVED_PARAMETERS = frozenset({"_item", "_webtask_id"})
@@ -52,27 +63,49 @@ def stable_hash(value: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]
 
 
+def item_key_of(body: dict[str, Any], schema_hash: str | None) -> str:
+    """The identity of an item whose start body is ``body``: a 32-hex-digit hash of what
+    it asks (task text, startUrl, parameters, reuseKey, outputSchema), not of its model.
+    ``schema_hash`` is the outputSchema's hash, computed once per sweep (hashing a large
+    schema per item would make planning quadratic in practice).
+
+    Example:
+        >>> a = item_key_of({"task": "T", "parameters": {"x": 1}, "model": "sonnet"}, None)
+        >>> a == item_key_of({"task": "T", "parameters": {"x": 1}}, None), len(a)
+        (True, 32)
+    """
+    asked = {
+        "task": body.get("task"),
+        "start_url": body.get("startUrl"),
+        "parameters": body.get("parameters"),
+        "reuse_key": body.get("reuseKey"),
+        "output_schema": schema_hash,
+    }
+    return stable_hash(asked, 32)
+
+
 @dataclass(frozen=True)
 class Item:
-    """One unit of a sweep: its grid position, parameters and exact start body."""
+    """One unit of a sweep: its grid position (in this call only), its identity
+    ``item_key`` (what it asks, the same in every run and grid), its parameters and its
+    exact start body."""
 
     index: int
     parameters: dict[str, Any]
     reuse_key: str | None
     start_url: str | None
     body: dict[str, Any] = field(repr=False)
+    item_key: str = ""
 
-    @property
-    def param_hash(self) -> str:
-        return stable_hash(self.parameters)
-
-    @property
-    def item_id(self) -> str:
-        """``"<index>:<hash of parameters>"``: stable across runs of the same grid."""
-        return f"{self.index}:{self.param_hash}"
+    def __post_init__(self) -> None:
+        if not self.item_key:  # built by hand: derive it (build_plan passes it in)
+            schema = self.body.get("outputSchema")
+            key = item_key_of(self.body, stable_hash(schema, 32) if schema else None)
+            object.__setattr__(self, "item_key", key)
 
     @property
     def body_hash(self) -> str:
+        """A hash of the exact start body, model included (the v1 ledger's item check)."""
         return stable_hash(self.body, 32)
 
 
@@ -127,8 +160,14 @@ class BatchPlan:
         seen.pop(SANDBOX_PARAMETER, None)
         return list(seen)
 
+    @property
+    def item_keys(self) -> list[str]:
+        """Each item's identity, in grid order."""
+        return [item.item_key for item in self.items]
+
     def fingerprint_parts(self) -> dict[str, Any]:
-        """What the fingerprint covers, kept separately so a mismatch can be explained."""
+        """What a version-1 ledger's fingerprint covered (one fixed grid, by position):
+        kept only to recognise and migrate such a ledger."""
         return {
             "task": stable_hash(self.task, 32),
             "output_schema": stable_hash(self.output_schema, 32),
@@ -373,6 +412,7 @@ def build_plan(
         [('Scrape S24', 'yc_S24'), ('Scrape W24', 'yc_W24')]
     """
     schema = schema_plan(output_schema)
+    schema_hash = stable_hash(schema.schema, 32) if schema is not None else None
     rows = expand_grid(grid)
     names: dict[str, None] = {}
     for row in rows:
@@ -383,6 +423,7 @@ def build_plan(
     check_template(reuse_key, "reuse_key", list(names))
     check_template(start_url, "start_url", list(names))
     items: list[Item] = []
+    seen: dict[str, int] = {}
     for index, params in enumerate(rows):
         key = render(reuse_key, params, "reuse_key", index)
         url = render(start_url, params, "start_url", index)
@@ -399,7 +440,17 @@ def build_plan(
             if exc.field in ("task", "output_schema", "model"):
                 raise  # the same for every item
             raise InvalidInputError(f"grid item {index}: {exc.message}", field=exc.field) from None
-        items.append(Item(index, params, key, url, body))
+        item_key = item_key_of(body, schema_hash)
+        if item_key in seen:
+            raise InvalidInputError(
+                f"grid items {seen[item_key]} and {index} ask exactly the same thing "
+                f"(parameters {canonical_json(params)[:80]}); an item is known by what it asks, "
+                "so drop the duplicate (e.g. df.drop_duplicates()) or add a parameter that "
+                "tells them apart (e.g. 'run': [1, 2])",
+                field="grid",
+            )
+        seen[item_key] = index
+        items.append(Item(index, params, key, url, body, item_key))
     return BatchPlan(
         task=task,
         model=model,

@@ -1,9 +1,19 @@
-"""Per-item run state, and how a re-run rebuilds it from the ledger's attempts.
+"""Per-item run state, and how a run rebuilds it from the ledger's attempts.
 
-A re-run on a ledger never pays twice: an item whose last attempt succeeded is
-re-materialized from the local cache, a submitted task is re-attached (polled, not
-resubmitted), a start whose fate is unknown is reported ambiguous (resubmitted only when
-asked), and a failed one follows the same ``next_action`` policy as a live failure.
+A run on a ledger never pays twice. Each grid item is looked up by identity
+(``item_key``); items the ledger never saw are started. For the others, ``restore_item``
+decides from the item's attempts (oldest first)::
+
+    last attempt submitted ............ re-attach (poll it, never resubmit)
+    last start's fate unknown ......... ambiguous; resubmitted only with resubmit_ambiguous
+    a success, not older than max_age . reuse it: rows from the local cache, no request
+    a success older than max_age ...... refresh: start it again
+    last attempt failed, retryable .... resubmit (the same ``next_action`` policy as live)
+    last attempt failed, final ........ failed; started again only with retry_failed
+
+A reuse wins over later failed refreshes (a paid result is never dropped), and the
+policy's counters count only the attempts since the item's last success (or since the
+``retry_failed`` that started this round), so a refresh or a retry gets a full budget.
 """
 
 from __future__ import annotations
@@ -11,27 +21,31 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
+from .._options import BatchOptions
 from .._wire.models import Canceled, Completed, Started, TaskStatus
 from .._wire.policies import RetryPolicy
+from .budget import usable_cost
 from .estimate import Estimator
 from .ledger import AttemptRow
 from .policy import NOT_SENT, Action, Counters, next_action
 from .priors import prior_estimate
-from .result import ItemReport
+from .report import BilledTask, ItemReport
 from .status import ItemStatus
 
 __all__ = [
     "ItemState",
+    "RerunRules",
     "fill_from_status",
     "history",
     "is_cached",
     "orphan_waits",
     "restore_all",
     "restore_item",
+    "spent_on",
 ]
 
 logger = logging.getLogger("webtask_frames")
@@ -68,6 +82,56 @@ def history(rows: list[AttemptRow]) -> tuple[Estimator, Estimator, set[str]]:
     return durations, costs, warm
 
 
+def _billed_status(status: TaskStatus | None) -> str:
+    if isinstance(status, Completed):
+        return "succeeded" if status.succeeded else "failed"
+    if isinstance(status, Canceled):
+        return "canceled"
+    return "running"
+
+
+def _fill_billed_from(billed: BilledTask, status: TaskStatus) -> None:
+    billed.status = _billed_status(status)
+    billed.created_at = status.created_at
+    if isinstance(status, Started | Completed | Canceled):
+        billed.started_at = status.started_at
+    if isinstance(status, Completed | Canceled):
+        billed.completed_at = status.completed_at
+    if isinstance(status, Completed):
+        billed.outcome = status.outcome
+        billed.error_code = status.error.code if status.error else None
+        billed.error_message = status.error.message if status.error else None
+        billed.cost_ai_usd = usable_cost(status.cost.ai_usd)
+        billed.cost_compute_hours = usable_cost(status.cost.compute_hours)
+        billed.duration_s = status.duration_s
+        if status.reuse is not None:
+            billed.reuse_used = status.reuse.used
+            billed.reuse_key = billed.reuse_key or status.reuse.key
+    elif isinstance(status, Canceled):
+        billed.outcome = billed.error_code = "canceled"
+
+
+def billed_from_row(row: AttemptRow) -> BilledTask:
+    """A ledger attempt that created a task, as a ``BilledTask`` of an earlier run."""
+    assert row.web_task_id is not None
+    billed = BilledTask(row.web_task_id, row.attempt, row.model, row.reuse_key, new=False)
+    status = row.terminal_status()
+    if status is not None:
+        _fill_billed_from(billed, status)
+    # The ledger's figures are the ones the budget used (unusable costs already None).
+    billed.cost_ai_usd, billed.cost_compute_hours = row.cost_ai_usd, row.cost_compute_hours
+    billed.n_records, billed.n_invalid = row.n_records, row.n_invalid
+    return billed
+
+
+def fill_billed(report: ItemReport, status: TaskStatus) -> None:
+    """Record a terminal ``status`` on the report's billed task of that id (this run's)."""
+    for billed in report.billed:
+        if billed.webtask_id == status.web_task_id:
+            _fill_billed_from(billed, status)
+            billed.new = True
+
+
 def fill_from_status(report: ItemReport, status: TaskStatus) -> None:
     """Copy what a status says (id, timestamps, outcome, error, reuse) onto the report."""
     report.webtask_id = status.web_task_id
@@ -96,16 +160,67 @@ def fill_from_status(report: ItemReport, status: TaskStatus) -> None:
         report.error_message = "the task was canceled before completing"
 
 
+@dataclass(frozen=True)
+class RerunRules:
+    """How a run treats what the ledger already holds (see the module docstring).
+
+    ``max_age_s``: a success older than this many seconds is run again (None: never).
+    ``now``: the time ages are measured from (the run's start).
+
+    Example:
+        >>> from webtask_frames import RetryPolicy
+        >>> RerunRules(RetryPolicy(), retry_failed=True).retry_failed
+        True
+    """
+
+    retry: RetryPolicy
+    resubmit_ambiguous: bool = False
+    retry_failed: bool = False
+    max_age_s: float | None = None
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, options: BatchOptions, retry: RetryPolicy) -> RerunRules:
+        """The rules a run's options ask for (``retry``: the policy in force)."""
+        return cls(
+            retry,
+            resubmit_ambiguous=options.resubmit_ambiguous,
+            retry_failed=options.retry_failed,
+            max_age_s=options.max_age_s,
+        )
+
+    def stale(self, row: AttemptRow) -> bool:
+        """Whether a success recorded in ``row`` is older than ``max_age_s``."""
+        if self.max_age_s is None:
+            return False
+        try:
+            finished = datetime.fromisoformat(row.finished_at or row.intent_at)
+        except ValueError:  # an unreadable time: treat the result as old
+            return True
+        return self.now - finished >= timedelta(seconds=self.max_age_s)
+
+
 def _count(st: ItemState, attempts: list[AttemptRow]) -> None:
+    """The report's totals over every attempt (cost is what the item cost, all runs)."""
     report = st.report
     report.attempts = len(attempts)
     for row in attempts:
         report.add_cost(row.cost_ai_usd, row.cost_compute_hours)
         if row.state in ("intent", "ambiguous"):
             report.ambiguous_attempts += 1
+        if row.web_task_id is not None:
+            report.billed.append(billed_from_row(row))
+
+
+def _counters(st: ItemState, attempts: list[AttemptRow]) -> None:
+    """The policy's counters: failures since the item's last success."""
+    st.counters = Counters()
+    for row in attempts:
+        if row.succeeded:
+            st.counters = Counters()
         elif row.state == "not-sent":
             st.counters.count(NOT_SENT)
-        else:
+        elif row.state == "terminal":
             st.counters.count(row.error_code)
 
 
@@ -132,52 +247,69 @@ def _ambiguous(st: ItemState, last: AttemptRow, resubmit_ambiguous: bool) -> boo
     return False
 
 
-def restore_item(
-    st: ItemState, attempts: list[AttemptRow], retry: RetryPolicy, *, resubmit_ambiguous: bool
-) -> bool:
-    """Fill ``st`` from its attempts (oldest first); True when it must be (re)submitted."""
-    _count(st, attempts)
-    last = attempts[-1]
-    status = last.terminal_status()
+def _show(st: ItemState, row: AttemptRow) -> None:
+    status = row.terminal_status()
     if status is not None:
         fill_from_status(st.report, status)
-    st.report.webtask_id = last.web_task_id
-    if last.state == "terminal":
-        if last.outcome == "success":
-            st.done_attempt = last
-            return False
-        # A stop in an earlier run is not one now: its cause (key, credits) may be fixed.
-        if next_action(last.error_code, st.counters, retry) is Action.FAIL:
-            st.report.status = ItemStatus.FAILED
-            st.final = True
-            return False
-        return True
+    st.report.webtask_id = row.web_task_id
+
+
+def restore_item(st: ItemState, attempts: list[AttemptRow], rules: RerunRules) -> bool:
+    """Fill ``st`` from its attempts (oldest first); True when it must be (re)submitted."""
+    _count(st, attempts)
+    _counters(st, attempts)
+    last = attempts[-1]
     if last.state == "submitted":
+        _show(st, last)
         st.reattach = last
         return False
     if last.state in ("intent", "ambiguous"):
-        return _ambiguous(st, last, resubmit_ambiguous)
-    return True  # not-sent: no task exists
+        _show(st, last)
+        return _ambiguous(st, last, rules.resubmit_ambiguous)
+    success = next((row for row in reversed(attempts) if row.succeeded), None)
+    if success is not None and not rules.stale(success):
+        _show(st, success)
+        st.done_attempt = success
+        return False
+    _show(st, last)
+    if success is not None:  # older than max_age (else it was reused above)
+        st.counters = Counters()  # a refresh: a fresh round of attempts
+        st.report.rerun_reason = "refresh"
+        return True
+    if last.state == "not-sent":
+        return True  # no task exists
+    # A stop in an earlier run is not one now: its cause (key, credits) may be fixed.
+    if next_action(last.error_code, st.counters, rules.retry) is not Action.FAIL:
+        return True
+    if rules.retry_failed:
+        st.counters = Counters()
+        st.report.rerun_reason = "retry"
+        return True
+    st.report.status = ItemStatus.FAILED
+    st.final = True
+    return False
 
 
 def restore_all(
-    items: list[ItemState],
-    rows: list[AttemptRow],
-    retry: RetryPolicy,
-    *,
-    resubmit_ambiguous: bool,
+    items: list[ItemState], rows: list[AttemptRow], rules: RerunRules, keys: list[str]
 ) -> list[int]:
-    """Fill every item's state from the ledger's attempts; returns the items still to
-    submit, in grid order (``restore_item`` decides each)."""
-    by_item: dict[int, list[AttemptRow]] = {}
+    """Fill every item's state from the ledger's attempts (``keys``: each item's
+    identity); returns the items still to submit, in grid order."""
+    by_item: dict[str, list[AttemptRow]] = {}
     for row in rows:
-        by_item.setdefault(row.item, []).append(row)
+        by_item.setdefault(row.item_key, []).append(row)
     to_run = []
-    for st in items:
-        attempts = by_item.get(st.report.index, [])
-        if not attempts or restore_item(st, attempts, retry, resubmit_ambiguous=resubmit_ambiguous):
+    for st, key in zip(items, keys, strict=True):
+        attempts = by_item.get(key, [])
+        if not attempts or restore_item(st, attempts, rules):
             to_run.append(st.report.index)
     return to_run
+
+
+def spent_on(rows: list[AttemptRow], keys: list[str]) -> float:
+    """AI cost of the terminal attempts of the items ``keys`` (every run)."""
+    wanted = set(keys)
+    return sum(r.cost_ai_usd or 0.0 for r in rows if r.item_key in wanted and r.state == "terminal")
 
 
 def is_cached(path: str | None) -> bool:

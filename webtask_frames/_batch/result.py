@@ -1,10 +1,13 @@
 """``BatchResult``: what ``run_batch`` returns, with Arrow tables inside and pandas views.
 
-Two tables: ``records`` (every valid row of every successful item, with the item's
-parameter columns, ``_webtask_id`` and ``_item``) and ``tasks`` (one row per grid item, in
-grid order: parameters, task id, status, outcome, error, attempts, cost, timings, reuse
-flags, result type, row counts, skip reason). Both are kept as ``pyarrow.Table``; the
-pandas properties are views with pyarrow dtypes.
+Three tables: ``records`` (every valid row of every successful item, with the item's
+parameter columns, ``_webtask_id``, ``_item_key`` and ``_item``), ``tasks`` (one row per
+grid item, in grid order: identity, parameters, where its result came from, task id,
+status, outcome, error, attempts, cost, timings, reuse flags, result type, row counts,
+skip reason) and ``attempts`` (one row per billed task of the grid's items, every attempt
+of every run: what ``<table>_tasks`` holds in DuckDB). All are kept as ``pyarrow.Table``;
+the pandas properties are views with pyarrow dtypes. With a sink, records are not kept in
+memory: ``records`` reads them back from the sink when asked.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import hashlib
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,154 +26,27 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._sinks.duckdb import write_duckdb
-from .._sinks.parquet import write_parquet
+from .._exceptions import InvalidInputError
+from .._sinks.duckdb import DuckDBSink, write_duckdb
+from .._sinks.parquet import ParquetSink, merge_parquet_file, write_parquet
 from .._tables.compiled import record_arrow_schema
 from .._tables.unify import table_to_pandas, unify_tables
 from .._version import __version__
 from .plan import BatchPlan
 from .plots import COST_COLUMNS, cost_chart, cost_rows, timeline
 from .priors import prior_for
+from .report import (
+    TASK_COLUMNS,
+    StatusCounts,
+    build_attempts_table,
+)
 from .status import ItemStatus
 
 if TYPE_CHECKING:
     import polars as pl
     from matplotlib.axes import Axes
 
-__all__ = [
-    "TASK_COLUMNS",
-    "BatchResult",
-    "ItemReport",
-    "StatusCounts",
-    "build_tasks_table",
-    "plan_lines",
-    "records_of",
-]
-
-_TS = pa.timestamp("ms", tz="UTC")
-TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("webtask_id", pa.string()),
-    ("status", pa.string()),
-    ("outcome", pa.string()),
-    ("error_code", pa.string()),
-    ("error_message", pa.string()),
-    ("attempts", pa.int64()),
-    ("ambiguous_attempts", pa.int64()),
-    ("cost_ai_usd", pa.float64()),
-    ("cost_compute_hours", pa.float64()),
-    ("created_at", _TS),
-    ("started_at", _TS),
-    ("completed_at", _TS),
-    ("duration_s", pa.float64()),
-    ("reuse_key", pa.string()),
-    ("reuse_used", pa.bool_()),
-    ("reuse_created", pa.bool_()),
-    ("reuse_updated", pa.bool_()),
-    ("revision_id", pa.string()),
-    ("result_type", pa.string()),
-    ("n_records", pa.int64()),
-    ("n_invalid", pa.int64()),
-    ("skipped_reason", pa.string()),
-)
-_FIXED = {"_item", *(name for name, _ in TASK_COLUMNS)}
-
-
-class StatusCounts(dict[str, int]):
-    """Items by status (a ``dict``). Also callable, returning an equal plain dict, so
-    ``result.counts()`` from earlier versions keeps working beside ``result.counts``.
-
-    Example:
-        >>> counts = StatusCounts(succeeded=2)
-        >>> counts["succeeded"], counts() == counts
-        (2, True)
-    """
-
-    def __call__(self) -> dict[str, int]:
-        return dict(self)
-
-
-@dataclass
-class ItemReport:
-    """One row of the tasks table (the runner fills these in)."""
-
-    index: int
-    parameters: dict[str, Any]
-    reuse_key: str | None
-    status: ItemStatus = ItemStatus.PLANNED
-    webtask_id: str | None = None
-    outcome: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    attempts: int = 0
-    ambiguous_attempts: int = 0
-    cost_ai_usd: float | None = None
-    cost_compute_hours: float | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_s: float | None = None
-    reuse_used: bool | None = None
-    reuse_created: bool | None = None
-    reuse_updated: bool | None = None
-    revision_id: str | None = None
-    result_type: str | None = None
-    n_records: int | None = None
-    n_invalid: int | None = None
-    skipped_reason: str | None = None
-    # ``cost.compute`` as sent when its unit could not be converted to hours (else None).
-    cost_compute_amount: float | None = None
-    cost_compute_unit: str | None = None
-
-    def add_cost(
-        self,
-        ai_usd: float | None,
-        compute_hours: float | None,
-        *,
-        compute_amount: float | None = None,
-        compute_unit: str | None = None,
-    ) -> None:
-        """Add one attempt's cost. ``compute_amount``/``compute_unit``: the raw compute
-        figures of an attempt whose unit was not understood (kept, never dropped)."""
-        if ai_usd is not None:
-            self.cost_ai_usd = (self.cost_ai_usd or 0.0) + ai_usd
-        if compute_hours is not None:
-            self.cost_compute_hours = (self.cost_compute_hours or 0.0) + compute_hours
-        elif compute_amount is not None:
-            if self.cost_compute_unit in (None, compute_unit):
-                self.cost_compute_amount = (self.cost_compute_amount or 0.0) + compute_amount
-            self.cost_compute_unit = compute_unit
-
-
-def _column(values: list[Any]) -> pa.Array:
-    """An Arrow column from Python values; mixed or nested values fall back to JSON text."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        return pa.array(
-            [None if v is None else json.dumps(v, sort_keys=True, default=str) for v in values],
-            pa.string(),
-        )
-
-
-def parameter_column_name(name: str) -> str:
-    """A parameter's tasks-table column: its name, or ``param_<name>`` on a clash."""
-    return f"param_{name}" if name in _FIXED else name
-
-
-def build_tasks_table(reports: list[ItemReport], parameter_names: list[str]) -> pa.Table:
-    """One row per item: ``_item``, the parameters, then ``TASK_COLUMNS``."""
-    columns: dict[str, pa.Array] = {"_item": pa.array([r.index for r in reports], pa.int64())}
-    for name in parameter_names:
-        columns[parameter_column_name(name)] = _column([r.parameters.get(name) for r in reports])
-    for name, dtype in TASK_COLUMNS:
-        columns[name] = pa.array([getattr(r, name) for r in reports], dtype)
-    if any(r.cost_compute_amount is not None for r in reports):
-        # Only when some compute came in a unit we could not convert: the raw figures.
-        columns["cost_compute_amount"] = pa.array(
-            [r.cost_compute_amount for r in reports], pa.float64()
-        )
-        columns["cost_compute_unit"] = pa.array([r.cost_compute_unit for r in reports], pa.string())
-    return pa.table(columns)
+__all__ = ["BatchResult", "empty_records", "plan_lines", "records_of", "sink_rows"]
 
 
 def _polars() -> Any:
@@ -200,6 +75,7 @@ class BatchResult:
         requests: HTTP requests sent during this run, by endpoint.
         elapsed_s: wall time of the run.
         ledger: the ledger file, when one was used.
+        sink: where rows were landed as items finished (``sink=``), or None.
 
     Example:
         >>> result = run_batch("Scrape", {"batch": ["S24", "W24"]})  # doctest: +SKIP
@@ -208,23 +84,47 @@ class BatchResult:
     """
 
     plan: BatchPlan
-    records_table: pa.Table = field(repr=False)
+    records_table: pa.Table | None = field(repr=False)
     tasks_table: pa.Table = field(repr=False)
+    attempts_table: pa.Table | None = field(default=None, repr=False)
+    # With a sink, records are read back from it on first use (None: kept in memory),
+    # and only the invalid rows (validate="flag") are kept here.
+    records_loader: Callable[[], pa.Table] | None = field(default=None, repr=False)
+    invalid_table: pa.Table | None = field(default=None, repr=False)
+    sink: Any = field(default=None, repr=False)
     stopped_reason: str | None = None
     stopped_message: str | None = None
     dry_run: bool = False
     validation_errors: list[tuple[int, int, str, str]] = field(default_factory=list, repr=False)
     requests: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    # AI cost of the tasks this run started or re-attached (reused results cost 0 now).
+    new_cost_usd: float = 0.0
     ledger: Path | None = None
     cache_dir: Path | None = None
 
     # -- tables -----------------------------------------------------------------------
 
+    def _records(self) -> pa.Table:
+        if self.records_table is None:
+            if self.records_loader is None:
+                raise RuntimeError(
+                    "this result's rows went to the sink callable and were not kept; collect "
+                    "them in the callable, or pass sink=DuckDBSink(...) / ParquetSink(...), "
+                    "which read them back"
+                )
+            self.records_table = self.records_loader()
+        return self.records_table
+
     def _split(self, *, valid: bool) -> pa.Table:
         # With validate="flag" the runner keeps invalid rows marked by ``_valid``; the
         # public tables separate them: valid rows in ``records``, the rest in ``invalid``.
-        table = self.records_table
+        if not valid and self.records_table is None and self.invalid_table is not None:
+            table = self.invalid_table
+            if "_valid" not in table.column_names:
+                return table.slice(0, 0)
+            return table.drop_columns(["_valid"])
+        table = self._records()
         if "_valid" not in table.column_names:
             return table if valid else table.slice(0, 0)
         flags = pc.fill_null(table["_valid"], True)
@@ -239,6 +139,12 @@ class BatchResult:
     def tasks_arrow(self) -> pa.Table:
         """The per-item status table as a ``pyarrow.Table``."""
         return self.tasks_table
+
+    def attempts_arrow(self) -> pa.Table:
+        """One row per billed task of the grid's items (``attempts``), as Arrow."""
+        if self.attempts_table is None:
+            return build_attempts_table([], self.plan.parameter_names)
+        return self.attempts_table
 
     def to_polars(self) -> pl.DataFrame:
         """All valid records as a ``polars.DataFrame``, built from the Arrow table without
@@ -265,8 +171,25 @@ class BatchResult:
         return table_to_pandas(self._split(valid=False))
 
     @property
+    def attempts(self) -> pd.DataFrame:
+        """One row per task billed for the grid's items, every attempt of every run on the
+        ledger (``_webtask_id``, ``_item_key``, the parameters, attempt number, status,
+        outcome, error, model, cost, timings): what ``to_duckdb`` lands in
+        ``<table>_tasks``, so its ``cost_ai_usd`` sums to what the results cost.
+
+        Example:
+            >>> result.attempts.groupby("model")["cost_ai_usd"].sum()  # doctest: +SKIP
+        """
+        return table_to_pandas(self.attempts_arrow())
+
+    @property
     def tasks(self) -> pd.DataFrame:
-        """One row per grid item, in grid order (pyarrow dtypes).
+        """One row per grid item, in grid order (pyarrow dtypes): ``_item`` (its position
+        in this call's grid), ``_item_key`` (its identity in every run), the parameters,
+        ``source`` (``reused``: a result the ledger already had, no request; ``started``:
+        submitted by this run; ``reattached``: a task an earlier run started), then the
+        task id, status, outcome, error, attempts, cost (every attempt, all runs),
+        timings, reuse flags and row counts.
 
         For a dry run, the plan: ``_item``, the parameters, ``webtask_id`` (only when the
         ledger shows items already done), ``status``, ``reuse_key`` (the item's chain),
@@ -280,7 +203,7 @@ class BatchResult:
                 c
                 for c in table.column_names
                 if c not in _RUN_ONLY
-                and not (c == "webtask_id" and table[c].null_count == table.num_rows)
+                and not (c in ("webtask_id", "source") and table[c].null_count == table.num_rows)
             ]
             table = table.select(shown)
         return table_to_pandas(table)
@@ -334,20 +257,17 @@ class BatchResult:
 
     # -- sinks ------------------------------------------------------------------------
 
-    def _keyed(self, table: pa.Table, *, rows: bool) -> pa.Table:
-        """``table`` plus ``_item_key`` (the item's stable identity) and, for records,
-        ``_row`` (position within the item): the default merge key of reruns."""
-        ids = {item.index: item.item_id for item in self.plan.items}
-        items = table["_item"].to_pylist()
-        keyed = table.append_column("_item_key", pa.array([ids.get(i) for i in items], pa.string()))
-        if rows:
-            positions: dict[int, int] = {}
-            row_numbers = []
-            for i in items:
-                row_numbers.append(positions.get(i, 0))
-                positions[i] = row_numbers[-1] + 1
-            keyed = keyed.append_column("_row", pa.array(row_numbers, pa.int64()))
-        return keyed
+    def _landed_items(self) -> list[str]:
+        """Identities of the items whose rows this result holds (succeeded)."""
+        table = self.tasks_table
+        ok = table.filter(pc.equal(table["status"], ItemStatus.SUCCEEDED))
+        return [k for k in ok["_item_key"].to_pylist() if k is not None]
+
+    def _sink_rows(self) -> pa.Table:
+        """The valid records as sinks store them: identity ``_item_key`` and ``_row``
+        (position within the item), without ``_item`` (a position in this call's grid,
+        meaningless in a table that outlives it)."""
+        return sink_rows(self.to_arrow())
 
     def provenance(self) -> dict[str, Any]:
         """Where the rows came from: task, model, reuse keys, schema hash, library version.
@@ -371,62 +291,93 @@ class BatchResult:
         }
 
     def to_parquet(
-        self, path: str | os.PathLike[str], *, partition_by: Sequence[str] | str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        partition_by: Sequence[str] | str | None = None,
+        mode: Literal["merge", "replace"] = "merge",
     ) -> Path:
-        """Write the records to one Parquet file, or a hive-partitioned dataset directory.
+        """Write the records to Parquet, merged by identity, atomically; billed tasks go
+        beside them (``x_tasks.parquet`` / ``<dir>_tasks/``).
 
-        Written atomically (temporary name, then rename); partition values are encoded
-        path-safely (``a/b`` becomes ``a%2Fb``), so no parameter value can escape ``path``.
-        Provenance (task, reuse keys, schema hash, library version) goes in the metadata.
+        A path ending in ``.parquet`` is one file; anything else is a dataset directory
+        with one file per item (``ParquetSink``'s layout), hive-partitioned by
+        ``partition_by`` (parameter columns). ``mode="merge"`` (the default) keeps every
+        other item already there and replaces these items' rows, so rerunning or growing a
+        sweep never duplicates a row; ``mode="replace"`` writes this result alone (any
+        column may then partition). Partition values are encoded path-safely (``a/b``
+        becomes ``a%2Fb``); provenance (task, reuse keys, schema hash, library version)
+        goes in the metadata.
 
         Example:
             >>> result.to_parquet("companies", partition_by=["batch"])  # doctest: +SKIP
         """
-        return write_parquet(
-            self._keyed(self.to_arrow(), rows=True),
-            path,
-            partition_by=partition_by,
-            provenance=self.provenance(),
-        )
+        rows, attempts = self._sink_rows(), self.attempts_arrow()
+        if mode == "replace":
+            return write_parquet(
+                rows, path, partition_by=partition_by, provenance=self.provenance()
+            )
+        if mode != "merge":
+            raise InvalidInputError(f"mode: {mode!r} is not one of merge, replace", field="mode")
+        target = Path(path)
+        if target.suffix == ".parquet" and not partition_by:
+            return merge_parquet_file(
+                target,
+                rows,
+                attempts,
+                replace_items=self._landed_items(),
+                provenance=self.provenance(),
+            )
+        sink = ParquetSink(target, partition_by=partition_by)
+        sink.check_columns(self.plan.parameter_names)
+        sink.land(rows, attempts, replace_items=self._landed_items(), provenance=self.provenance())
+        return target
 
     def to_duckdb(
         self,
         database: str | os.PathLike[str] | duckdb.DuckDBPyConnection,
         table: str,
         *,
-        mode: Literal["append", "replace", "merge"] = "append",
+        mode: Literal["append", "replace", "merge"] = "merge",
         key: Sequence[str] | None = None,
     ) -> None:
-        """Write records to ``table`` and one row per task to ``<table>_tasks``, atomically.
+        """Write records to ``table`` and one row per billed task to ``<table>_tasks``, in
+        one transaction.
 
         ``database`` is a path or an open DuckDB connection (never closed here). ``mode``:
-        ``append``, ``replace``, or ``merge``, which upserts on ``key`` so rerunning a sweep
-        never duplicates rows. Rows carry the item's identity ``_item_key`` and their
-        position ``_row``; by default a merged item's new rows replace all its old ones.
-        New columns are added; a changed column type is a clear error.
-        Nested data stays STRUCT/LIST (query it with ``unnest``).
+        ``merge`` (the default) keeps each item's rows from its latest successful task,
+        exactly once: these items' earlier rows are replaced, every other item's are
+        kept, so rerunning or growing a sweep never duplicates a row; ``append`` adds the
+        rows; ``replace`` recreates both tables. ``<table>_tasks`` is merged on
+        ``_webtask_id`` in every mode (a billed task is one row, however often it lands),
+        so ``SUM(cost_ai_usd)`` over it is what the table cost. ``key`` merges on other
+        columns instead of the item's identity (``_item_key``). New columns are added, a
+        lossless widening (BIGINT to DOUBLE) is applied; any other type change is a clear
+        error. Nested data stays STRUCT/LIST (query it with ``unnest``).
 
         Example:
-            >>> result.to_duckdb("sweep.duckdb", "companies", mode="merge")  # doctest: +SKIP
+            >>> result.to_duckdb("sweep.duckdb", "companies")  # doctest: +SKIP
         """
-        write_duckdb(
-            database,
-            table,
-            self._keyed(self.to_arrow(), rows=True),
-            self._keyed(self.tasks_table, rows=False),
-            mode=mode,
-            # By default a rerun item's rows replace all of that item's earlier rows (rows
-            # are identified by ``_item_key`` + ``_row``), so a shorter rerun leaves no stale
-            # rows behind.
-            key=tuple(key) if key is not None else ("_item_key",),
-            tasks_key=("_item_key",),
-        )
+        if key is not None:
+            write_duckdb(
+                database,
+                table,
+                self._sink_rows(),
+                self.attempts_arrow(),
+                mode=mode,
+                key=tuple(key),
+                tasks_key=("_webtask_id",),
+            )
+            return
+        with DuckDBSink(database, table, mode=mode) as sink:
+            sink.land(self._sink_rows(), self.attempts_arrow(), replace_items=self._landed_items())
 
     # -- figures ----------------------------------------------------------------------
 
     @property
     def cost_usd(self) -> float:
-        """AI cost of every attempt of every item (failed and retried attempts included)."""
+        """AI cost of every attempt of every item (failed and retried attempts included),
+        in every run on the ledger: what these results cost."""
         total = pc.sum(self.tasks_table["cost_ai_usd"]).as_py()
         return float(total or 0.0)
 
@@ -440,10 +391,22 @@ class BatchResult:
             out[status] = out.get(status, 0) + 1
         return out
 
+    def _row_counts(self) -> tuple[int, int]:
+        """(valid, invalid) rows, from the tasks table when the rows are in a sink (so a
+        repr never reads a sweep's rows back)."""
+        if self.records_table is None:
+            table = self.tasks_table
+            ok = table.filter(pc.equal(table["status"], ItemStatus.SUCCEEDED))
+            total = int(pc.sum(ok["n_records"]).as_py() or 0)
+            invalid = int(pc.sum(ok["n_invalid"]).as_py() or 0)
+            return total - invalid, invalid
+        valid = int(self.to_arrow().num_rows)
+        return valid, self.records_table.num_rows - valid
+
     @property
     def n_records(self) -> int:
         """Number of valid records."""
-        return int(self.to_arrow().num_rows)
+        return self._row_counts()[0]
 
     @property
     def ok(self) -> bool:
@@ -465,11 +428,14 @@ class BatchResult:
         if self.dry_run:
             lines += plan_lines(self.plan)
         else:
-            lines.append(("records", str(self.n_records)))
-            n_invalid = self.records_table.num_rows - self.n_records
+            n_valid, n_invalid = self._row_counts()
+            lines.append(("records", str(n_valid)))
             if n_invalid:
                 lines.append(("invalid rows", f"{n_invalid}: see result.invalid"))
-            lines.append(("cost", f"${self.cost_usd:.2f}"))
+            lines.append(("cost", f"${self.cost_usd:.2f} (${self.new_cost_usd:.2f} in this run)"))
+            sources = self._sources()
+            if sources:
+                lines.append(("results", sources))
             lines.append(("elapsed", f"{self.elapsed_s:.1f}s"))
         if self.stopped_reason:
             lines.append(("STOPPED", f"{self.stopped_reason}: {self.stopped_message}"))
@@ -479,6 +445,14 @@ class BatchResult:
         if self.ledger is not None:
             lines.append(("ledger", str(self.ledger)))
         return lines
+
+    def _sources(self) -> str:
+        """``"3 reused, 2 started"``: where the items' results came from in this run."""
+        counts: dict[str, int] = {}
+        for source in self.tasks_table["source"].to_pylist():
+            if source is not None:
+                counts[source] = counts.get(source, 0) + 1
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
     def summary(self) -> str:
         """A few lines for a terminal: items by status, records, cost, stop reason."""
@@ -528,7 +502,7 @@ class BatchResult:
 
 # Columns a dry run has nothing to say about: hidden from its ``tasks`` view.
 _RUN_ONLY = frozenset(
-    name for name, _ in TASK_COLUMNS if name not in ("webtask_id", "status", "reuse_key")
+    name for name, _ in TASK_COLUMNS if name not in ("webtask_id", "status", "source", "reuse_key")
 )
 
 
@@ -570,8 +544,44 @@ def empty_records(plan: BatchPlan) -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 dtype = pa.string()
             fields.append(pa.field(name, dtype))
-    fields += [pa.field("_item", pa.int64()), pa.field("_webtask_id", pa.string())]
+    fields += [
+        pa.field("_item", pa.int64()),
+        pa.field("_item_key", pa.string()),
+        pa.field("_webtask_id", pa.string()),
+    ]
     return pa.schema(fields).empty_table()
+
+
+def sink_rows(valid: pa.Table) -> pa.Table:
+    """Valid records as sinks store them: without ``_item`` (a position in one call's
+    grid) or the validation columns, with ``_row``, the row's position within its item
+    (items' rows are contiguous)."""
+    drop = [c for c in ("_item", "_valid", "_errors") if c in valid.column_names]
+    table = valid.drop_columns(drop)
+    if "_row" in table.column_names:
+        return table
+    keys = table["_item_key"].to_pylist() if "_item_key" in table.column_names else []
+    positions: list[int] = []
+    previous, n = None, 0
+    for key in keys:
+        n = n + 1 if key == previous else 0
+        positions.append(n)
+        previous = key
+    return table.append_column("_row", pa.array(positions, pa.int64()))
+
+
+def records_from_sink(table: pa.Table, index: dict[str, int], plan: BatchPlan) -> pa.Table:
+    """Rows read back from a sink, shaped like an in-memory sweep's ``records``: ``_item``
+    (this call's grid position) from ``_item_key``, in grid then row order, no ``_row``."""
+    if "_item_key" not in table.column_names:
+        return empty_records(plan)
+    items = pa.array([index.get(k) for k in table["_item_key"].to_pylist()], pa.int64())
+    table = table.append_column("_item", items)
+    order = [("_item", "ascending")]
+    if "_row" in table.column_names:
+        order.append(("_row", "ascending"))
+    table = table.sort_by(order)
+    return table.drop_columns([c for c in ("_row",) if c in table.column_names])
 
 
 def records_of(tables: Sequence[pa.Table | None], plan: BatchPlan) -> pa.Table:

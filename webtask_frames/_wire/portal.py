@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["run_sync"]
+__all__ = ["run_sync", "submit"]
 
 T = TypeVar("T")
 
@@ -37,19 +38,22 @@ class _LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError(
-                "a synchronous webtask-frames call was made from inside its own event loop "
-                "thread; use the async API (AsyncClient, read_webtask_async) there"
-            )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
+        future = self.submit(coro)
         try:
             return future.result()
         except BaseException:
             # KeyboardInterrupt in a notebook: cancel the work instead of leaving it running.
             future.cancel()
             raise
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a synchronous webtask-frames call was made from inside its own event loop "
+                "thread; use the async API (AsyncClient, read_webtask_async) there"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop())
 
     def stop(self) -> None:
         with self._lock:
@@ -76,3 +80,16 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         2
     """
     return _PORTAL.run(coro)
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the shared loop thread without waiting: its future (cancel it to
+    cancel the coroutine).
+
+    Example:
+        >>> async def two() -> int:
+        ...     return 2
+        >>> submit(two()).result()
+        2
+    """
+    return _PORTAL.submit(coro)

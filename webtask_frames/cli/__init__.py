@@ -33,8 +33,10 @@ from .._exceptions import (
     WebTaskError,
 )
 from .._options import MODELS, VALIDATE_MODES
+from .._sinks.duckdb import DuckDBSink
+from .._sinks.parquet import ParquetSink
 from .._wire.sync import Client
-from ._out import SUPPORTED, check_out, write_out
+from ._out import SUPPORTED, check_out, out_format, write_out
 from ._sql import EPILOG as SQL_EPILOG
 from ._sql import FORMATS as SQL_FORMATS
 
@@ -53,9 +55,15 @@ examples:
   # the same rows as CSV (nested values as JSON text), NDJSON or a JSON array
   webtask-frames run "List the companies in the YC directory" --param batch=S24 --out yc.csv
 
-  # a sweep: one task per row of grid.csv, landed in DuckDB (rerunning merges, never duplicates)
+  # a sweep: one task per row of grid.csv, each item's rows landed in DuckDB as it finishes
   webtask-frames run "List the companies of the given batch" --grid grid.csv \\
       --reuse-key 'yc_{batch}' --duckdb yc.duckdb --table companies --ledger yc.ledger
+
+  # the next day: the same command with a grown grid.csv pays only for the new rows of it;
+  # add --retry-failed to run failed items again, --max-age 7d to refresh week-old results
+  webtask-frames run "List the companies of the given batch" --grid grid.csv \\
+      --reuse-key 'yc_{batch}' --duckdb yc.duckdb --table companies --ledger yc.ledger \\
+      --retry-failed --max-age 7d
 
   # see the plan and its estimated cost without sending anything
   webtask-frames run "..." --grid grid.csv --dry-run
@@ -64,9 +72,18 @@ examples:
 boolean), otherwise kept as text (batch=S24). They are added to every grid item; naming a
 parameter twice is an error.
 
+Items are known by what they ask (task text, start URL, parameters, reuse key, schema), not
+by their row in the grid: with --ledger, a rerun reuses every result already paid for, starts
+only what is new and re-attaches what still runs. --duckdb TABLE and an --out directory land
+each item's rows as it finishes (one transaction per item: a killed run leaves every landed
+item whole, and rerunning completes the table); merge (the default --mode) keeps each item's
+rows from its latest task, exactly once. NAME_tasks gets one row per billed task, so
+SUM(cost_ai_usd) over it is what the table cost.
+
 --out picks the format by extension: .parquet, .csv, .ndjson/.jsonl, .json (one array), or a
-directory with --partition-by (a hive-partitioned Parquet dataset). A run in which no item
-succeeded writes no file.
+directory (a Parquet dataset, one file per item; --partition-by parameter columns to
+hive-partition it). Files are written when the run ends; a run in which no item succeeded
+writes no file.
 
 Credentials come from INTUNED_API_KEY and INTUNED_WORKSPACE_ID (or --api-key and
 --workspace-id; the environment keeps the key out of your shell history).
@@ -210,21 +227,41 @@ def _sweep(args: argparse.Namespace, grid: Any) -> BatchResult:
             progress=not args.quiet,
             dry_run=args.dry_run,
             resubmit_ambiguous=args.resubmit_ambiguous,
+            retry_failed=args.retry_failed,
+            max_age=args.max_age,
+            sink=_sinks(args),
         )
     finally:
         if client is not None:
             client.close()
 
 
+def _streamed(args: argparse.Namespace) -> bool:
+    """Whether ``--out`` is a dataset directory, landed item by item as items finish."""
+    return bool(args.out) and out_format(args.out, bool(args.partition_by)) == "dataset"
+
+
+def _sinks(args: argparse.Namespace) -> Any:
+    """The streaming sinks of --duckdb and an --out directory (None, one, or a list)."""
+    sinks: list[Any] = []
+    if args.duckdb and not args.dry_run:
+        sinks.append(DuckDBSink(args.duckdb, args.table, mode=args.mode))
+    if _streamed(args) and not args.dry_run:
+        sinks.append(ParquetSink(args.out, partition_by=args.partition_by or None))
+    return sinks[0] if len(sinks) == 1 else (sinks or None)
+
+
 def _land(args: argparse.Namespace, result: BatchResult) -> int:
-    """Write the rows to the targets; on failure keep them in a rescue file (exit 1)."""
+    """Write the rows to the file targets (the streaming ones are already landed); on
+    failure keep them in a rescue file (exit 1)."""
     try:
-        if args.out:
+        if args.out and not _streamed(args):
             path = write_out(result, args.out, args.partition_by)
             _say(args, f"wrote {result.n_records} rows to {path}")
+        elif args.out:
+            _say(args, f"{result.n_records} rows landed in {args.out}")
         if args.duckdb:
-            result.to_duckdb(args.duckdb, args.table, mode=args.mode)
-            _say(args, f"wrote {result.n_records} rows to {args.duckdb}:{args.table}")
+            _say(args, f"{result.n_records} rows landed in {args.duckdb}:{args.table}")
     except Exception as exc:
         # The tasks are paid for: never lose their rows to a failed write.
         rescue = Path(f"webtask-frames-rescue-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
@@ -355,7 +392,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--record-path", metavar="PATH", help="dotted path to the records, e.g. data.items"
     )
-    run.add_argument("--ledger", metavar="FILE", help="crash-safe ledger: rerun to resume")
+    run.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="crash-safe ledger across runs: a rerun (even of a grown grid) pays for new items",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --ledger: run again the items whose last attempt failed for good",
+    )
+    run.add_argument(
+        "--max-age",
+        metavar="AGE",
+        help="with --ledger: run again the results older than AGE (90s, 30m, 12h, 7d, 2w)",
+    )
     run.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop submitting past it")
     run.add_argument(
         "--max-concurrency",

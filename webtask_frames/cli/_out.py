@@ -33,7 +33,7 @@ OUT_FORMATS = {
 }
 _NOT_A_DATASET = (".csv", ".ndjson", ".jsonl", ".json", ".duckdb", ".db")
 SUPPORTED = (
-    ".parquet, .csv, .ndjson, .jsonl, .json (a JSON array), or a directory with --partition-by"
+    ".parquet, .csv, .ndjson, .jsonl, .json (a JSON array), or a directory (a Parquet dataset)"
 )
 
 
@@ -53,10 +53,8 @@ def out_format(out: str, partitioned: bool) -> str:
                 field="--out",
             )
         return "dataset"
-    if path.is_dir():
-        raise InvalidInputError(
-            f"--out {out!r} is a directory; pass a file ({SUPPORTED})", field="--out"
-        )
+    if path.is_dir() or not suffix:  # a directory: a Parquet dataset, one file per item
+        return "dataset"
     if suffix in (".duckdb", ".db"):
         raise InvalidInputError(
             f"--out {out!r}: for DuckDB use --duckdb {out} --table NAME", field="--out"
