@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -231,11 +232,27 @@ def test_an_incompatible_type_is_refused_naming_column_types_table_and_fix(
     for part in ("'v'", existing, incoming, "'t'", "output_schema", "mode='replace'"):
         assert part in message, (part, message)
     assert info.value.field == "table"
+    # refused again: a rolled-back land teaches the sink nothing about the table
+    with pytest.raises(InvalidInputError, match=re.escape(existing)):
+        sink.land(rows_of(key(2), 1, then), task_of(key(2)), replace_items=[key(2)])
     sink.close()
     # nothing of the refused item landed, its task neither
     assert query(db, "SELECT count(*) FROM t") == [(1,)]
     assert query(db, "SELECT count(*) FROM t_tasks") == [(1,)]
     assert column_types(db, "t")["v"] == existing
+
+
+def test_a_placeholder_column_takes_one_type_then_keeps_it(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    sink = DuckDBSink(db, "t")
+    declared_null = pa.array([None], pa.string())  # declared string, holding nothing
+    for i, values in enumerate([None, declared_null, pa.array([5]), declared_null]):
+        sink.land(rows_of(key(i), 1, values), task_of(key(i)), replace_items=[key(i)])
+    with pytest.raises(InvalidInputError, match="BIGINT"):
+        sink.land(rows_of(key(9), 1, ["text"]), task_of(key(9)), replace_items=[key(9)])
+    sink.close()
+    assert column_types(db, "t")["v"] == "BIGINT"
+    assert query(db, "SELECT v FROM t ORDER BY _item_key") == [(None,), (None,), (5,), (None,)]
 
 
 def test_tasks_written_by_the_earlier_release_are_refused(tmp_path: Path) -> None:
@@ -326,7 +343,7 @@ def test_a_failure_after_the_first_statement_leaves_nothing_of_the_call(
     monkeypatch.setattr("webtask_frames._sinks.duckdb_sink.evolve_table", fail_on_tasks)
     new_rows = rows_of(key(1), 3, [7, 8, 9], extra=pa.array(["a", "b", "c"]))
     with pytest.raises(OSError, match="disk full"):
-        sink.land(new_rows, task_of(key(1), "wt-2"), replace_items=[key(1)])
+        sink.land(new_rows, task_of(key(1), "wt-2", error="x"), replace_items=[key(1)])
     assert calls == ["t", "t_tasks"]  # the rows had been deleted, evolved and inserted
     assert con.execute("SELECT v FROM t ORDER BY _row").fetchall() == [(1,), (2,)]
     columns = [r[0] for r in con.execute("DESCRIBE t").fetchall()]

@@ -42,6 +42,17 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CALLER = "DuckDBSink"
 
 
+Shape = tuple[tuple[str, pa.DataType, bool], ...]
+
+
+def _shape(data: pa.Table) -> Shape:
+    """What ``evolve_table`` looks at: each column's name, type and whether it is all null."""
+    return tuple(
+        (field.name, field.type, column.null_count == len(column))
+        for field, column in zip(data.schema, data.columns, strict=True)
+    )
+
+
 def _check_database(
     database: object,
 ) -> str | os.PathLike[str] | duckdb.DuckDBPyConnection:
@@ -109,6 +120,10 @@ class DuckDBSink:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._owns = False
         self._landed = False
+        # Shapes of data each table took in a committed land, and those of the land under
+        # way (accepted only once it commits).
+        self._accepted: dict[str, set[Shape]] = {}
+        self._pending: dict[str, set[Shape]] = {}
 
     @property
     def table(self) -> str:
@@ -164,50 +179,67 @@ class DuckDBSink:
 
     # -- landing --------------------------------------------------------------------
 
+    def _refusal(self, table: str) -> InvalidInputError:
+        if table == self.tasks_table:
+            reason = "was written by an earlier release (one row per grid item, no _webtask_id)"
+        else:
+            reason = "has no _item_key column, so its rows cannot be merged by item"
+        return InvalidInputError(
+            f"table: {table!r} {reason}; land into a new table name, or use mode='replace'",
+            field="table",
+        )
+
     def _check_tasks_table(self, con: duckdb.DuckDBPyConnection) -> dict[str, str] | None:
         columns = table_columns(con, self.tasks_table)
         if columns is not None and "_webtask_id" not in columns:
-            raise InvalidInputError(
-                f"table: {self.tasks_table!r} was written by an earlier release (one row per "
-                "grid item, no _webtask_id); land into a new table name, or use mode='replace'",
-                field="table",
-            )
+            raise self._refusal(self.tasks_table)
         return columns
+
+    def _prepare(
+        self, con: duckdb.DuckDBPyConnection, table: str, view: str, data: pa.Table, key: str
+    ) -> bool:
+        """Ready ``table`` for ``data`` (``view``): create it from the data (False: nothing
+        left to insert), or check its key column and evolve its schema (True)."""
+        shape = _shape(data)
+        # Data shaped like data this sink already landed (committed) needs no look at the
+        # table: then an item costs its deletes and inserts only.
+        if shape in self._accepted.get(table, ()):
+            return True
+        columns = table_columns(con, table)
+        self._pending.setdefault(table, set()).add(shape)
+        if columns is None:
+            create_table(con, table, view)  # zero rows too: the table exists after
+            return False
+        if key and key not in columns:
+            raise self._refusal(table)
+        if data.num_rows:  # a zero-row item brings no column worth adding
+            evolve_table(con, table, view, data, caller=_CALLER)
+        return True
 
     def _land_rows(
         self, con: duckdb.DuckDBPyConnection, view: str, rows: pa.Table, replace: list[str]
     ) -> None:
-        columns = table_columns(con, self._table)
-        if columns is None:
-            create_table(con, self._table, view)  # zero rows too: the table exists after
+        merging = self._mode != "append"
+        if not self._prepare(con, self._table, view, rows, "_item_key" if merging else ""):
             return
         name = quote_identifier(self._table)
-        if self._mode != "append":
-            if "_item_key" not in columns:
-                raise InvalidInputError(
-                    f"table: {self._table!r} has no _item_key column, so its rows cannot be "
-                    "merged by item; land into a new table name, or use mode='replace'",
-                    field="table",
-                )
-            if replace:
-                con.execute(
-                    f'DELETE FROM {name} WHERE "_item_key" IN (SELECT unnest(?::VARCHAR[]))',
-                    [replace],
-                )
-        if rows.num_rows:  # a zero-row item brings no column worth adding
-            evolve_table(con, self._table, view, rows, caller=_CALLER)
+        if merging and replace:
+            con.execute(
+                f'DELETE FROM {name} WHERE "_item_key" IN (SELECT unnest(?::VARCHAR[]))',
+                [replace],
+            )
+        if rows.num_rows:
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
 
     def _land_tasks(self, con: duckdb.DuckDBPyConnection, view: str, tasks: pa.Table) -> None:
-        if self._check_tasks_table(con) is None:
-            create_table(con, self.tasks_table, view)
+        if not self._prepare(con, self.tasks_table, view, tasks, "_webtask_id"):
             return
-        if not tasks.num_rows:
-            return
-        name = quote_identifier(self.tasks_table)
-        evolve_table(con, self.tasks_table, view, tasks, caller=_CALLER)
-        con.execute(f'DELETE FROM {name} WHERE "_webtask_id" IN (SELECT "_webtask_id" FROM {view})')
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
+        if tasks.num_rows:
+            name = quote_identifier(self.tasks_table)
+            con.execute(
+                f'DELETE FROM {name} WHERE "_webtask_id" IN (SELECT "_webtask_id" FROM {view})'
+            )
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
 
     def land(self, rows: pa.Table, tasks: pa.Table, *, replace_items: Sequence[str]) -> None:
         """Land ``rows`` in ``table`` and ``tasks`` in ``<table>_tasks``, one transaction.
@@ -225,17 +257,25 @@ class DuckDBSink:
             raise InvalidInputError("rows: the rows have no _item_key column", field="rows")
         con = self._connection()
         fresh = self._mode == "replace" and not self._landed
-        with (
-            transaction(con),
-            registered(con, rows) as rows_view,
-            registered(con, tasks) as tasks_view,
-        ):
-            if fresh:
-                create_table(con, self._table, rows_view, replace=True)
-                create_table(con, self.tasks_table, tasks_view, replace=True)
-            else:
-                self._land_rows(con, rows_view, rows, replace)
-                self._land_tasks(con, tasks_view, tasks)
+        self._pending = {}
+        try:
+            with (
+                transaction(con),
+                registered(con, rows) as rows_view,
+                registered(con, tasks) as tasks_view,
+            ):
+                if fresh:
+                    self._accepted = {}
+                    create_table(con, self._table, rows_view, replace=True)
+                    create_table(con, self.tasks_table, tasks_view, replace=True)
+                    self._pending = {self._table: {_shape(rows)}, self.tasks_table: {_shape(tasks)}}
+                else:
+                    self._land_rows(con, rows_view, rows, replace)
+                    self._land_tasks(con, tasks_view, tasks)
+        finally:
+            pending, self._pending = self._pending, {}
+        for table, shapes in pending.items():  # committed: these shapes fit the tables
+            self._accepted.setdefault(table, set()).update(shapes)
         self._landed = True
 
     def __call__(self, report: ItemLanding, rows: pa.Table) -> None:
