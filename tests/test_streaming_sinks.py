@@ -640,6 +640,17 @@ def test_parquet_refuses_a_dataset_it_did_not_write(tmp_path: Path) -> None:
         sink.read([key(1)])
 
 
+def test_parquet_hidden_directories_are_not_the_datasets(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    hidden = root / ".ipynb_checkpoints"
+    hidden.mkdir(parents=True)
+    pq.write_table(pa.table({"other": ["x"]}), hidden / "notes.parquet")
+    sink = ParquetSink(root)
+    sink.land(rows_of(key(1), 2, [1, 2]), task_of(key(1)), replace_items=[key(1)])
+    assert sink.read([key(1)]).num_rows == 2
+    assert len(pd.read_parquet(root)) == 2  # pandas skips it alike
+
+
 def test_parquet_temporary_files_are_invisible_and_cleaned(tmp_path: Path) -> None:
     root = tmp_path / "d"
     sink = ParquetSink(root)

@@ -225,7 +225,8 @@ class ParquetSink:
         schema = self._tasks.schema
         if schema is None or not {"_webtask_id", "outcome"} <= set(schema.names):
             return set()
-        if not pa.types.is_string(schema.field("outcome").type):
+        kind = schema.field("outcome").type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             return set()  # never a success: the column has had no value yet
         found = self._tasks.read(
             columns=["_webtask_id"], filter=ds.field("outcome") == "success"

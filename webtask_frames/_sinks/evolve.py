@@ -43,7 +43,15 @@ _FIX = "pass an output_schema so every item's column has one type, or land into 
 
 
 class TypeConflict(Exception):
-    """``incoming`` cannot join a column of type ``existing`` without loss."""
+    """``incoming`` cannot join a column of type ``existing`` without loss.
+
+    Example:
+        >>> try:
+        ...     merged_type(pa.int64(), pa.string(), column="n")
+        ... except TypeConflict as conflict:
+        ...     print(conflict.message("table 't'", "table"))
+        column 'n' is int64 in table 't' but string in the new rows; pass an output_schema ...
+    """
 
     def __init__(self, column: str, existing: Any, incoming: Any) -> None:
         super().__init__(column, existing, incoming)
@@ -230,9 +238,9 @@ def conform_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     """``array`` cast to ``target``, a type ``merged_type`` allowed it to join.
 
     Example:
-        >>> conform_array(pa.array([{"a": 1}]), pa.struct({"a": pa.float64(), "b": pa.string()}))
-        ... # doctest: +ELLIPSIS
-        <pyarrow.lib.StructArray object at ...>
+        >>> wider = pa.struct({"a": pa.float64(), "b": pa.string()})
+        >>> conform_array(pa.array([{"a": 1}]), wider).to_pylist()
+        [{'a': 1.0, 'b': None}]
     """
     if array.type == target:
         return array
@@ -252,9 +260,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     table's own metadata (provenance) is kept.
 
     Example:
-        >>> conform(pa.table({"a": [1]}), pa.schema({"a": pa.float64(), "b": pa.string()}))
-        ... # doctest: +ELLIPSIS
-        pyarrow.Table...
+        >>> schema = pa.schema({"a": pa.float64(), "b": pa.string()})
+        >>> conform(pa.table({"a": [1]}), schema).to_pylist()
+        [{'a': 1.0, 'b': None}]
     """
     columns = []
     for field in schema:

@@ -72,7 +72,9 @@ class FileSet:
         if self.root.exists() and not self.root.is_dir():
             raise self._refuse("is a file, not a directory")
         files: dict[str, Path] = {}
-        for directory, _dirs, names in os.walk(self.root):
+        for directory, dirs, names in os.walk(self.root):
+            # Hidden directories are not the dataset's (nor its readers'): skipped alike.
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
             for name in sorted(names):
                 path = Path(directory) / name
                 if is_temporary(name):  # left by a killed writer: never read, removed
