@@ -165,6 +165,24 @@ def test_duckdb_append_and_replace(tmp_path: Path) -> None:
     con.close()
 
 
+def test_duckdb_append_widens_a_column_and_types_all_null_columns_varchar(
+    tmp_path: Path,
+) -> None:
+    con = duckdb.connect()
+    write_duckdb(con, "t", pa.table({"n": [1], "empty": pa.nulls(1)}))
+    assert con.execute("SELECT data_type FROM information_schema.columns").fetchall() == [
+        ("BIGINT",),
+        ("VARCHAR",),
+    ]
+    write_duckdb(con, "t", pa.table({"n": [2.5], "empty": ["now text"]}), mode="append")
+    assert con.execute("SELECT n, empty FROM t ORDER BY n").fetchall() == [
+        (1.0, None),
+        (2.5, "now text"),
+    ]
+    with pytest.raises(InvalidInputError, match=r"'n' is DOUBLE .* but VARCHAR"):
+        write_duckdb(con, "t", pa.table({"n": ["x"]}), mode="append")
+
+
 def test_duckdb_type_conflict_rolls_back_both_tables(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     write_duckdb(con, "t", rows(), tasks())

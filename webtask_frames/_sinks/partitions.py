@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from .._exceptions import InvalidInputError
 
@@ -28,7 +29,9 @@ __all__ = [
     "KEY_SUFFIX",
     "MAX_NAME_BYTES",
     "MAX_VALUE_BYTES",
+    "check_partition_name",
     "encode_partition_value",
+    "partition_directory",
     "with_partition_keys",
 ]
 
@@ -37,6 +40,29 @@ KEY_SUFFIX = "_dir"
 MAX_NAME_BYTES = 100
 MAX_VALUE_BYTES = 120
 _SAFE = re.compile(rb"[A-Za-z0-9.\-]")
+_UNSAFE_NAME = re.compile(r"[/\\=\x00]|^\.|^$")
+
+
+def check_partition_name(name: object) -> str:
+    """``name`` if a column of that name can name partition directories, else an error.
+
+    Example:
+        >>> check_partition_name("../evil")
+        Traceback (most recent call last):
+        ...
+        webtask_frames._exceptions.InvalidInputError: partition_by: column name '../evil' ...
+    """
+    if not isinstance(name, str):
+        raise InvalidInputError(
+            f"partition_by: expected column names (strings), got {type(name).__name__}",
+            field="partition_by",
+        )
+    if _UNSAFE_NAME.search(name) or len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidInputError(
+            f"partition_by: column name {name!r} cannot be a directory name; rename it",
+            field="partition_by",
+        )
+    return name
 
 
 def encode_partition_value(value: str) -> str:
@@ -90,3 +116,38 @@ def with_partition_keys(table: pa.Table, columns: Sequence[str]) -> tuple[pa.Tab
         table = table.append_column(key, _key_column(table.column(name)))
         keys.append(key)
     return table, keys
+
+
+def partition_directory(values: pa.Table, columns: Sequence[str]) -> str:
+    """The hive directory (``a_dir=x/b_dir=y``) of rows sharing one value per column of
+    ``columns``, named as ``write_parquet``'s datasets name it: strings encoded by
+    ``encode_partition_value``, other values formatted by pyarrow, null as hive's marker.
+
+    ``values`` holds the rows (any number, at least one); a column whose value differs
+    between them cannot place them in one directory and is an ``InvalidInputError``.
+
+    Example:
+        >>> partition_directory(pa.table({"batch": ["a/b"], "n": [3]}), ["batch", "n"])
+        'batch_dir=a~2Fb/n_dir=3'
+    """
+    fields, expression = [], None
+    for name in columns:
+        column = values.column(name)
+        if len(pc.unique(column)) > 1:
+            raise InvalidInputError(
+                f"partition_by: column {name!r} differs between the rows of one item; "
+                "partition by a parameter column",
+                field="partition_by",
+            )
+        value = column[0]
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            kind = pa.string()
+            if value.is_valid:
+                value = pa.scalar(encode_partition_value(value.as_py()), pa.string())
+        key = f"{name}{KEY_SUFFIX}"
+        fields.append(pa.field(key, kind))
+        term = ds.field(key).is_null() if not value.is_valid else ds.field(key) == value
+        expression = term if expression is None else expression & term
+    directory, _ = ds.partitioning(pa.schema(fields), flavor="hive").format(expression)
+    return str(directory)
