@@ -83,8 +83,12 @@ def test_sweep_lands_in_parquet_and_duckdb_and_reruns_merge(
     assert main(SWEEP) == 0  # rerun: merge replaces, never duplicates
     con = duckdb.connect("w.duckdb")
     assert con.execute("select count(*) from companies").fetchone() == (20,)
-    assert con.execute("select count(*) from companies_tasks").fetchone() == (4,)
+    # No ledger: the rerun paid again, and every billed task is one row.
+    assert con.execute("select count(*) from companies_tasks").fetchone() == (8,)
+    total = con.execute("select sum(cost_ai_usd) from companies_tasks").fetchone()
+    assert total is not None and total[0] == pytest.approx(env.stats()["cost"]["ai_usd"])
     con.close()
+    assert ds.dataset("out", format="parquet", partitioning="hive").to_table().num_rows == 20
 
 
 def test_summary_is_printed_without_quiet(env: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,7 +177,7 @@ def test_csv_out_writes_nested_values_as_json(env: Sandbox) -> None:
     assert all(isinstance(json.loads(r["hq"]), dict) for r in rows if r["hq"])
 
 
-@pytest.mark.parametrize("out", ["rows.txt", "rows", "rows.xlsx", "rows.duckdb"])
+@pytest.mark.parametrize("out", ["rows.txt", "rows.xlsx", "rows.duckdb"])
 def test_unknown_out_extension_is_refused_before_any_request(
     env: Sandbox, capsys: pytest.CaptureFixture[str], out: str
 ) -> None:
@@ -312,7 +316,8 @@ def test_demo_writes_duckdb_and_parquet(demo: tuple[Path, str]) -> None:
     (rows,) = con.execute("select count(*) from companies").fetchone() or (0,)
     assert rows > 0
     con.close()
-    assert len(list((out / "companies").glob("batch_dir=*/*.parquet"))) == 4
+    files = list((out / "companies").glob("batch_dir=*/*.parquet"))
+    assert len(files) == 12 and len({f.parent for f in files}) == 4  # a file per item
 
 
 def test_every_suggestion_the_demo_prints_runs(
@@ -415,8 +420,8 @@ def test_sql_in_memory_reads_files(
 def test_unusable_out_is_refused_before_paying(
     env: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    Path("adir").mkdir()
-    assert main(["run", "List", "--out", "adir", "--quiet"]) == 2
+    Path("afile").write_text("not a directory")
+    assert main(["run", "List", "--out", "afile", "--partition-by", "batch", "--quiet"]) == 2
     assert "--out" in capsys.readouterr().err
     assert env.stats()["start_calls"] == 0
 
@@ -424,12 +429,13 @@ def test_unusable_out_is_refused_before_paying(
 def test_a_failed_write_rescues_the_paid_rows(
     env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from webtask_frames import BatchResult
 
-    def broken(self: BatchResult, *args: object, **kwargs: object) -> None:
+    from webtask_frames import DuckDBSink
+
+    def broken(self: DuckDBSink, *args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(BatchResult, "to_duckdb", broken)
+    monkeypatch.setattr(DuckDBSink, "land", broken)
     code = main(["run", "List", "--duckdb", "w.duckdb", "--table", "t", "--quiet"])
     assert code == 1
     err = capsys.readouterr().err

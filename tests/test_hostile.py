@@ -394,7 +394,9 @@ def test_a_canary_echoed_by_start_reaches_no_ledger_duckdb_parquet_or_log(
             *(p.read_bytes().decode("latin-1") for p in tmp_path.glob("sweep.db*") if p.is_file()),
         ]
     )
-    assert "msg" in dumped or "HTTP 400" in dumped  # the error did land, scrubbed
+    tasks = repr(result.tasks.to_dict())
+    assert "msg" in tasks or "HTTP 400" in tasks  # the error is reported, scrubbed
+    assert dumped == "[]"  # a refused start created no task: nothing billed to land
     assert leaks(blob) == []
 
 

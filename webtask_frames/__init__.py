@@ -7,6 +7,8 @@ Example:
 """
 
 from ._batch.api import run_batch, run_batch_async
+from ._batch.iterate import iter_batch, iter_batch_async
+from ._batch.report import BilledTask, ItemReport
 from ._batch.result import BatchResult
 from ._exceptions import (
     AmbiguousSubmissionError,
@@ -39,6 +41,8 @@ from ._read import (
     read_webtask_result,
     read_webtask_result_async,
 )
+from ._sinks.dataset import ParquetSink
+from ._sinks.duckdb_sink import DuckDBSink
 from ._version import __version__
 from ._wire.client import AsyncClient, RequestCounts
 from ._wire.models import (
@@ -64,17 +68,21 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchResult",
+    "BilledTask",
     "Canceled",
     "Client",
     "Completed",
     "ConfigurationError",
     "Cost",
     "DownloadError",
+    "DuckDBSink",
     "FileResult",
     "InlineResult",
     "InvalidInputError",
+    "ItemReport",
     "LedgerLockedError",
     "NotFoundError",
+    "ParquetSink",
     "Pending",
     "PollPolicy",
     "ProtocolError",
@@ -97,6 +105,8 @@ __all__ = [
     "WaitTimeoutError",
     "WebTaskError",
     "__version__",
+    "iter_batch",
+    "iter_batch_async",
     "read_webtask",
     "read_webtask_arrow",
     "read_webtask_arrow_async",

@@ -31,9 +31,10 @@ from .landing import Consumer
 from .ledger import Ledger
 from .plan import BatchPlan, Template, build_plan
 from .priors import prior_for
+from .records import records_from_sink, records_of
 from .report import ItemReport, build_attempts_table, build_tasks_table
 from .restore import ItemState, RerunRules, history, restore_all
-from .result import BatchResult, records_from_sink, records_of
+from .result import BatchResult
 from .scheduler import Scheduler
 from .status import ItemStatus
 
@@ -197,6 +198,15 @@ def _reader(sink: Any, plan: BatchPlan, keys: list[str]) -> Callable[[], pa.Tabl
     return load
 
 
+def _kept_rows(runner: Runner) -> tuple[pa.Table, pa.Table | None]:
+    """The rows still in memory: every item's (no sink) or only the invalid ones (a
+    sink holds the rest); and the rows a failing sink did not take (None: all landed)."""
+    unlanded = [s.table for s in runner.items if s.report.error_code == "sink-error"]
+    landed = [s.table for s in runner.items if s.report.error_code != "sink-error"]
+    missed = records_of(unlanded, runner.plan) if any(t is not None for t in unlanded) else None
+    return records_of(landed, runner.plan), missed
+
+
 def _result(
     runner: Runner,
     opts: BatchOptions,
@@ -207,14 +217,15 @@ def _result(
     """The ``BatchResult`` of a finished run. With a sink the items' tables hold only
     their invalid rows by now; ``records`` reads the valid ones back from the sink."""
     plan, reports = runner.plan, [s.report for s in runner.items]
-    kept = records_of([s.table for s in runner.items], plan)
+    kept, unlanded = _kept_rows(runner)
     readable = [s for s in sinks if callable(getattr(s, "read", None))]
-    landed = [r.item_key for r in reports if r.succeeded]
+    keys = [r.item_key for r in reports if r.succeeded]
     return BatchResult(
         plan=plan,
         records_table=None if sinks else kept,
-        records_loader=_reader(readable[0], plan, landed) if readable else None,
+        records_loader=_reader(readable[0], plan, keys) if readable else None,
         invalid_table=kept if sinks else None,
+        unlanded_table=unlanded,
         tasks_table=build_tasks_table(reports, plan.parameter_names),
         attempts_table=build_attempts_table(reports, plan.parameter_names),
         sink=sinks[0] if len(sinks) == 1 else (sinks or None),

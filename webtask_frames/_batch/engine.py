@@ -49,6 +49,7 @@ from .plan import BatchPlan
 from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
 from .priors import prior_estimate
 from .progress import progress_bar
+from .records import empty_records
 from .report import BilledTask, ItemReport
 from .restore import (
     ItemState,
@@ -60,7 +61,6 @@ from .restore import (
     restore_all,
     spent_on,
 )
-from .result import empty_records
 from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
 
@@ -167,32 +167,28 @@ class Runner:
         st.holds_slot = True
         st.report.status = ItemStatus.RUNNING
 
-    def _finish(self, st: ItemState, status: ItemStatus) -> None:
+    def _finish(self, st: ItemState, status: ItemStatus, *, land: bool = True) -> None:
         st.report.status = status
         if not st.final:
             self._n_unsuccessful += status != ItemStatus.SUCCEEDED
             if self._bar is not None:
                 self._bar.update(1)
-            if status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED) and self.lander.active:
+            if land and status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED) and self.lander.active:
                 self.lander.put(st.report, st.table if status == ItemStatus.SUCCEEDED else None)
                 if not self.keep_rows and st.table is not None:
                     st.table = invalid_rows(st.table)  # the valid ones now live in the sink
         st.final = True
         self._postfix()
 
-    def _on_sink_error(self, report: ItemReport, exc: BaseException) -> None:
-        """A sink failed: the item's rows are not landed (its result stays in the ledger,
-        so a rerun lands it without a new task); stop paying for rows nobody keeps."""
-        if report.status == ItemStatus.SUCCEEDED:
-            self._n_unsuccessful += 1
-        report.status = ItemStatus.FAILED
-        report.error_code = "sink-error"
-        report.error_message = f"rows not landed: {type(exc).__name__}: {exc}"
-        self._stop(
-            "sink-error",
-            f"the sink failed ({type(exc).__name__}: {exc}); fix it and re-run with the same "
-            "ledger to land the rest without paying again",
-        )
+    def _on_sink_error(self, report: ItemReport, exc: BaseException, table: Any) -> None:
+        """A sink failed: the item's rows stay in memory (``unlanded``) and in the ledger's
+        cache, so a rerun lands them without a new task; stop paying for rows."""
+        st, why = self.items[report.index], f"{type(exc).__name__}: {exc}"
+        st.table = table if table is not None else st.table
+        self._n_unsuccessful += report.status == ItemStatus.SUCCEEDED
+        report.status, report.error_code = ItemStatus.FAILED, "sink-error"
+        report.error_message = f"rows not landed: {why}"
+        self._stop("sink-error", f"the sink failed ({why}); fix it and re-run with the same ledger")
 
     def _postfix(self) -> None:
         if self._bar is None:
@@ -590,11 +586,7 @@ class Runner:
         assert row is not None
         st.attempt_id = row.attempt_id
         st.report.source = "reused"
-        if row.web_task_id in self._landed:  # nothing to read or land again
+        if row.web_task_id in self._landed:  # every sink holds these rows: nothing to do
             st.report.n_records, st.report.n_invalid = row.n_records, row.n_invalid
-            st.final = True
-            st.report.status = ItemStatus.SUCCEEDED
-            if self._bar is not None:
-                self._bar.update(1)
-            return
+            return self._finish(st, ItemStatus.SUCCEEDED, land=False)
         self._finish(st, await self.collector.reuse(st, row))

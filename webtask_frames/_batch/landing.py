@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .records import sink_rows
 from .report import ItemReport
-from .result import sink_rows
 
 __all__ = ["Consumer", "Lander", "valid_rows"]
 
@@ -67,7 +67,8 @@ class Lander:
         self.consumers = list(consumers)
         self.empty = sink_rows(empty)
         self.error: BaseException | None = None
-        self.on_error: Callable[[ItemReport, BaseException], None] | None = None
+        # Told of each item that did not land, with its table (to keep it in memory).
+        self.on_error: Callable[[ItemReport, BaseException, pa.Table | None], None] | None = None
         self._queue: asyncio.Queue[tuple[ItemReport, pa.Table | None] | None] = asyncio.Queue()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -109,7 +110,7 @@ class Lander:
             report, table = entry
             if self.error is not None:  # nothing more lands after a failure: say so
                 if self.on_error is not None:
-                    self.on_error(report, self.error)
+                    self.on_error(report, self.error, table)
                 continue
             rows = self.empty if table is None else sink_rows(valid_rows(table))
             try:
@@ -119,7 +120,7 @@ class Lander:
                 logger.error("item %d: rows not landed: %s", report.index, exc)
                 self.error = exc
                 if self.on_error is not None:
-                    self.on_error(report, exc)
+                    self.on_error(report, exc, table)
 
     async def drain(self) -> None:
         """Wait until every queued item has landed, close the sinks (on their thread: a

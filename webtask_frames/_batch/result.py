@@ -27,14 +27,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._exceptions import InvalidInputError
-from .._sinks.duckdb import DuckDBSink, write_duckdb
-from .._sinks.parquet import ParquetSink, merge_parquet_file, write_parquet
-from .._tables.compiled import record_arrow_schema
-from .._tables.unify import table_to_pandas, unify_tables
+from .._sinks.dataset import ParquetSink
+from .._sinks.duckdb import write_duckdb
+from .._sinks.duckdb_sink import DuckDBSink
+from .._sinks.parquet import merge_parquet_file, write_parquet
+from .._tables.unify import table_to_pandas
 from .._version import __version__
 from .plan import BatchPlan
 from .plots import COST_COLUMNS, cost_chart, cost_rows, timeline
 from .priors import prior_for
+from .records import empty_records, sink_rows, valid_only
 from .report import (
     TASK_COLUMNS,
     StatusCounts,
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     import polars as pl
     from matplotlib.axes import Axes
 
-__all__ = ["BatchResult", "empty_records", "plan_lines", "records_of", "sink_rows"]
+__all__ = ["BatchResult", "plan_lines"]
 
 
 def _polars() -> Any:
@@ -91,6 +93,8 @@ class BatchResult:
     # and only the invalid rows (validate="flag") are kept here.
     records_loader: Callable[[], pa.Table] | None = field(default=None, repr=False)
     invalid_table: pa.Table | None = field(default=None, repr=False)
+    # Rows of succeeded tasks that a failing sink did not take (see ``unlanded``).
+    unlanded_table: pa.Table | None = field(default=None, repr=False)
     sink: Any = field(default=None, repr=False)
     stopped_reason: str | None = None
     stopped_message: str | None = None
@@ -104,6 +108,20 @@ class BatchResult:
     cache_dir: Path | None = None
 
     # -- tables -----------------------------------------------------------------------
+
+    @property
+    def unlanded(self) -> pd.DataFrame:
+        """Valid rows of paid tasks that the sink failed to land (``stopped_reason ==
+        "sink-error"``): kept here so they are not lost; a rerun on the same ledger lands
+        them without a new task. Empty when every row landed.
+
+        Example:
+            >>> if len(result.unlanded):                       # doctest: +SKIP
+            ...     result.unlanded.to_parquet("rescue.parquet")
+        """
+        if self.unlanded_table is None:
+            return table_to_pandas(empty_records(self.plan))
+        return table_to_pandas(valid_only(self.unlanded_table))
 
     def _records(self) -> pa.Table:
         if self.records_table is None:
@@ -529,63 +547,3 @@ def plan_lines(plan: BatchPlan) -> list[tuple[str, str]]:
         note = " (prior)" if plan.estimate_basis == "prior" else ""
         lines.append(("estimated time", f"{span:.0f}s at full concurrency{note}"))
     return lines
-
-
-def empty_records(plan: BatchPlan) -> pa.Table:
-    """The records table of a sweep with no rows: still has its columns (the schema's
-    fields, the parameters, ``_item``, ``_webtask_id``), so queries and sinks work."""
-    fields = list(record_arrow_schema(plan.schema) or [])
-    names = {f.name for f in fields}
-    for name in plan.parameter_names:
-        if name not in names:
-            values = [item.parameters.get(name) for item in plan.items]
-            try:
-                dtype = pa.array(values).type
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                dtype = pa.string()
-            fields.append(pa.field(name, dtype))
-    fields += [
-        pa.field("_item", pa.int64()),
-        pa.field("_item_key", pa.string()),
-        pa.field("_webtask_id", pa.string()),
-    ]
-    return pa.schema(fields).empty_table()
-
-
-def sink_rows(valid: pa.Table) -> pa.Table:
-    """Valid records as sinks store them: without ``_item`` (a position in one call's
-    grid) or the validation columns, with ``_row``, the row's position within its item
-    (items' rows are contiguous)."""
-    drop = [c for c in ("_item", "_valid", "_errors") if c in valid.column_names]
-    table = valid.drop_columns(drop)
-    if "_row" in table.column_names:
-        return table
-    keys = table["_item_key"].to_pylist() if "_item_key" in table.column_names else []
-    positions: list[int] = []
-    previous, n = None, 0
-    for key in keys:
-        n = n + 1 if key == previous else 0
-        positions.append(n)
-        previous = key
-    return table.append_column("_row", pa.array(positions, pa.int64()))
-
-
-def records_from_sink(table: pa.Table, index: dict[str, int], plan: BatchPlan) -> pa.Table:
-    """Rows read back from a sink, shaped like an in-memory sweep's ``records``: ``_item``
-    (this call's grid position) from ``_item_key``, in grid then row order, no ``_row``."""
-    if "_item_key" not in table.column_names:
-        return empty_records(plan)
-    items = pa.array([index.get(k) for k in table["_item_key"].to_pylist()], pa.int64())
-    table = table.append_column("_item", items)
-    order = [("_item", "ascending")]
-    if "_row" in table.column_names:
-        order.append(("_row", "ascending"))
-    table = table.sort_by(order)
-    return table.drop_columns([c for c in ("_row",) if c in table.column_names])
-
-
-def records_of(tables: Sequence[pa.Table | None], plan: BatchPlan) -> pa.Table:
-    """The items' rows in grid order (``None``: an item without rows); with no rows at
-    all, ``empty_records(plan)``, so the table still has its columns."""
-    present = [t for t in tables if t is not None]
-    return unify_tables(present) if present else empty_records(plan)

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from .._batch.api import run_batch
 from .._batch.result import BatchResult
 from .._exceptions import (
@@ -33,8 +35,9 @@ from .._exceptions import (
     WebTaskError,
 )
 from .._options import MODELS, VALIDATE_MODES
-from .._sinks.duckdb import DuckDBSink
-from .._sinks.parquet import ParquetSink
+from .._sinks.dataset import ParquetSink
+from .._sinks.duckdb_sink import DuckDBSink
+from .._sinks.parquet import write_parquet
 from .._wire.sync import Client
 from ._out import SUPPORTED, check_out, out_format, write_out
 from ._sql import EPILOG as SQL_EPILOG
@@ -275,6 +278,18 @@ def _land(args: argparse.Namespace, result: BatchResult) -> int:
     return EXIT_OK
 
 
+def _rescue_unlanded(result: BatchResult) -> int:
+    """A streaming sink failed: keep the paid rows it did not take in a rescue file."""
+    rows = result.unlanded
+    message = f"{PROG}: error: landing the rows failed ({result.stopped_message})"
+    if len(rows):
+        rescue = Path(f"webtask-frames-rescue-{time.strftime('%Y%m%d-%H%M%S')}.parquet")
+        write_parquet(pa.Table.from_pandas(rows, preserve_index=False), rescue)
+        message += f"; {len(rows)} rows that did not land were saved to {rescue}"
+    print(message, file=sys.stderr)
+    return EXIT_PARTIAL
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     grid = _grid(args)
     _check_flags(args)
@@ -283,6 +298,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(result.summary())
         return EXIT_OK
+    if result.stopped_reason == "sink-error":
+        return _rescue_unlanded(result)
     auth_stop = result.stopped_reason in _AUTH_STOPS
     succeeded = result.counts().get("succeeded", 0)
     # A run in which nothing succeeded writes nothing: no empty file that looks like data.
