@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from batch.fakeapi import Behaviour, FakeAPI
 
-from webtask_frames import BatchResult, InvalidInputError
+from webtask_frames import BatchResult, DuckDBSink, InvalidInputError
 
 Run = Callable[..., BatchResult]
 
@@ -38,8 +38,9 @@ def billed(fake: FakeAPI) -> float:
     return sum(t.behaviour.cost for t in fake.tasks.values())
 
 
+@pytest.mark.parametrize("landing", ["sink", "to_duckdb"])
 def test_five_runs_on_one_ledger_send_exactly_the_starts_that_had_to_happen(
-    fake: FakeAPI, run: Run, tmp_path: Path
+    fake: FakeAPI, run: Run, tmp_path: Path, landing: str
 ) -> None:
     ledger, db = tmp_path / "sweep.db", tmp_path / "out.duckdb"
 
@@ -52,8 +53,11 @@ def test_five_runs_on_one_ledger_send_exactly_the_starts_that_had_to_happen(
     starts = []
 
     def sweep(grid: dict[str, Any], **kw: Any) -> BatchResult:
+        if landing == "sink":  # each item lands as it finishes
+            kw["sink"] = DuckDBSink(db, "t")
         result = run("T {i}", grid, ledger=ledger, reuse_key="k{i}", **kw)
-        result.to_duckdb(db, "t")  # the default: merge by identity
+        if landing == "to_duckdb":
+            result.to_duckdb(db, "t")  # the default: merge by identity
         starts.append(fake.start_calls)
         return result
 
@@ -88,6 +92,8 @@ def test_five_runs_on_one_ledger_send_exactly_the_starts_that_had_to_happen(
     assert n_tasks == fake.accepted == 7  # one row per billed task, the failed one too
     assert total == pytest.approx(billed(fake))
     assert con.execute("SELECT count(DISTINCT _webtask_id) FROM t_tasks").fetchone() == (7,)
+    # What the fifth run says of its records agrees with the table, in both ways of landing.
+    assert sorted(fifth.records["occ"]) == [1] * 6 and len(fifth.records) == 6
 
 
 def test_retry_failed_runs_on_the_stronger_model(fake: FakeAPI, run: Run, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def main() -> None:
         inline_max_bytes=1024,  # every result is a file download
         cap=10,
     ) as sb:
-        env = dict(sb.env)
+        env = sb.env()
         small, large = args.items, args.items * 10
         sinks = [args.sink] + ([] if args.skip_baseline or args.sink == "none" else ["none"])
         for sink in sinks:
