@@ -57,6 +57,23 @@ BAD = [
     Bad("max_cost_usd", {"max_cost_usd": -1.0}, ["--max-cost-usd", "-1"], read=False),
     Bad("retry", {"retry": "twice"}, read=False),
     Bad("ledger", {"ledger": 5}, read=False),
+    Bad(
+        "max_age",
+        {"max_age": -1, "ledger": "l.db"},
+        ["--max-age", "-1", "--ledger", "l.db"],
+        read=False,
+    ),
+    Bad(
+        "max_age",
+        {"max_age": "soon", "ledger": "l.db"},
+        ["--max-age", "soon", "--ledger", "l.db"],
+        read=False,
+    ),
+    Bad("max_age", {"max_age": "12h"}, ["--max-age", "12h"], read=False),
+    Bad("retry_failed", {"retry_failed": True}, ["--retry-failed"], read=False),
+    Bad("retry_failed", {"retry_failed": "yes", "ledger": "l.db"}, read=False),
+    Bad("sink", {"sink": "out.duckdb"}, read=False),
+    Bad("sink", {"sink": []}, read=False),
 ]
 
 

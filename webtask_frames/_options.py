@@ -175,7 +175,7 @@ def _check_max_cost(value: Any) -> float | None:
 
 
 _AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_AGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
 def parse_max_age(value: Any) -> float | None:
@@ -202,7 +202,7 @@ def parse_max_age(value: Any) -> float | None:
         )
     if not seconds >= 0 or math.isinf(seconds):
         raise InvalidInputError(
-            f"max_age: expected a finite age >= 0 (0 refreshes every result), got {value!r}",
+            f"max_age: expected a finite age >= 0 (0 refreshes every result), got {value}",
             field="max_age",
         )
     return seconds
