@@ -31,49 +31,53 @@ __all__ = [
 ]
 
 _TS = pa.timestamp("ms", tz="UTC")
-TASK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("webtask_id", pa.string()),
-    ("status", pa.string()),
-    ("source", pa.string()),
-    ("outcome", pa.string()),
-    ("error_code", pa.string()),
-    ("error_message", pa.string()),
-    ("attempts", pa.int64()),
-    ("ambiguous_attempts", pa.int64()),
-    ("cost_ai_usd", pa.float64()),
-    ("cost_compute_hours", pa.float64()),
-    ("created_at", _TS),
-    ("started_at", _TS),
-    ("completed_at", _TS),
-    ("duration_s", pa.float64()),
-    ("reuse_key", pa.string()),
-    ("reuse_used", pa.bool_()),
-    ("reuse_created", pa.bool_()),
-    ("reuse_updated", pa.bool_()),
-    ("revision_id", pa.string()),
-    ("result_type", pa.string()),
-    ("n_records", pa.int64()),
-    ("n_invalid", pa.int64()),
-    ("skipped_reason", pa.string()),
+# Every column of the tasks and attempts tables, with its one Arrow type.
+_TYPES: dict[str, pa.DataType] = {
+    "webtask_id": pa.string(),
+    "attempt": pa.int64(),
+    "status": pa.string(),
+    "source": pa.string(),
+    "outcome": pa.string(),
+    "error_code": pa.string(),
+    "error_message": pa.string(),
+    "model": pa.string(),
+    "attempts": pa.int64(),
+    "ambiguous_attempts": pa.int64(),
+    "cost_ai_usd": pa.float64(),
+    "cost_compute_hours": pa.float64(),
+    "created_at": _TS,
+    "started_at": _TS,
+    "completed_at": _TS,
+    "duration_s": pa.float64(),
+    "reuse_key": pa.string(),
+    "reuse_used": pa.bool_(),
+    "reuse_created": pa.bool_(),
+    "reuse_updated": pa.bool_(),
+    "revision_id": pa.string(),
+    "result_type": pa.string(),
+    "n_records": pa.int64(),
+    "n_invalid": pa.int64(),
+    "skipped_reason": pa.string(),
+}
+
+
+def _columns(*names: str) -> tuple[tuple[str, pa.DataType], ...]:
+    return tuple((name, _TYPES[name]) for name in names)
+
+
+# One row per grid item (``result.tasks``), after ``_item``, ``_item_key``, parameters.
+TASK_COLUMNS = _columns(
+    *("webtask_id", "status", "source", "outcome", "error_code", "error_message"),
+    *("attempts", "ambiguous_attempts", "cost_ai_usd", "cost_compute_hours"),
+    *("created_at", "started_at", "completed_at", "duration_s"),
+    *("reuse_key", "reuse_used", "reuse_created", "reuse_updated", "revision_id"),
+    *("result_type", "n_records", "n_invalid", "skipped_reason"),
 )
 # One row per billed task (``<table>_tasks`` in DuckDB); parameters follow ``_item_key``.
-BILLED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("attempt", pa.int64()),
-    ("status", pa.string()),
-    ("outcome", pa.string()),
-    ("error_code", pa.string()),
-    ("error_message", pa.string()),
-    ("model", pa.string()),
-    ("reuse_key", pa.string()),
-    ("reuse_used", pa.bool_()),
-    ("cost_ai_usd", pa.float64()),
-    ("cost_compute_hours", pa.float64()),
-    ("created_at", _TS),
-    ("started_at", _TS),
-    ("completed_at", _TS),
-    ("duration_s", pa.float64()),
-    ("n_records", pa.int64()),
-    ("n_invalid", pa.int64()),
+BILLED_COLUMNS = _columns(
+    *("attempt", "status", "outcome", "error_code", "error_message", "model"),
+    *("reuse_key", "reuse_used", "cost_ai_usd", "cost_compute_hours"),
+    *("created_at", "started_at", "completed_at", "duration_s", "n_records", "n_invalid"),
 )
 _FIXED = {"_item", "_item_key", *(name for name, _ in TASK_COLUMNS + BILLED_COLUMNS)}
 
