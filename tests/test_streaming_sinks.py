@@ -42,11 +42,19 @@ def key(i: int) -> str:
     return f"{i:032x}"
 
 
-def rows_of(k: str, n: int, values: Any = None, batch: str = "S24", **extra: Any) -> pa.Table:
-    """``n`` rows of item ``k``: ``v`` holds ``values`` (all null when None)."""
+def rows_of(
+    k: str,
+    n: int,
+    values: Any = None,
+    batch: str = "S24",
+    task: str | None = None,
+    **extra: Any,
+) -> pa.Table:
+    """``n`` rows of item ``k`` from ``task`` (default ``wt-<last 4 of k>``, as
+    ``task_of``): ``v`` holds ``values`` (all null when None)."""
     columns: dict[str, Any] = {
         "_item_key": pa.array([k] * n, pa.string()),
-        "_webtask_id": pa.array([f"wt-{k[-4:]}"] * n, pa.string()),
+        "_webtask_id": pa.array([task or f"wt-{k[-4:]}"] * n, pa.string()),
         "_row": pa.array(range(n), pa.int64()),
         "batch": pa.array([batch] * n, pa.string()),
         "v": pa.nulls(n) if values is None else pa.array(values),
@@ -106,7 +114,11 @@ def test_merge_replaces_exactly_the_landed_items_rows(tmp_path: Path) -> None:
         sink.land(rows_of(key(1), 3, [1, 2, 3]), task_of(key(1)), replace_items=[key(1)])
         sink.land(rows_of(key(2), 2, [7, 8]), task_of(key(2)), replace_items=[key(2)])
         # item 1 again, from a later task: 1 row now, the 3 old ones gone
-        sink.land(rows_of(key(1), 1, [9]), task_of(key(1), "wt-new"), replace_items=[key(1)])
+        sink.land(
+            rows_of(key(1), 1, [9], task="wt-new"),
+            task_of(key(1), "wt-new"),
+            replace_items=[key(1)],
+        )
     got = query(db, "SELECT _item_key, _row, v FROM companies ORDER BY _item_key, _row")
     assert got == [(key(1), 0, 9), (key(2), 0, 7), (key(2), 1, 8)]
     # both billed tasks of item 1 stay: the table cost both
@@ -139,15 +151,20 @@ def test_a_billed_task_is_one_row_however_often_it_lands(tmp_path: Path) -> None
     failed = task_of(key(1), "wt-a", outcome="failed", cost=0.5, error="timeout")
     sink.land(rows_of(key(1), 0), failed, replace_items=[])
     ok = task_of(key(1), "wt-b", cost=0.25)
-    sink.land(rows_of(key(1), 2, [1, 2]), pa.concat_tables([ok, ok]), replace_items=[key(1)])
-    sink.land(rows_of(key(1), 2, [1, 2]), ok, replace_items=[key(1)])  # the same task again
+    two = rows_of(key(1), 2, [1, 2], task="wt-b")
+    sink.land(two, pa.concat_tables([ok, ok]), replace_items=[key(1)])
+    sink.land(two, ok, replace_items=[key(1)])  # the same task again
+    # A success whose result could not be read: its task row lands, its rows never did.
+    sink.land(rows_of(key(3), 0), task_of(key(3), "wt-c", cost=0.0), replace_items=[])
     sink.close()
     assert query(db, "SELECT _webtask_id, outcome FROM t_tasks ORDER BY 1") == [
         ("wt-a", "failed"),
         ("wt-b", "success"),
+        ("wt-c", "success"),
     ]
     assert query(db, "SELECT sum(cost_ai_usd) FROM t_tasks") == [(0.75,)]
     assert query(db, "SELECT count(*) FROM t") == [(2,)]
+    # Landed means its rows are in the table: wt-c must be read and landed again.
     assert DuckDBSink(db, "t").landed_tasks() == {"wt-b"}
 
 
@@ -488,7 +505,9 @@ def test_parquet_merge_by_identity_one_file_per_item(tmp_path: Path) -> None:
         replace_items=[key(2)],
         provenance={"task": "List"},
     )
-    sink.land(rows_of(key(1), 1, [9]), task_of(key(1), "wt-new"), replace_items=[key(1)])
+    sink.land(
+        rows_of(key(1), 1, [9], task="wt-new"), task_of(key(1), "wt-new"), replace_items=[key(1)]
+    )
     assert [p.relative_to(root).as_posix() for p in item_files(root)] == [
         f"batch_dir=S24/item-{key(1)}.parquet",
         f"batch_dir=a~2Fb/item-{key(2)}.parquet",
@@ -499,7 +518,8 @@ def test_parquet_merge_by_identity_one_file_per_item(tmp_path: Path) -> None:
     assert sorted(p.name for p in tasks.iterdir()) == sorted(
         ["task-wt-new.parquet", f"task-wt-{key(1)[-4:]}.parquet", f"task-wt-{key(2)[-4:]}.parquet"]
     )
-    assert sink.landed_tasks() == {"wt-new", f"wt-{key(1)[-4:]}", f"wt-{key(2)[-4:]}"}
+    # By the rows on disk: key(1)'s first task no longer has any.
+    assert sink.landed_tasks() == {"wt-new", f"wt-{key(2)[-4:]}"}
     assert sink.read([key(2), key(1)]).column("v").to_pylist() == [4, 5, 9]
     # a fresh sink object finds the same (the index is rebuilt from the files)
     again = ParquetSink(root, partition_by=["batch"])

@@ -28,6 +28,7 @@ __all__ = [
     "REDACTED",
     "install_log_filter",
     "mask_key",
+    "mask_secrets",
     "redact_url",
     "register_secret",
     "scrub",
@@ -71,6 +72,20 @@ def secrets() -> tuple[str, ...]:
     """The registered secrets (for scrubbing columns with vectorised kernels)."""
     with _SECRETS_LOCK:
         return tuple(sorted(_SECRETS, key=len, reverse=True))
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` without registered secrets, leaving URL query strings alone: for data
+    (a result's own links, ``?id=...``) that must survive as it was, once signed file
+    URLs have been redacted structurally (``TaskStatus.to_wire(redact=True)``).
+
+    Example:
+        >>> register_secret("sk_canary_0123456789")
+        >>> mask_secrets("https://shop.example/p?id=7 sk_canary_0123456789")
+        'https://shop.example/p?id=7 ****'
+    """
+    pattern = _PATTERN
+    return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
 def scrub_text(text: str, extra: Iterable[str] = ()) -> str:

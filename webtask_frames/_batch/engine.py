@@ -25,14 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._exceptions import (
-    AmbiguousSubmissionError,
     AuthenticationError,
-    BadRequestError,
     NotFoundError,
-    ProtocolError,
     WebTaskError,
 )
 from .._options import BatchOptions
@@ -46,14 +44,15 @@ from .estimate import Estimate
 from .landing import Consumer, Lander, invalid_rows
 from .ledger import AttemptRow, Ledger
 from .plan import BatchPlan
-from .policy import NOT_SENT, RATE_LIMITED, Action, next_action
+from .policy import RATE_LIMITED, Action, next_action
 from .priors import prior_estimate
 from .progress import progress_bar
 from .records import empty_records
-from .report import BilledTask, ItemReport
+from .report import ItemReport
 from .restore import (
     ItemState,
     RerunRules,
+    absent_waits,
     fill_billed,
     fill_from_status,
     history,
@@ -63,6 +62,7 @@ from .restore import (
 )
 from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus
+from .submit import Submitting
 
 __all__ = ["Runner"]
 
@@ -72,7 +72,7 @@ logger = logging.getLogger("webtask_frames")
 MAX_POLL_ERRORS = 5
 
 
-class Runner:
+class Runner(Submitting):
     """One run of a sweep: restore from the ledger, then admit, poll and collect.
 
     ``run()`` returns when every item is final (or the batch stopped and nothing is in
@@ -119,9 +119,14 @@ class Runner:
         self.validation_errors = self.collector.validation_errors
         rules = RerunRules.of(options, self.retry)
         to_run = restore_all(self.items, rows, rules, plan.item_keys)
-        self.lander = Lander(consumers or [], empty=empty_records(plan))
-        self.lander.on_error = self._on_sink_error
-        self.keep_rows = options.sink is None  # with a sink, rows live there, not here
+        self.lander = Lander(
+            consumers or [],
+            empty=empty_records(plan),
+            limit=max(4, self.max_concurrency),
+            params=plan.parameter_names,
+        )
+        self.lander.on_error, self.lander.on_landed = self._on_sink_error, self._on_landed
+        self.keep_rows = not self.lander.active  # with a sink, rows live there, not here
         reattach = [s.report.index for s in self.items if s.reattach is not None]
         self.sched = Scheduler(
             plan.keys,
@@ -130,7 +135,13 @@ class Runner:
             warm_keys=warm,
             items=sorted(to_run + reattach),
         )
-        for index, wait in orphan_waits(self.items, self.durations, warm, plan.model).items():
+        waits = orphan_waits(self.items, self.durations, warm, plan.model)
+        busy = absent_waits(rows, plan.item_keys, self.durations, warm, plan.model)
+        for index in to_run:  # the first item of a key busy with an absent item's task
+            key = plan.items[index].reuse_key
+            if key in busy and index not in waits:
+                waits[index] = busy.pop(key)
+        for index, wait in waits.items():
             self.sched.requeue(index, not_before=self._now() + wait)  # closes the whole key
         self._bar: Any = None
         self._landed: set[str] = set()
@@ -167,27 +178,41 @@ class Runner:
         st.holds_slot = True
         st.report.status = ItemStatus.RUNNING
 
-    def _finish(self, st: ItemState, status: ItemStatus, *, land: bool = True) -> None:
+    def _finish(
+        self, st: ItemState, status: ItemStatus, *, land: bool = True, slot: bool = False
+    ) -> None:
+        """``st`` is final with ``status``; its rows (or its billed tasks) go to the sinks.
+        ``slot``: it holds a ``Lander.reserve`` slot, given back once landed."""
         st.report.status = status
         if not st.final:
             self._n_unsuccessful += status != ItemStatus.SUCCEEDED
             if self._bar is not None:
                 self._bar.update(1)
-            if land and status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED) and self.lander.active:
-                self.lander.put(st.report, st.table if status == ItemStatus.SUCCEEDED else None)
-                if not self.keep_rows and st.table is not None:
-                    st.table = invalid_rows(st.table)  # the valid ones now live in the sink
+            if land and status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED):
+                ok = status == ItemStatus.SUCCEEDED
+                self.lander.put(st.report, st.table if ok else None, slot=slot)
+                slot = False
+            elif land and st.report.billed and self.lander.keeps_tasks:
+                self.lander.put(st.report, None, tasks_only=True)  # billed: in _tasks too
+        if slot:
+            self.lander.release()
         st.final = True
         self._postfix()
+
+    def _on_landed(self, report: ItemReport) -> None:
+        st = self.items[report.index]
+        if not self.keep_rows and st.table is not None:
+            st.table = invalid_rows(st.table)  # the valid ones now live in the sink
 
     def _on_sink_error(self, report: ItemReport, exc: BaseException, table: Any) -> None:
         """A sink failed: the item's rows stay in memory (``unlanded``) and in the ledger's
         cache, so a rerun lands them without a new task; stop paying for rows."""
         st, why = self.items[report.index], f"{type(exc).__name__}: {exc}"
         st.table = table if table is not None else st.table
-        self._n_unsuccessful += report.status == ItemStatus.SUCCEEDED
-        report.status, report.error_code = ItemStatus.FAILED, "sink-error"
-        report.error_message = f"rows not landed: {why}"
+        if report.status == ItemStatus.SUCCEEDED:  # a failed item keeps its own error
+            self._n_unsuccessful += 1
+            report.status, report.error_code = ItemStatus.FAILED, "sink-error"
+            report.error_message = f"rows not landed: {why}"
         self._stop("sink-error", f"the sink failed ({why}); fix it and re-run with the same ledger")
 
     def _postfix(self) -> None:
@@ -296,6 +321,9 @@ class Runner:
         try:
             self.lander.start()
             self._landed = await self.lander.landed()
+            for st in self.items:  # earlier runs' billed tasks of items final already
+                if st.final and st.report.billed and self.lander.keeps_tasks:
+                    self.lander.put(st.report, None, tasks_only=True)
             self._resume_restored()
             await self._loop()
             self._skip_leftovers()
@@ -366,90 +394,6 @@ class Runner:
             return
         if await self._on_terminal(st, status) and isinstance(status, Completed):
             await self._materialize(st, status)
-
-    async def _submit(self, st: ItemState) -> tuple[str, float] | None:
-        """POST the item: its id and local creation time, or None (its state says why)."""
-        report = st.report
-        item = self.plan.items[report.index]
-        report.attempts += 1
-        report.outcome = None
-        if self.ledger is not None:
-            st.attempt_id = self.ledger.record_intent(
-                item.item_key, attempt=report.attempts, model=self.plan.model
-            )
-        sent = self._now()
-        try:
-            web_task_id = await self.client.start_body(item.body)
-        except (AmbiguousSubmissionError, ProtocolError) as exc:
-            self._on_ambiguous(st, exc)
-            return None
-        except WebTaskError as exc:
-            self._on_not_sent(st, exc)
-            return None
-        # The id first, the ledger second: a failing ledger write must not orphan a task.
-        report.webtask_id = web_task_id
-        report.source = "started"
-        report.billed.append(
-            BilledTask(web_task_id, report.attempts, self.plan.model, item.reuse_key)
-        )
-        if self.ledger is not None and st.attempt_id is not None:
-            try:
-                self.ledger.record_submitted(st.attempt_id, web_task_id)
-            except Exception:
-                logger.exception(
-                    "item %d: task %s was created but the ledger could not record it; it is "
-                    "still polled in this run, but a re-run will report it as ambiguous",
-                    report.index,
-                    web_task_id,
-                )
-        return web_task_id, (sent + self._now()) / 2
-
-    def _on_ambiguous(self, st: ItemState, exc: WebTaskError) -> None:
-        """A start whose fate is unknown: never resent; its estimate counts as spent."""
-        report = st.report
-        report.ambiguous_attempts += 1
-        # The task may run and bill: charge its estimate to the budget, to be safe.
-        self.budget.charge(self.budget.held(report.index))
-        message = str(exc)
-        if self.ledger is not None and st.attempt_id is not None:
-            self.ledger.record_ambiguous(st.attempt_id, message)
-        logger.warning("item %d: ambiguous submission, not resent: %s", report.index, message)
-        report.error_code, report.error_message = "ambiguous-submission", message
-        self._finish(st, ItemStatus.AMBIGUOUS)
-
-    def _on_not_sent(self, st: ItemState, exc: WebTaskError) -> None:
-        """A start that provably created nothing: stop, fail, or requeue per the policy."""
-        report = st.report
-        if self.ledger is not None and st.attempt_id is not None:
-            self.ledger.record_not_sent(st.attempt_id, exc.code, str(exc))
-        report.error_code, report.error_message = exc.code, str(exc)
-        if isinstance(exc, AuthenticationError | NotFoundError):
-            reason = "unauthenticated" if isinstance(exc, AuthenticationError) else "not-found"
-            report.skipped_reason = reason
-            self._finish(st, ItemStatus.SKIPPED)
-            self._stop(reason, f"the API refused the start request: {exc}")
-            return
-        if isinstance(exc, BadRequestError) or not exc.retryable:
-            logger.error("item %d: start rejected: %s", report.index, exc)
-            self._finish(st, ItemStatus.FAILED)
-            return
-        st.counters.count(NOT_SENT)
-        action = next_action(
-            NOT_SENT, st.counters, self.retry, stopping=self.stopped_reason is not None
-        )
-        if action is Action.RESUBMIT_AFTER_BACKOFF:
-            logger.warning("item %d: start failed (%s); requeued", report.index, exc.code)
-            self._requeue(st, self._backoff(st.counters.not_sent))
-        else:
-            self._finish(st, ItemStatus.FAILED)
-
-    def _backoff(self, attempt: int) -> float:
-        return max(self.client.poll.min_s, self.retry.backoff(attempt, self._rng))
-
-    def _requeue(self, st: ItemState, delay: float) -> None:
-        self._release(st)
-        st.report.status = ItemStatus.PLANNED
-        self.sched.requeue(st.report.index, not_before=self._now() + delay)
 
     async def _poll(
         self,
@@ -576,8 +520,18 @@ class Runner:
             logger.warning("item %d: task %s failed: %s", index, web_task_id, code)
             self._finish(st, ItemStatus.FAILED)
 
+    async def _collect(self, st: ItemState, read: Callable[[], Awaitable[ItemStatus]]) -> None:
+        """Read a success's rows once the sinks have room, then finish the item."""
+        await self.lander.reserve()  # a slow sink holds back reading, never polling
+        try:
+            outcome = await read()
+        except BaseException:
+            self.lander.release()
+            raise
+        self._finish(st, outcome, slot=True)
+
     async def _materialize(self, st: ItemState, status: Completed) -> None:
-        self._finish(st, await self.collector.rows(st, status))
+        await self._collect(st, lambda: self.collector.rows(st, status))
 
     async def _rematerialize(self, st: ItemState) -> None:
         """A success recorded by an earlier run: no new task. Rows come from the local
@@ -589,4 +543,4 @@ class Runner:
         if row.web_task_id in self._landed:  # every sink holds these rows: nothing to do
             st.report.n_records, st.report.n_invalid = row.n_records, row.n_invalid
             return self._finish(st, ItemStatus.SUCCEEDED, land=False)
-        self._finish(st, await self.collector.reuse(st, row))
+        await self._collect(st, lambda: self.collector.reuse(st, row))

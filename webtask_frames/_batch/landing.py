@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -52,30 +53,57 @@ def invalid_rows(table: pa.Table) -> pa.Table | None:
     return bad if bad.num_rows else None
 
 
+@dataclass
+class _Entry:
+    report: ItemReport
+    table: pa.Table | None  # the item's rows; None: no rows (failed, or tasks only)
+    tasks_only: bool  # only its billed tasks, for the sinks that keep tasks
+    slot: bool  # holds one of the ``reserve`` slots until landed
+
+
+def _is_table_sink(consumer: Consumer) -> bool:
+    """A sink that keeps billed tasks (DuckDBSink, ParquetSink): told of every task."""
+    return callable(getattr(consumer, "landed_tasks", None))
+
+
 class Lander:
     """Lands finished items in the consumers, in completion order, on one thread.
 
-    ``empty`` is the zero-row table a failed item lands with. ``failed`` (set by the
-    worker) holds the first landing error; the engine then stops submitting.
+    ``empty`` is the zero-row records table of the sweep: a failed item lands with it, and
+    its parameter column types are the ones every item's rows and tasks are cast to (one
+    type per column across items, whatever each item's own values would infer).
+    ``limit`` bounds the items read but not yet landed (``reserve``): memory holds that
+    many results, however many the sweep has. ``error`` holds the first landing error;
+    the engine then stops submitting, and every later item is reported, not dropped.
 
     Example:
-        >>> lander = Lander([print_sink], empty=pa.table({}))  # doctest: +SKIP
+        >>> lander = Lander([print_sink], empty=pa.table({}), limit=8)  # doctest: +SKIP
         >>> lander.start(); lander.put(report, table); await lander.drain()  # doctest: +SKIP
     """
 
-    def __init__(self, consumers: Sequence[Consumer], *, empty: pa.Table) -> None:
+    def __init__(
+        self, consumers: Sequence[Consumer], *, empty: pa.Table, limit: int, params: Sequence[str]
+    ) -> None:
         self.consumers = list(consumers)
+        self.types = {n: empty.schema.field(n).type for n in params if n in empty.column_names}
         self.empty = sink_rows(empty)
         self.error: BaseException | None = None
         # Told of each item that did not land, with its table (to keep it in memory).
         self.on_error: Callable[[ItemReport, BaseException, pa.Table | None], None] | None = None
-        self._queue: asyncio.Queue[tuple[ItemReport, pa.Table | None] | None] = asyncio.Queue()
+        self.on_landed: Callable[[ItemReport], None] | None = None
+        self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max(1, limit))
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> bool:
         return bool(self.consumers)
+
+    @property
+    def keeps_tasks(self) -> bool:
+        """Whether a consumer keeps billed tasks (tasks-only landings are worth queueing)."""
+        return any(_is_table_sink(c) for c in self.consumers)
 
     def landed_tasks(self) -> set[str]:
         """Tasks whose rows every consumer already holds (empty when one cannot say)."""
@@ -99,28 +127,69 @@ class Lander:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wtf-sink")
         self._worker = asyncio.ensure_future(self._run())
 
-    def put(self, report: ItemReport, table: pa.Table | None) -> None:
-        """Queue a finished item (``table``: its rows, None for a failed item)."""
-        if self._worker is not None and self.error is None:
-            self._queue.put_nowait((report, table))
+    async def reserve(self) -> None:
+        """Wait for room before reading a result: a slow sink holds back the reading of
+        more results (never the polling), so memory stays bounded."""
+        if self.consumers:
+            await self._slots.acquire()
+
+    def release(self) -> None:
+        """Give back a ``reserve`` slot that will not be landed."""
+        if self.consumers:
+            self._slots.release()
+
+    def put(
+        self,
+        report: ItemReport,
+        table: pa.Table | None,
+        *,
+        tasks_only: bool = False,
+        slot: bool = False,
+    ) -> None:
+        """Queue a finished item: its rows (``table``; None for a failed item), or only
+        its billed tasks. Always queued: after a failure the worker reports it."""
+        if self._worker is None:
+            if slot:
+                self.release()
+            return
+        self._queue.put_nowait(_Entry(report, table, tasks_only, slot))
+
+    def _typed(self, table: pa.Table) -> pa.Table:
+        """``table`` with each parameter column cast to the sweep's one type for it."""
+        for name, kind in self.types.items():
+            if name in table.column_names and table.schema.field(name).type != kind:
+                i = table.column_names.index(name)
+                table = table.set_column(i, name, pc.cast(table.column(name), kind, safe=False))
+        return table
+
+    async def _land(self, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+        table = entry.table
+        rows = self.empty if table is None else self._typed(sink_rows(valid_rows(table)))
+        entry.report.column_types = self.types
+        for consumer in self.consumers:
+            if entry.tasks_only and not _is_table_sink(consumer):
+                continue
+            await loop.run_in_executor(self._pool, consumer, entry.report, rows)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while (entry := await self._queue.get()) is not None:
-            report, table = entry
-            if self.error is not None:  # nothing more lands after a failure: say so
-                if self.on_error is not None:
-                    self.on_error(report, self.error, table)
-                continue
-            rows = self.empty if table is None else sink_rows(valid_rows(table))
             try:
-                for consumer in self.consumers:
-                    await loop.run_in_executor(self._pool, consumer, report, rows)
+                if self.error is not None:  # nothing more lands after a failure: say so
+                    raise self.error
+                await self._land(entry)
             except Exception as exc:  # the sink's problem: stop paying for rows it drops
-                logger.error("item %d: rows not landed: %s", report.index, exc)
-                self.error = exc
-                if self.on_error is not None:
-                    self.on_error(report, exc, table)
+                if self.error is None:
+                    logger.error("item %d: rows not landed: %s", entry.report.index, exc)
+                    self.error = exc
+                if self.on_error is not None and not entry.tasks_only:
+                    self.on_error(entry.report, exc, entry.table)
+            else:
+                if self.on_landed is not None and entry.table is not None:
+                    self.on_landed(entry.report)
+            finally:
+                if entry.slot:
+                    self._slots.release()
 
     async def drain(self) -> None:
         """Wait until every queued item has landed, close the sinks (on their thread: a

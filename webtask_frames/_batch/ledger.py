@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._exceptions import InvalidInputError, LedgerLockedError
-from .._redact import scrub_text
+from .._redact import mask_secrets, scrub, scrub_text
 from .._wire.models import Canceled, Completed, TaskStatus, parse_status
 from .budget import usable_cost
 from .plan import BatchPlan, canonical_json, stable_hash
@@ -178,6 +178,31 @@ def _lock(path: Path) -> IO[bytes] | None:
             field="ledger",
         ) from None
     return handle
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _stored_wire(status: Completed | Canceled) -> dict[str, Any]:
+    """The terminal response as the ledger keeps it: the signed file URL redacted, every
+    server text scrubbed (it may echo a secret or a signed URL), but inline result data
+    kept as the user's data (its own links, ``?id=7``, survive; registered secrets do
+    not), since a rerun rebuilds the item's rows from it."""
+    wire = status.to_wire(redact=True)
+    result = wire.get("result")
+    had_data = isinstance(result, dict) and "data" in result
+    data = result.pop("data") if had_data else None  # type: ignore[union-attr]
+    clean: dict[str, Any] = scrub(wire)
+    if had_data:
+        clean["result"]["data"] = _masked(data)
+    return clean
 
 
 def _item_rows(plan: BatchPlan, run_id: int | None) -> list[tuple[Any, ...]]:
@@ -432,7 +457,14 @@ class Ledger:
 
     def _update(self, attempt_id: int, **values: Any) -> None:
         # Server text (error messages, the terminal JSON) may echo a secret: scrubbed here.
-        values = {k: scrub_text(v) if isinstance(v, str) else v for k, v in values.items()}
+        # The terminal JSON's file URL is redacted by ``to_wire``; its inline data is the
+        # user's and keeps its own links (``?id=7``): only registered secrets are masked.
+        values = {
+            k: (mask_secrets(v) if k == "terminal_json" else scrub_text(v))
+            if isinstance(v, str)
+            else v
+            for k, v in values.items()
+        }
         columns = ", ".join(f"{name} = ?" for name in values)
         with self._tx() as conn:
             conn.execute(
@@ -472,7 +504,7 @@ class Ledger:
             "state": "terminal",
             "status": status.status,
             "finished_at": _now(),
-            "terminal_json": canonical_json(status.to_wire(redact=True)),
+            "terminal_json": canonical_json(_stored_wire(status)),
             "cold": None if cold is None else int(cold),
         }
         if isinstance(status, Completed):

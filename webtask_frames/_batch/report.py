@@ -146,6 +146,8 @@ class ItemReport:
     # Why a known item runs again: "refresh" (max_age) or "retry" (retry_failed).
     rerun_reason: str | None = None
     billed: list[BilledTask] = field(default_factory=list, repr=False)
+    # The sweep's one Arrow type per parameter column (set before the item is landed).
+    column_types: dict[str, pa.DataType] | None = field(default=None, repr=False)
     webtask_id: str | None = None
     outcome: str | None = None
     error_code: str | None = None
@@ -178,7 +180,13 @@ class ItemReport:
     def tasks_arrow(self) -> pa.Table:
         """Every task billed for this item (all runs), one row each: ``_webtask_id``,
         ``_item_key``, the parameters, then ``BILLED_COLUMNS``."""
-        return build_attempts_table([self], parameter_names(self.parameters))
+        table = build_attempts_table([self], parameter_names(self.parameters))
+        for name, kind in (self.column_types or {}).items():
+            column = parameter_column_name(name)
+            if column in table.column_names and table.schema.field(column).type != kind:
+                i = table.column_names.index(column)
+                table = table.set_column(i, column, table.column(column).cast(kind, safe=False))
+        return table
 
     def add_cost(
         self,

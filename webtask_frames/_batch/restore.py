@@ -5,13 +5,14 @@ A run on a ledger never pays twice. Each grid item is looked up by identity
 decides from the item's attempts (oldest first)::
 
     last attempt submitted ............ re-attach (poll it, never resubmit)
-    last start's fate unknown ......... ambiguous; resubmitted only with resubmit_ambiguous
     a success, not older than max_age . reuse it: rows from the local cache, no request
+    last start's fate unknown ......... ambiguous; resubmitted only with resubmit_ambiguous
     a success older than max_age ...... refresh: start it again
     last attempt failed, retryable .... resubmit (the same ``next_action`` policy as live)
     last attempt failed, final ........ failed; started again only with retry_failed
 
-A reuse wins over later failed refreshes (a paid result is never dropped), and the
+A reuse wins over later failed or ambiguous refreshes (a paid result is never dropped,
+nor paid again), and the
 policy's counters count only the attempts since the item's last success (or since the
 ``retry_failed`` that started this round), so a refresh or a retry gets a full budget.
 """
@@ -39,6 +40,7 @@ from .status import ItemStatus
 __all__ = [
     "ItemState",
     "RerunRules",
+    "absent_waits",
     "fill_from_status",
     "history",
     "is_cached",
@@ -263,14 +265,14 @@ def restore_item(st: ItemState, attempts: list[AttemptRow], rules: RerunRules) -
         _show(st, last)
         st.reattach = last
         return False
+    success = next((row for row in reversed(attempts) if row.succeeded), None)
+    if success is not None and not rules.stale(success):
+        _show(st, success)  # a paid result wins over a later refresh whose fate is unknown
+        st.done_attempt = success
+        return False
     if last.state in ("intent", "ambiguous"):
         _show(st, last)
         return _ambiguous(st, last, rules.resubmit_ambiguous)
-    success = next((row for row in reversed(attempts) if row.succeeded), None)
-    if success is not None and not rules.stale(success):
-        _show(st, success)
-        st.done_attempt = success
-        return False
     _show(st, last)
     if success is not None:  # older than max_age (else it was reused above)
         st.counters = Counters()  # a refresh: a fresh round of attempts
@@ -304,6 +306,45 @@ def restore_all(
         if not attempts or restore_item(st, attempts, rules):
             to_run.append(st.report.index)
     return to_run
+
+
+def absent_waits(
+    rows: list[AttemptRow],
+    keys: list[str],
+    durations: Estimator,
+    warm: set[str],
+    model: str | None,
+) -> dict[str, float]:
+    """Seconds each reuseKey stays busy with a task of an item *absent* from this grid
+    (``keys``): one an earlier run submitted (or may have: an unknown-fate start) that may
+    still run. A run never touches such an item, but never starts a second task beside
+    it on its key either: the key waits until the task's predicted duration (history,
+    else the model's prior) has passed since it was sent.
+
+    Example:
+        >>> absent_waits([], [], Estimator(), set(), None)
+        {}
+    """
+    grid, last = set(keys), {}
+    for row in rows:
+        if row.item_key not in grid:
+            last[row.item_key] = row
+    now = datetime.now(UTC)
+    waits: dict[str, float] = {}
+    for row in last.values():
+        if row.state not in ("submitted", "intent", "ambiguous") or row.reuse_key is None:
+            continue
+        cold = row.reuse_key not in warm
+        est = durations.estimate(row.reuse_key, cold=cold)
+        predicted = est.mean if est is not None else prior_estimate(model, cold=cold)[1]
+        try:
+            sent = datetime.fromisoformat(row.submitted_at or row.intent_at)
+        except ValueError:
+            sent = now
+        wait = predicted - (now - sent).total_seconds()
+        if wait > 0:
+            waits[row.reuse_key] = max(wait, waits.get(row.reuse_key, 0.0))
+    return waits
 
 
 def spent_on(rows: list[AttemptRow], keys: list[str]) -> float:

@@ -24,7 +24,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from .._exceptions import InvalidInputError
 from .._tables.unify import plain_strings, unify_tables
@@ -221,17 +220,16 @@ class ParquetSink:
     # -- reading back ---------------------------------------------------------------
 
     def landed_tasks(self) -> set[str]:
-        """The ``_webtask_id`` of every successful task on disk (its rows are too)."""
-        schema = self._tasks.schema
-        if schema is None or not {"_webtask_id", "outcome"} <= set(schema.names):
+        """The ``_webtask_id`` of every task whose rows are in the dataset (counted by the
+        rows, not by the task files: a success whose result could not be read has a task
+        file but no rows). Lists the dataset, so a directory this sink cannot write into
+        is refused before a sweep pays for anything."""
+        self._tasks.schema  # noqa: B018 - lists and checks the tasks directory too
+        schema = self._items.schema
+        if schema is None or "_webtask_id" not in schema.names:
             return set()
-        kind = schema.field("outcome").type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            return set()  # never a success: the column has had no value yet
-        found = self._tasks.read(
-            columns=["_webtask_id"], filter=ds.field("outcome") == "success"
-        ).column("_webtask_id")
-        return {str(task) for task in found.to_pylist() if task is not None}
+        found = self._items.read(columns=["_webtask_id"]).column("_webtask_id")
+        return {str(task) for task in pc.unique(found).to_pylist() if task is not None}
 
     def read(self, item_keys: Sequence[str]) -> pa.Table:
         """The rows of ``item_keys`` (their files only), in that order, each item's rows

@@ -285,19 +285,32 @@ class DuckDBSink:
     # -- reading back ---------------------------------------------------------------
 
     def landed_tasks(self) -> set[str]:
-        """The ``_webtask_id`` of every successful task in ``<table>_tasks``: its rows
-        were committed with it. Empty for ``mode='replace'`` until this sink has landed
-        an item, since such a sweep lands everything again."""
+        """The ``_webtask_id`` of every task whose rows are in ``table``: a rerun need not
+        read or land those again. A task is counted by its rows, not by its row in
+        ``<table>_tasks`` (a success whose result could not be read has a task row but no
+        rows). An item with no rows at all is never counted (landing it again is cheap).
+        Empty for ``mode='replace'`` until this sink has landed an item, since such a
+        sweep lands everything again. Refuses, before a sweep pays for anything, a table
+        or ``<table>_tasks`` this sink cannot merge into."""
         if self._mode == "replace" and not self._landed:
             return set()
         con = self._connection()
-        columns = self._check_tasks_table(con)
-        if columns is None or "outcome" not in columns:
+        self._check_tasks_table(con)
+        columns = table_columns(con, self.table)
+        if columns is None:
+            return set()
+        if self._mode == "merge" and "_item_key" not in columns:
+            raise InvalidInputError(
+                f"table: {self.table!r} has no _item_key column (written by an earlier "
+                "release, or not by webtask-frames), so its rows cannot be merged by item; "
+                "land into a new table, or use mode='replace'",
+                field="table",
+            )
+        if "_webtask_id" not in columns:
             return set()
         found = con.execute(
             f'SELECT DISTINCT CAST("_webtask_id" AS VARCHAR) FROM '
-            f"{quote_identifier(self.tasks_table)} "
-            "WHERE CAST(outcome AS VARCHAR) = 'success' AND \"_webtask_id\" IS NOT NULL"
+            f'{quote_identifier(self.table)} WHERE "_webtask_id" IS NOT NULL'
         ).fetchall()
         return {str(row[0]) for row in found}
 
