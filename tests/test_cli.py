@@ -91,6 +91,42 @@ def test_sweep_lands_in_parquet_and_duckdb_and_reruns_merge(
     assert ds.dataset("out", format="parquet", partitioning="hive").to_table().num_rows == 20
 
 
+def test_a_grown_grid_with_a_ledger_pays_only_for_new_items(
+    env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = [*SWEEP, "--ledger", "l.db"]
+    assert main(sweep) == 0
+    assert env.stats()["start_calls"] == 4
+    with Path("grid.csv").open("a") as f:  # next month: one more row in the grid
+        f.write("F24,ai\n")
+    assert main(sweep) == 0
+    assert env.stats()["start_calls"] == 5  # only the new item was started
+    con = duckdb.connect("w.duckdb")
+    per_item = con.execute(
+        "SELECT count(DISTINCT _item_key), count(DISTINCT _webtask_id) FROM companies"
+    ).fetchone()
+    assert per_item == (5, 5)
+    assert con.execute("SELECT count(*) FROM companies_tasks").fetchone() == (5,)
+    total = con.execute("SELECT sum(cost_ai_usd) FROM companies_tasks").fetchone()
+    assert total is not None and total[0] == pytest.approx(env.stats()["cost"]["ai_usd"])
+    con.close()
+    assert ds.dataset("out", format="parquet", partitioning="hive").to_table().num_rows == 25
+    assert main([*sweep, "--max-age", "0s"]) == 0  # refresh everything: 5 more starts
+    assert env.stats()["start_calls"] == 10
+    con = duckdb.connect("w.duckdb")
+    assert con.execute("SELECT count(*) FROM companies").fetchone() == (25,)  # replaced
+    con.close()
+
+
+def test_rerun_flags_need_a_ledger(env: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "List", "--retry-failed", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "retry_failed" in err and "ledger" in err
+    assert main(["run", "List", "--max-age", "soon", "--ledger", "l.db", "--quiet"]) == 2
+    assert "'12h'" in capsys.readouterr().err
+    assert env.stats()["start_calls"] == 0
+
+
 def test_summary_is_printed_without_quiet(env: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "List companies", "--param", "batch=S24", "--param", "n=3"]) == 0
     out = capsys.readouterr().out
