@@ -5,10 +5,11 @@ source below yields ``_Block``s: bytes holding one record per line (for the stri
 parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
-* A JSON array, whatever its whitespace and separators (compact, tight, indented,
+* Any JSON array, whatever its whitespace and separators (compact, tight, indented,
   tabs, CRLF, arrays of objects inside records): a vectorised structural scan finds
   the commas between its elements (outside strings, at depth 1) and rewrites them to
-  line breaks, one block ahead in a thread.
+  line breaks, one block ahead in a thread. Its state (depth, inside a string) carries
+  from block to block, so each byte is scanned once however long an element is.
 * DuckDB's ``read_json_objects`` (the elements' original text) remains for callers
   that ask for it (``fmt="json-array-duckdb"``).
 """
@@ -20,10 +21,10 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -92,15 +93,16 @@ class _Block:
 
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
-        carry = b""
+        pieces: list[bytes | memoryview] = []  # a line running over blocks, joined once
         while chunk := f.read(block_bytes):
-            data = carry + chunk
-            cut = data.rfind(b"\n")
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry = data
+                pieces.append(chunk)
                 continue
-            carry = data[cut + 1 :]
-            yield _block_of_lines(memoryview(data)[: cut + 1], data.count(b"\n", 0, cut + 1))
+            data = b"".join([*pieces, memoryview(chunk)[: cut + 1]])
+            pieces = [chunk[cut + 1 :]]
+            yield _block_of_lines(memoryview(data), data.count(b"\n"))
+        carry = b"".join(pieces)
         if carry.strip():
             yield _block_of_lines(memoryview(carry + b"\n"), carry.count(b"\n") + 1)
 
@@ -134,6 +136,11 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
 
 
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+_BOM = b"\xef\xbb\xbf"
+
+
+def _lines(block: bytes | bytearray | memoryview) -> list[bytes]:
+    return [line.strip() for line in bytes(block).split(b"\n")[:-1]]
 
 
 # -- any JSON array: a structural scan ---------------------------------------------------
@@ -162,11 +169,10 @@ def _real_quotes(arr: np.ndarray) -> np.ndarray:
     return np.setdiff1d(quotes, np.array(escaped, dtype=quotes.dtype), assume_unique=True)
 
 
-def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(separators, brackets, depth after)`` of a run of JSON text starting outside
-    any string at ``depth``: the positions of commas at depth 1 (between the array's
-    elements) and of the outer array's own brackets. A string left open at the end
-    makes the depth unknown (-1); positions before that string are exact."""
+def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """``(separators, brackets, depth after, inside a string after)`` of a run of JSON
+    text starting outside any string at ``depth``: the positions of commas at depth 1
+    (between the array's elements) and of the outer array's own brackets."""
     quotes = _real_quotes(arr)
     folded = arr | 0x20  # "[" -> "{", "]" -> "}"; nothing else folds onto them
     found = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (arr == 0x2C))
@@ -178,7 +184,120 @@ def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
     commas = found[(steps == 0) & (before == 1)]
     outer = found[((steps == 1) & (before == 0)) | ((steps == -1) & (after == 0))]
     end = int(after[-1]) if len(after) else depth
-    return commas, outer, (end if len(quotes) % 2 == 0 else -1)
+    return commas, outer, end, len(quotes) % 2 == 1
+
+
+@dataclass
+class _ScanState:
+    """Where the scan of an array stands at the end of the text scanned so far."""
+
+    depth: int = 0
+    # How the next chunk's scan starts: b'"' inside a string, b'"\\' when, moreover, a
+    # backslash escapes the chunk's first byte (a string or an escape cut by the chunk).
+    prefix: bytes = b""
+    brackets: list[int] = field(default_factory=list)  # the outer array's own, so far
+    separated: bool = False  # a separator was passed (so an empty element is an error)
+
+
+def _scan_chunk(chunk: bytes, state: _ScanState) -> tuple[np.ndarray, np.ndarray]:
+    """The separators and outer brackets of ``chunk`` (positions in it), scanned from
+    where ``state`` stands; ``state`` moves to the chunk's end."""
+    shift = len(state.prefix)
+    arr = np.frombuffer(state.prefix + chunk, dtype=np.uint8)
+    commas, outer, state.depth, in_string = _scan(arr, state.depth)
+    state.prefix = b""
+    if in_string:  # an odd run of backslashes at the end escapes the next chunk's first byte
+        run = len(arr)
+        while run and arr[run - 1] == 92:
+            run -= 1
+        state.prefix = b'"\\' if (len(arr) - run) % 2 else b'"'
+    return commas - shift, outer - shift
+
+
+def _invalid_array() -> ProtocolError:
+    return ProtocolError("the JSON result file is not a valid JSON array")
+
+
+class _Pending:
+    """Text scanned since the last cut (one element may run over many chunks), kept in
+    pieces and joined once, when a separator ends it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes | memoryview] = []
+        self.outer: list[np.ndarray] = []  # outer bracket positions in the pending text
+        self.size = 0
+
+    def add(self, chunk: bytes, outer: np.ndarray) -> None:
+        self.pieces.append(chunk)
+        self.outer.append(outer + self.size)
+        self.size += len(chunk)
+
+    def cut(
+        self, chunk: bytes, cut: int, commas: np.ndarray, outer: np.ndarray
+    ) -> tuple[bytearray, np.ndarray, np.ndarray]:
+        """The pending text plus ``chunk[:cut]`` followed by a line break, with the
+        positions in it of ``commas`` and of every outer bracket; ``chunk[cut + 1:]``
+        is pending next."""
+        head = outer[outer < cut]
+        text = bytearray().join([*self.pieces, memoryview(chunk)[:cut], b"\n"])
+        brackets = np.concatenate([*self.outer, head + self.size])
+        commas = commas + self.size
+        rest = chunk[cut + 1 :]
+        self.pieces, self.size = [rest], len(rest)
+        self.outer = [outer[outer > cut] - (cut + 1)]
+        return text, commas, brackets
+
+
+def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _Block | None:
+    """One element per line: raw line breaks (whitespace in valid JSON) and the outer
+    brackets become spaces, separators line breaks. None when only whitespace is left."""
+    if b"\r" in text or text.find(b"\n", 0, len(text) - 1) >= 0:
+        text = text.translate(_NEWLINES_TO_SPACES)
+    view = np.frombuffer(text, dtype=np.uint8)
+    view[outer] = 32
+    view[commas] = 10
+    view[-1] = 10
+    del view  # releases the buffer
+    if text.isspace():
+        return None
+    return _Block(
+        data=memoryview(text),
+        texts=partial(_lines, text),
+        n=len(commas) + 1,
+        breaks=len(commas) + 1,
+        one_per_line=True,
+    )
+
+
+def _scanned(
+    f: BinaryIO, block_bytes: int, state: _ScanState, text: bytes = b""
+) -> Generator[_Block, None, None]:
+    """The array's blocks, from ``text`` (read, not scanned yet) then the rest of ``f``,
+    cut at its separators by the scan; ``state`` says where ``text`` starts. Each byte
+    is scanned once: an element spanning many chunks waits, scanned, in ``_Pending``."""
+    pending = _Pending()
+    while True:
+        chunk = f.read(block_bytes)
+        more = len(chunk) == block_bytes  # a short read is the end of the file
+        chunk, text = (text + chunk, b"") if text else (chunk, text)
+        commas, outer = _scan_chunk(chunk, state)
+        if more and not len(commas):
+            pending.add(chunk, outer)  # one element runs on: read more
+            continue
+        cut = int(commas[-1]) if more else len(chunk)
+        data, commas, outer = pending.cut(chunk, cut, commas[:-1] if more else commas, outer)
+        state.brackets.extend(data[i] for i in outer.tolist())
+        if not more and (state.depth or state.prefix or state.brackets != [91, 93]):
+            raise _invalid_array()
+        block = _scanned_block(data, commas, outer)
+        if block is None:
+            if more or state.separated or len(commas):  # "[,", ",," or a trailing comma
+                raise _invalid_array()
+        else:
+            yield block
+        if not more:
+            return
+        state.separated = True
 
 
 def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
@@ -186,56 +305,9 @@ def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     the commas between the array's elements (outside strings, at depth 1), which become
     line breaks (raw line breaks, insignificant whitespace in valid JSON, become
     spaces), so each block holds one element per line and its count is known."""
-    carry = b""
-    depth = 0
-    brackets: list[int] = []  # the outer array's own: must be exactly "[" then "]"
     with path.open("rb") as f:
-        while True:
-            chunk = f.read(block_bytes)
-            more = len(chunk) == block_bytes  # a short read is the end of the file
-            data = carry + chunk
-            if not brackets and data.startswith(b"\xef\xbb\xbf"):
-                data = b"   " + data[3:]  # a byte-order mark
-            if not more and not data.strip():
-                if depth != 0 or brackets != [ord("["), ord("]")]:
-                    raise ProtocolError("the JSON result file is not a valid JSON array")
-                break
-            arr = np.frombuffer(data, dtype=np.uint8)
-            commas, outer, end = _scan(arr, depth)
-            if more and not len(commas):
-                carry = data  # one element runs on: read more
-                continue
-            if more:  # cut at the last separator; the last element may run on
-                cut = int(commas[-1])
-                commas, outer = commas[:-1], outer[outer < cut]
-                carry, end = data[cut + 1 :], 1
-            else:  # the end: the last elements stay with this block
-                cut, carry = len(data), b""
-            brackets.extend(data[i] for i in outer.tolist())
-            if not more and (end != 0 or brackets != [ord("["), ord("]")]):
-                raise ProtocolError("the JSON result file is not a valid JSON array")
-            block = bytearray(data[:cut].translate(_NEWLINES_TO_SPACES))
-            view = np.frombuffer(block, dtype=np.uint8)
-            view[outer] = 32
-            view[commas] = 10
-            del view  # releases the buffer so it may grow
-            depth = end
-            if not bytes(block).strip():
-                continue
-            block += b"\n"
-            yield _Block(
-                data=memoryview(block),
-                texts=partial(_lines, block),
-                n=len(commas) + 1,
-                breaks=len(commas) + 1,
-                one_per_line=True,
-            )
-            if not more:
-                break
-
-
-def _lines(block: bytearray) -> list[bytes]:
-    return [line.strip() for line in bytes(block).split(b"\n")[:-1]]
+        lead = f.read(len(_BOM))
+        yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)
 
 
 def _values_of(column: pa.Array) -> pa.Buffer:
