@@ -5,6 +5,13 @@ source below yields ``_Block``s: bytes holding one record per line (for the stri
 parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
+* A JSON array whose writer is recognised: the separator between its elements (say
+  ``}, {"id":`` or, indented, ``},   {     "id":``) is read off its first MiB and
+  confirmed there by the structural scan below; each block's separators then become
+  line breaks with one same-length ``bytes.replace``. Should the separator also occur
+  inside an element further on (a nested array of objects, a string), or an element be
+  written differently, a record line no longer parses as JSON on its own: such a
+  block's failure makes the reader start over with the scan (``_NotLineDelimited``).
 * Any JSON array, whatever its whitespace and separators (compact, tight, indented,
   tabs, CRLF, arrays of objects inside records): a vectorised structural scan finds
   the commas between its elements (outside strings, at depth 1) and rewrites them to
@@ -54,11 +61,17 @@ def loads(text: str | bytes) -> tuple[Any, bool]:
     return json.loads(text, parse_constant=constant), bool(flagged)
 
 
+class _NotLineDelimited(Exception):
+    """A block cut at a guessed separator is not one element per line after all: the
+    read starts over with the structural scan (nothing read so far is kept)."""
+
+
 @dataclass
 class _Block:
     """A block of records: ``data`` holds one JSON record per line; ``texts()`` the
     records one by one (for the reference path); ``n`` their count when known (else
-    ``breaks`` bounds it)."""
+    ``breaks`` bounds it). ``guessed``: its lines come from a guessed separator, so a
+    line that is not JSON means the guess was wrong, not that the file is."""
 
     data: memoryview | pa.Buffer
     texts: Callable[[], Sequence[str | bytes]]
@@ -66,14 +79,18 @@ class _Block:
     breaks: int | None = None  # line breaks in ``data``, when the source counted them
     column: pa.Array | None = None
     one_per_line: bool = False
+    guessed: bool = False
     _breaks: np.ndarray | None = None
     _texts: Sequence[str | bytes] | None = None
 
     def load(self, text: str | bytes) -> tuple[Any, bool]:
-        """``_loads`` one record of this block; invalid JSON is a ProtocolError."""
+        """``_loads`` one record of this block; invalid JSON is a ProtocolError (or, in a
+        guessed block, ``_NotLineDelimited``: the scan then judges the file)."""
         try:
             return loads(text)
         except ValueError as exc:
+            if self.guessed:
+                raise _NotLineDelimited from None
             raise ProtocolError(f"a record of the result file is not valid JSON: {exc}") from None
 
     def text_at(self, i: int) -> str | bytes:
@@ -120,10 +137,11 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
         cuts.append(int(ends[-1]))
     pieces, start = [], 0
     for cut in cuts:
-        piece = data[start : cut + 1]
-        pieces.append(
-            _block_of_lines(piece, int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)])))
+        piece = _block_of_lines(
+            data[start : cut + 1], int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)]))
         )
+        piece.guessed = block.guessed
+        pieces.append(piece)
         start = cut + 1
     return pieces
 
@@ -137,6 +155,12 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
 
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 _BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n"
+
+
+def _strip_newlines(data: bytes) -> bytes:
+    # Valid JSON holds raw line breaks only as insignificant whitespace.
+    return data.translate(_NEWLINES_TO_SPACES) if b"\n" in data or b"\r" in data else data
 
 
 def _lines(block: bytes | bytearray | memoryview) -> list[bytes]:
@@ -310,6 +334,122 @@ def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
         yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)
 
 
+# -- a recognised writer: its separator, replaced ----------------------------------------
+
+_HEAD_BYTES = 1 << 20
+# After an element's closing brace: the comma, the next element's brace and, when it
+# has one, its first key. The key keeps arrays of other objects nested in the elements
+# from looking alike; and its opening quote, unescaped and followed by what cannot
+# follow a closing one, puts the whole separator outside any string.
+_AFTER_BRACE = re.compile(rb'[ \t]*,[ \t]*\{([ \t]*"[^"\\\s:,\]}][^"\\]{0,63}"[ \t]*:)?')
+
+
+@dataclass(frozen=True)
+class _Separator:
+    """What a writer puts between two elements, line breaks read as spaces (e.g.
+    ``}, {"id":``), and its comma's offset: replaced by a line break, same length."""
+
+    pattern: bytes
+    comma: int
+
+    @property
+    def marked(self) -> bytes:
+        return self.pattern[: self.comma] + b"\n" + self.pattern[self.comma + 1 :]
+
+
+def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
+    """Whether the separator occurs in ``head`` exactly at the scan's ``commas``."""
+    marked = np.frombuffer(head.replace(separator.pattern, separator.marked), dtype=np.uint8)
+    whole = commas[commas - separator.comma + len(separator.pattern) <= len(head)]
+    return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
+
+
+def _array_separator(path: Path) -> _Separator | None:
+    """The separator between the array's elements, when its first MiB shows one that
+    occurs exactly where the scan finds the elements' commas (at depth 1, outside
+    strings): first with the elements' first key, then without it. None otherwise."""
+    with path.open("rb") as f:
+        head = _strip_newlines(f.read(_HEAD_BYTES).removeprefix(_BOM))
+    commas = _scan(np.frombuffer(head, dtype=np.uint8), 0)[0]
+    if not len(commas):
+        return None
+    first = int(commas[0])
+    brace = head.rfind(b"}", 0, first)
+    after = _AFTER_BRACE.match(head, brace + 1) if brace >= 0 else None
+    if after is None or head[brace + 1 : first].strip(_WHITESPACE):
+        return None
+    ends = [after.end()] + ([after.start(1)] if after.group(1) else [])
+    for end in ends:
+        separator = _Separator(head[brace:end], first - brace)
+        if _confirmed(head, commas, separator):
+            return separator
+    return None
+
+
+def _opened(data: bytes) -> bytes:
+    """The text after the array's opening bracket."""
+    data = data.lstrip(_WHITESPACE)
+    if not data.startswith(b"["):
+        raise _NotLineDelimited
+    return data[1:]
+
+
+def _guessed_block(marked: memoryview, n: int) -> _Block:
+    return _Block(
+        data=marked, texts=partial(_lines, marked), n=n, breaks=n, one_per_line=True, guessed=True
+    )
+
+
+def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterator[_Block]:
+    """The last block: every element up to the array's closing bracket."""
+    body = data.rstrip(_WHITESPACE)
+    if not body.endswith(b"]"):
+        raise _NotLineDelimited  # the scan reports what is wrong
+    body = body[:-1]
+    if not body.strip(_WHITESPACE):
+        if separated:
+            raise _NotLineDelimited  # a trailing comma
+        return
+    marked = body.replace(separator.pattern, separator.marked) + b"\n"
+    yield _guessed_block(memoryview(marked), marked.count(b"\n"))
+
+
+def _guessed_blocks(
+    path: Path, block_bytes: int, separator: _Separator
+) -> Generator[_Block, None, None]:
+    """The array cut at its writer's separator, rewritten to line breaks by
+    ``bytes.replace`` (same length, so positions hold), blocks cut at the last one.
+
+    Nothing here proves the separators are the elements' (that would be the scan): the
+    blocks are ``guessed``. Where a separator look-alike lies inside an element, or two
+    elements meet otherwise, the strict parse of the block fails: a string or a nested
+    array is cut, or a comma is left between two records. Its reference path then finds
+    a line that is not JSON and raises ``_NotLineDelimited``: the reader starts over.
+    A whole block without the separator (a large element) goes on with the scan.
+    """
+    with path.open("rb") as f:
+        lead = f.read(len(_BOM))
+        carry = b"" if lead == _BOM else lead
+        started = separated = False
+        while True:
+            chunk = f.read(block_bytes)
+            more = len(chunk) == block_bytes
+            data = _strip_newlines(carry + chunk)
+            text = data if started else _opened(data)
+            if not more:
+                yield from _guessed_tail(text, separator, separated)
+                return
+            cut = text.rfind(separator.pattern)
+            if cut < 0:
+                state = _ScanState(1, b"", [91], separated) if started else _ScanState()
+                yield from _scanned(f, block_bytes, state, data)
+                return
+            end = cut + separator.comma + 1
+            marked = text.replace(separator.pattern, separator.marked)
+            yield _guessed_block(memoryview(marked)[:end], marked.count(b"\n", 0, end))
+            carry, started, separated = text[end:], True, True
+
+
 def _values_of(column: pa.Array) -> pa.Buffer:
     """The bytes of a string array's values, zero-copy (offsets are contiguous)."""
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
@@ -406,9 +546,16 @@ def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
 
 
 def blocks(path: Path, fmt: str) -> Generator[_Block, None, None]:
-    """The blocks of an ``ndjson`` or ``json-array`` file."""
+    """The blocks of an ``ndjson`` or ``json-array`` file (``json-array-scan``: never
+    by a guessed separator; ``json-array-duckdb``: by DuckDB).
+
+    A ``json-array`` read may raise ``_NotLineDelimited``: the caller then forgets what
+    it read and reads ``json-array-scan``."""
     if fmt == "ndjson":
         return _ndjson_blocks(path, BLOCK_BYTES)
     if fmt == "json-array-duckdb":
         return _array_blocks(path, ARRAY_BATCH_ROWS)
+    separator = _array_separator(path) if fmt == "json-array" else None
+    if separator is not None:
+        return _prefetch(_guessed_blocks(path, BLOCK_BYTES, separator))
     return _prefetch(_scan_blocks(path, BLOCK_BYTES))
