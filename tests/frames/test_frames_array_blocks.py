@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def spy(path: Path, fmt: str, *args: Any) -> readers.ReadResult:
         taken.append(fmt)
+        # the abandoned read's reader thread is gone before the scan starts its own
+        alive = [t for t in threading.enumerate() if t.name == "webtask-frames-reader"]
+        assert not alive
         return real(path, fmt, *args)
 
     monkeypatch.setattr(readers, "_read_blocks_as", spy)
