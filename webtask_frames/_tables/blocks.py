@@ -5,10 +5,18 @@ source below yields ``_Block``s: bytes holding one record per line (for the stri
 parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
-* A JSON array, whatever its whitespace and separators (compact, tight, indented,
+* A JSON array whose writer is recognised: the separator between its elements (say
+  ``}, {"id":`` or, indented, ``},   {     "id":``) is read off its first MiB and
+  confirmed there by the structural scan below; each block's separators then become
+  line breaks with one same-length ``bytes.replace``. Should the separator also occur
+  inside an element further on (a nested array of objects, a string), or an element be
+  written differently, a record line no longer parses as JSON on its own: such a
+  block's failure makes the reader start over with the scan (``_NotLineDelimited``).
+* Any JSON array, whatever its whitespace and separators (compact, tight, indented,
   tabs, CRLF, arrays of objects inside records): a vectorised structural scan finds
   the commas between its elements (outside strings, at depth 1) and rewrites them to
-  line breaks, one block ahead in a thread.
+  line breaks, one block ahead in a thread. Its state (depth, inside a string) carries
+  from block to block, so each byte is scanned once however long an element is.
 * DuckDB's ``read_json_objects`` (the elements' original text) remains for callers
   that ask for it (``fmt="json-array-duckdb"``).
 """
@@ -20,10 +28,10 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -53,11 +61,17 @@ def loads(text: str | bytes) -> tuple[Any, bool]:
     return json.loads(text, parse_constant=constant), bool(flagged)
 
 
+class _NotLineDelimited(Exception):
+    """A block cut at a guessed separator is not one element per line after all: the
+    read starts over with the structural scan (nothing read so far is kept)."""
+
+
 @dataclass
 class _Block:
     """A block of records: ``data`` holds one JSON record per line; ``texts()`` the
     records one by one (for the reference path); ``n`` their count when known (else
-    ``breaks`` bounds it)."""
+    ``breaks`` bounds it). ``guessed``: its lines come from a guessed separator, so a
+    line that is not JSON means the guess was wrong, not that the file is."""
 
     data: memoryview | pa.Buffer
     texts: Callable[[], Sequence[str | bytes]]
@@ -65,14 +79,18 @@ class _Block:
     breaks: int | None = None  # line breaks in ``data``, when the source counted them
     column: pa.Array | None = None
     one_per_line: bool = False
+    guessed: bool = False
     _breaks: np.ndarray | None = None
     _texts: Sequence[str | bytes] | None = None
 
     def load(self, text: str | bytes) -> tuple[Any, bool]:
-        """``_loads`` one record of this block; invalid JSON is a ProtocolError."""
+        """``_loads`` one record of this block; invalid JSON is a ProtocolError (or, in a
+        guessed block, ``_NotLineDelimited``: the scan then judges the file)."""
         try:
             return loads(text)
         except ValueError as exc:
+            if self.guessed:
+                raise _NotLineDelimited from None
             raise ProtocolError(f"a record of the result file is not valid JSON: {exc}") from None
 
     def text_at(self, i: int) -> str | bytes:
@@ -92,15 +110,16 @@ class _Block:
 
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
-        carry = b""
+        pieces: list[bytes | memoryview] = []  # a line running over blocks, joined once
         while chunk := f.read(block_bytes):
-            data = carry + chunk
-            cut = data.rfind(b"\n")
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry = data
+                pieces.append(chunk)
                 continue
-            carry = data[cut + 1 :]
-            yield _block_of_lines(memoryview(data)[: cut + 1], data.count(b"\n", 0, cut + 1))
+            data = b"".join([*pieces, memoryview(chunk)[: cut + 1]])
+            pieces = [chunk[cut + 1 :]]
+            yield _block_of_lines(memoryview(data), data.count(b"\n"))
+        carry = b"".join(pieces)
         if carry.strip():
             yield _block_of_lines(memoryview(carry + b"\n"), carry.count(b"\n") + 1)
 
@@ -118,10 +137,11 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
         cuts.append(int(ends[-1]))
     pieces, start = [], 0
     for cut in cuts:
-        piece = data[start : cut + 1]
-        pieces.append(
-            _block_of_lines(piece, int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)])))
+        piece = _block_of_lines(
+            data[start : cut + 1], int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)]))
         )
+        piece.guessed = block.guessed
+        pieces.append(piece)
         start = cut + 1
     return pieces
 
@@ -134,6 +154,17 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
 
 
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+_BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n"
+
+
+def _strip_newlines(data: bytes) -> bytes:
+    # Valid JSON holds raw line breaks only as insignificant whitespace.
+    return data.translate(_NEWLINES_TO_SPACES) if b"\n" in data or b"\r" in data else data
+
+
+def _lines(block: bytes | bytearray | memoryview) -> list[bytes]:
+    return [line.strip() for line in bytes(block).split(b"\n")[:-1]]
 
 
 # -- any JSON array: a structural scan ---------------------------------------------------
@@ -146,27 +177,21 @@ _DEPTH[[ord("]"), ord("}")]] = -1
 def _real_quotes(arr: np.ndarray) -> np.ndarray:
     """Positions of the quotes that open or close strings (not escaped ones)."""
     quotes = np.flatnonzero(arr == 34)
-    if len(quotes) and quotes[0] == 0:
-        maybe = quotes[1:][arr[quotes[1:] - 1] == 92]
-    else:
-        maybe = quotes[arr[quotes - 1] == 92] if len(quotes) else quotes
+    maybe = quotes[(arr[quotes - 1] == 92) & (quotes > 0)]  # after a backslash
     if not len(maybe):
         return quotes
-    escaped = []
-    for q in maybe.tolist():  # rare: count the backslashes before it
-        j = q - 1
-        while j >= 0 and arr[j] == 92:
-            j -= 1
-        if (q - 1 - j) % 2:
-            escaped.append(q)
-    return np.setdiff1d(quotes, np.array(escaped, dtype=quotes.dtype), assume_unique=True)
+    # Escaped when an odd run of backslashes precedes it: vectorised, since escaped
+    # quotes are common in some text (HTML attributes, JSON held in strings).
+    slashes = np.flatnonzero(arr == 92)
+    starts = slashes[np.diff(slashes, prepend=-2) != 1]  # each run's first backslash
+    runs = maybe - starts[np.searchsorted(starts, maybe - 1, side="right") - 1]
+    return np.setdiff1d(quotes, maybe[runs % 2 == 1], assume_unique=True)
 
 
-def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(separators, brackets, depth after)`` of a run of JSON text starting outside
-    any string at ``depth``: the positions of commas at depth 1 (between the array's
-    elements) and of the outer array's own brackets. A string left open at the end
-    makes the depth unknown (-1); positions before that string are exact."""
+def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """``(separators, brackets, depth after, inside a string after)`` of a run of JSON
+    text starting outside any string at ``depth``: the positions of commas at depth 1
+    (between the array's elements) and of the outer array's own brackets."""
     quotes = _real_quotes(arr)
     folded = arr | 0x20  # "[" -> "{", "]" -> "}"; nothing else folds onto them
     found = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (arr == 0x2C))
@@ -178,7 +203,120 @@ def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
     commas = found[(steps == 0) & (before == 1)]
     outer = found[((steps == 1) & (before == 0)) | ((steps == -1) & (after == 0))]
     end = int(after[-1]) if len(after) else depth
-    return commas, outer, (end if len(quotes) % 2 == 0 else -1)
+    return commas, outer, end, len(quotes) % 2 == 1
+
+
+@dataclass
+class _ScanState:
+    """Where the scan of an array stands at the end of the text scanned so far."""
+
+    depth: int = 0
+    # How the next chunk's scan starts: b'"' inside a string, b'"\\' when, moreover, a
+    # backslash escapes the chunk's first byte (a string or an escape cut by the chunk).
+    prefix: bytes = b""
+    brackets: list[int] = field(default_factory=list)  # the outer array's own, so far
+    separated: bool = False  # a separator was passed (so an empty element is an error)
+
+
+def _scan_chunk(chunk: bytes, state: _ScanState) -> tuple[np.ndarray, np.ndarray]:
+    """The separators and outer brackets of ``chunk`` (positions in it), scanned from
+    where ``state`` stands; ``state`` moves to the chunk's end."""
+    shift = len(state.prefix)
+    arr = np.frombuffer(state.prefix + chunk, dtype=np.uint8)
+    commas, outer, state.depth, in_string = _scan(arr, state.depth)
+    state.prefix = b""
+    if in_string:  # an odd run of backslashes at the end escapes the next chunk's first byte
+        run = len(arr)
+        while run and arr[run - 1] == 92:
+            run -= 1
+        state.prefix = b'"\\' if (len(arr) - run) % 2 else b'"'
+    return commas - shift, outer - shift
+
+
+def _invalid_array() -> ProtocolError:
+    return ProtocolError("the JSON result file is not a valid JSON array")
+
+
+class _Pending:
+    """Text scanned since the last cut (one element may run over many chunks), kept in
+    pieces and joined once, when a separator ends it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes | memoryview] = []
+        self.outer: list[np.ndarray] = []  # outer bracket positions in the pending text
+        self.size = 0
+
+    def add(self, chunk: bytes, outer: np.ndarray) -> None:
+        self.pieces.append(chunk)
+        self.outer.append(outer + self.size)
+        self.size += len(chunk)
+
+    def cut(
+        self, chunk: bytes, cut: int, commas: np.ndarray, outer: np.ndarray
+    ) -> tuple[bytearray, np.ndarray, np.ndarray]:
+        """The pending text plus ``chunk[:cut]`` followed by a line break, with the
+        positions in it of ``commas`` and of every outer bracket; ``chunk[cut + 1:]``
+        is pending next."""
+        head = outer[outer < cut]
+        text = bytearray().join([*self.pieces, memoryview(chunk)[:cut], b"\n"])
+        brackets = np.concatenate([*self.outer, head + self.size])
+        commas = commas + self.size
+        rest = chunk[cut + 1 :]
+        self.pieces, self.size = [rest], len(rest)
+        self.outer = [outer[outer > cut] - (cut + 1)]
+        return text, commas, brackets
+
+
+def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _Block | None:
+    """One element per line: raw line breaks (whitespace in valid JSON) and the outer
+    brackets become spaces, separators line breaks. None when only whitespace is left."""
+    if b"\r" in text or text.find(b"\n", 0, len(text) - 1) >= 0:
+        text = text.translate(_NEWLINES_TO_SPACES)
+    view = np.frombuffer(text, dtype=np.uint8)
+    view[outer] = 32
+    view[commas] = 10
+    view[-1] = 10
+    del view  # releases the buffer
+    if text.isspace():
+        return None
+    return _Block(
+        data=memoryview(text),
+        texts=partial(_lines, text),
+        n=len(commas) + 1,
+        breaks=len(commas) + 1,
+        one_per_line=True,
+    )
+
+
+def _scanned(
+    f: BinaryIO, block_bytes: int, state: _ScanState, text: bytes = b""
+) -> Generator[_Block, None, None]:
+    """The array's blocks, from ``text`` (read, not scanned yet) then the rest of ``f``,
+    cut at its separators by the scan; ``state`` says where ``text`` starts. Each byte
+    is scanned once: an element spanning many chunks waits, scanned, in ``_Pending``."""
+    pending = _Pending()
+    while True:
+        chunk = f.read(block_bytes)
+        more = len(chunk) == block_bytes  # a short read is the end of the file
+        chunk, text = (text + chunk, b"") if text else (chunk, text)
+        commas, outer = _scan_chunk(chunk, state)
+        if more and not len(commas):
+            pending.add(chunk, outer)  # one element runs on: read more
+            continue
+        cut = int(commas[-1]) if more else len(chunk)
+        data, commas, outer = pending.cut(chunk, cut, commas[:-1] if more else commas, outer)
+        state.brackets.extend(data[i] for i in outer.tolist())
+        if not more and (state.depth or state.prefix or state.brackets != [91, 93]):
+            raise _invalid_array()
+        block = _scanned_block(data, commas, outer)
+        if block is None:
+            if more or state.separated or len(commas):  # "[,", ",," or a trailing comma
+                raise _invalid_array()
+        else:
+            yield block
+        if not more:
+            return
+        state.separated = True
 
 
 def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
@@ -186,56 +324,125 @@ def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     the commas between the array's elements (outside strings, at depth 1), which become
     line breaks (raw line breaks, insignificant whitespace in valid JSON, become
     spaces), so each block holds one element per line and its count is known."""
-    carry = b""
-    depth = 0
-    brackets: list[int] = []  # the outer array's own: must be exactly "[" then "]"
     with path.open("rb") as f:
+        lead = f.read(len(_BOM))
+        yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)
+
+
+# -- a recognised writer: its separator, replaced ----------------------------------------
+
+_HEAD_BYTES = 1 << 20
+# After an element's closing brace: the comma, the next element's brace and, when it
+# has one, its first key. The key keeps arrays of other objects nested in the elements
+# from looking alike; and its opening quote, unescaped and followed by what cannot
+# follow a closing one, puts the whole separator outside any string.
+_AFTER_BRACE = re.compile(rb'[ \t]*,[ \t]*\{([ \t]*"[^"\\\s:,\]}][^"\\]{0,63}"[ \t]*:)?')
+
+
+@dataclass(frozen=True)
+class _Separator:
+    """What a writer puts between two elements, line breaks read as spaces (e.g.
+    ``}, {"id":``), and its comma's offset: replaced by a line break, same length."""
+
+    pattern: bytes
+    comma: int
+
+    @property
+    def marked(self) -> bytes:
+        return self.pattern[: self.comma] + b"\n" + self.pattern[self.comma + 1 :]
+
+
+def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
+    """Whether the separator occurs in ``head`` exactly at the scan's ``commas``."""
+    marked = np.frombuffer(head.replace(separator.pattern, separator.marked), dtype=np.uint8)
+    whole = commas[commas - separator.comma + len(separator.pattern) <= len(head)]
+    return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
+
+
+def _array_separator(path: Path) -> _Separator | None:
+    """The separator between the array's elements, when its first MiB shows one that
+    occurs exactly where the scan finds the elements' commas (at depth 1, outside
+    strings): first with the elements' first key, then without it. None otherwise."""
+    with path.open("rb") as f:
+        head = _strip_newlines(f.read(_HEAD_BYTES).removeprefix(_BOM))
+    commas = _scan(np.frombuffer(head, dtype=np.uint8), 0)[0]
+    if not len(commas):
+        return None
+    first = int(commas[0])
+    brace = head.rfind(b"}", 0, first)
+    after = _AFTER_BRACE.match(head, brace + 1) if brace >= 0 else None
+    if after is None or head[brace + 1 : first].strip(_WHITESPACE):
+        return None
+    ends = [after.end()] + ([after.start(1)] if after.group(1) else [])
+    for end in ends:
+        separator = _Separator(head[brace:end], first - brace)
+        if _confirmed(head, commas, separator):
+            return separator
+    return None
+
+
+def _opened(data: bytes) -> bytes:
+    """The text after the array's opening bracket."""
+    data = data.lstrip(_WHITESPACE)
+    if not data.startswith(b"["):
+        raise _NotLineDelimited
+    return data[1:]
+
+
+def _guessed_block(marked: memoryview, n: int) -> _Block:
+    return _Block(
+        data=marked, texts=partial(_lines, marked), n=n, breaks=n, one_per_line=True, guessed=True
+    )
+
+
+def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterator[_Block]:
+    """The last block: every element up to the array's closing bracket."""
+    body = data.rstrip(_WHITESPACE)
+    if not body.endswith(b"]"):
+        raise _NotLineDelimited  # the scan reports what is wrong
+    body = body[:-1]
+    if not body.strip(_WHITESPACE):
+        if separated:
+            raise _NotLineDelimited  # a trailing comma
+        return
+    marked = body.replace(separator.pattern, separator.marked) + b"\n"
+    yield _guessed_block(memoryview(marked), marked.count(b"\n"))
+
+
+def _guessed_blocks(
+    path: Path, block_bytes: int, separator: _Separator
+) -> Generator[_Block, None, None]:
+    """The array cut at its writer's separator, rewritten to line breaks by
+    ``bytes.replace`` (same length, so positions hold), blocks cut at the last one.
+
+    Nothing here proves the separators are the elements' (that would be the scan): the
+    blocks are ``guessed``. Where a separator look-alike lies inside an element, or two
+    elements meet otherwise, the strict parse of the block fails: a string or a nested
+    array is cut, or a comma is left between two records. Its reference path then finds
+    a line that is not JSON and raises ``_NotLineDelimited``: the reader starts over.
+    A whole block without the separator (a large element) goes on with the scan.
+    """
+    with path.open("rb") as f:
+        lead = f.read(len(_BOM))
+        carry = b"" if lead == _BOM else lead
+        started = separated = False
         while True:
             chunk = f.read(block_bytes)
-            more = len(chunk) == block_bytes  # a short read is the end of the file
-            data = carry + chunk
-            if not brackets and data.startswith(b"\xef\xbb\xbf"):
-                data = b"   " + data[3:]  # a byte-order mark
-            if not more and not data.strip():
-                if depth != 0 or brackets != [ord("["), ord("]")]:
-                    raise ProtocolError("the JSON result file is not a valid JSON array")
-                break
-            arr = np.frombuffer(data, dtype=np.uint8)
-            commas, outer, end = _scan(arr, depth)
-            if more and not len(commas):
-                carry = data  # one element runs on: read more
-                continue
-            if more:  # cut at the last separator; the last element may run on
-                cut = int(commas[-1])
-                commas, outer = commas[:-1], outer[outer < cut]
-                carry, end = data[cut + 1 :], 1
-            else:  # the end: the last elements stay with this block
-                cut, carry = len(data), b""
-            brackets.extend(data[i] for i in outer.tolist())
-            if not more and (end != 0 or brackets != [ord("["), ord("]")]):
-                raise ProtocolError("the JSON result file is not a valid JSON array")
-            block = bytearray(data[:cut].translate(_NEWLINES_TO_SPACES))
-            view = np.frombuffer(block, dtype=np.uint8)
-            view[outer] = 32
-            view[commas] = 10
-            del view  # releases the buffer so it may grow
-            depth = end
-            if not bytes(block).strip():
-                continue
-            block += b"\n"
-            yield _Block(
-                data=memoryview(block),
-                texts=partial(_lines, block),
-                n=len(commas) + 1,
-                breaks=len(commas) + 1,
-                one_per_line=True,
-            )
+            more = len(chunk) == block_bytes
+            data = _strip_newlines(carry + chunk)
+            text = data if started else _opened(data)
             if not more:
-                break
-
-
-def _lines(block: bytearray) -> list[bytes]:
-    return [line.strip() for line in bytes(block).split(b"\n")[:-1]]
+                yield from _guessed_tail(text, separator, separated)
+                return
+            cut = text.rfind(separator.pattern)
+            if cut < 0:
+                state = _ScanState(1, b"", [91], separated) if started else _ScanState()
+                yield from _scanned(f, block_bytes, state, data)
+                return
+            end = cut + separator.comma + 1
+            marked = text.replace(separator.pattern, separator.marked)
+            yield _guessed_block(memoryview(marked)[:end], marked.count(b"\n", 0, end))
+            carry, started, separated = text[end:], True, True
 
 
 def _values_of(column: pa.Array) -> pa.Buffer:
@@ -334,9 +541,16 @@ def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
 
 
 def blocks(path: Path, fmt: str) -> Generator[_Block, None, None]:
-    """The blocks of an ``ndjson`` or ``json-array`` file."""
+    """The blocks of an ``ndjson`` or ``json-array`` file (``json-array-scan``: never
+    by a guessed separator; ``json-array-duckdb``: by DuckDB).
+
+    A ``json-array`` read may raise ``_NotLineDelimited``: the caller then forgets what
+    it read and reads ``json-array-scan``."""
     if fmt == "ndjson":
         return _ndjson_blocks(path, BLOCK_BYTES)
     if fmt == "json-array-duckdb":
         return _array_blocks(path, ARRAY_BATCH_ROWS)
+    separator = _array_separator(path) if fmt == "json-array" else None
+    if separator is not None:
+        return _prefetch(_guessed_blocks(path, BLOCK_BYTES, separator))
     return _prefetch(_scan_blocks(path, BLOCK_BYTES))

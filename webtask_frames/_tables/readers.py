@@ -5,8 +5,9 @@ Every reader returns the record columns (plus broadcast columns) and feeds a val
 
 * the reference path, in Python: ``json.loads`` each record, ``_records.records_to_table``;
 * the fast path for NDJSON and JSON-array files with an object record schema: the file is
-  cut into blocks of records (NDJSON: byte blocks at line ends; a JSON array: DuckDB's
-  ``read_json_objects``, which streams the array's elements as raw text) and each block
+  cut into blocks of records, one per line (``blocks``: NDJSON at line ends; a JSON
+  array at its writer's separators, else at the commas a structural scan finds; a
+  guessed separator that proves wrong restarts the read with the scan) and each block
   is parsed by ``pyarrow.json`` with an explicit, *strict* schema: a value of the wrong
   JSON kind fails the block, which then takes the reference path. Parsed blocks are
   validated by the vectorised ``Certifier``; only rows it cannot prove valid are
@@ -38,7 +39,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
-from .blocks import _Block, blocks, loads, split_block
+from .blocks import _Block, _NotLineDelimited, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
 from .records import (
     add_constant_columns,
@@ -474,6 +475,19 @@ def read_file(
 
 
 def _read_blocks(path: Path, fmt: str, layout: Layout | None, collector: Collector) -> ReadResult:
+    try:
+        return _read_blocks_as(path, fmt, layout, collector)
+    except _NotLineDelimited:
+        pass  # leaving the handler first frees the first read (and its reader thread)
+    # A JSON array's guessed separator also occurs inside an element (or an element is
+    # written otherwise) past the first MiB: forget every row and verdict, scan it all.
+    collector.reset()
+    return _read_blocks_as(path, "json-array-scan", layout, collector)
+
+
+def _read_blocks_as(
+    path: Path, fmt: str, layout: Layout | None, collector: Collector
+) -> ReadResult:
     if layout is None:
         result = _read_inferred(path, fmt, collector)
     elif layout.is_object and parse_type(layout.node) is not None:

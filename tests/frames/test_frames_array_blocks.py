@@ -1,0 +1,404 @@
+"""JSON arrays read by their writer's separator, and by the structural scan.
+
+The fast path rewrites a separator read off the first MiB (``}, {"id":``, say) to line
+breaks without knowing where strings and nested arrays are. Its safety rests on one
+claim: where a look-alike of the separator lies inside an element (or two elements meet
+otherwise) further on, the block's strict parse fails and its reference path finds a
+line that is not JSON, so the read starts over with the scan. These tests pin the
+claim's premises (what pyarrow and ``json.loads`` refuse), put look-alikes past the
+first "MiB" (made small) at every block size, and check that no row is lost, wrong or
+counted twice. The scan itself must read each byte once, however long an element is.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.readers as readers
+from webtask_frames._exceptions import ProtocolError
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.records import records_to_table
+from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.validate import Collector, RecordValidator
+
+ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "name": {"type": "string"},
+        "kids": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+                "required": ["id"],
+            },
+        },
+    },
+    "required": ["id"],
+}
+
+WRITERS: dict[str, Callable[[list[Any]], str]] = {
+    "default": lambda rs: json.dumps(rs),
+    "compact": lambda rs: json.dumps(rs, separators=(",", ":")),
+    "indent": lambda rs: json.dumps(rs, indent=2),
+    "lines": lambda rs: "[\n" + ",\n".join(json.dumps(r) for r in rs) + "\n]\n",
+    "tabs-crlf": lambda rs: json.dumps(rs, indent="\t").replace("\n", "\r\n"),
+}
+
+
+def _plain(i: int) -> dict[str, Any]:
+    return {"id": i, "name": f"n{i}", "kids": []}
+
+
+def _read(
+    path: Path, schema: dict[str, Any] | None, validate: bool = True
+) -> tuple[readers.ReadResult, Collector]:
+    layout = layout_for({"type": "array", "items": schema}) if schema else None
+    validator = RecordValidator(schema) if schema and validate else None
+    collector = Collector(validator)
+    return read_file(path, "application/json", layout=layout, collector=collector), collector
+
+
+def _check(path: Path, records: list[Any]) -> None:
+    """Typed with and without validation, and untyped: the reference rows, once each."""
+    layout = layout_for({"type": "array", "items": ITEM})
+    ref = jsonschema.Draft202012Validator(ITEM)
+    for validate in (True, False):
+        result, collector = _read(path, ITEM, validate)
+        assert result.n_records == len(records)
+        assert result.table.equals(records_to_table(records, layout))
+        if validate:  # no verdict kept from an abandoned read
+            assert collector.n_rows == len(records)
+            assert collector.mask().tolist() == [ref.is_valid(r) for r in records]
+    untyped, collector = _read(path, None)
+    assert untyped.n_records == collector.n_rows == len(records)
+    assert untyped.table.to_pylist() == records_to_table(records, None).to_pylist()
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The formats each read took (``json-array-scan`` after a restart)."""
+    taken: list[str] = []
+    real = readers._read_blocks_as
+
+    def spy(path: Path, fmt: str, *args: Any) -> readers.ReadResult:
+        taken.append(fmt)
+        # the abandoned read's reader thread is gone before the scan starts its own
+        alive = [t for t in threading.enumerate() if t.name == "webtask-frames-reader"]
+        assert not alive
+        return real(path, fmt, *args)
+
+    monkeypatch.setattr(readers, "_read_blocks_as", spy)
+    return taken
+
+
+# -- the premises ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        b'{"id":1},{"id":2}\n',  # two elements met otherwise: a comma is left between
+        b'{"id":1}\n,{"id":2}\n',
+        b'{"id":1,"name":"x}\n {y"}\n',  # a string cut: a raw line break inside it
+        b'{"id":1,"kids":[{"id":2}\n {"id":3}]}\n',  # a nested array cut: a comma missing
+        b'{"id":1}\n{"id":2,"kids":[{"id":3}\n',  # a block cut inside an element
+    ],
+)
+def test_a_wrong_cut_never_parses(lines: bytes) -> None:
+    """Whatever a wrong cut leaves, pyarrow refuses the block (inferred, or strict with
+    unknown fields ignored or refused) and some line is not JSON on its own."""
+    schema = pa.schema([("id", pa.int64())])
+    options = [
+        pa_json.ParseOptions(),
+        pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
+    ]
+    for parse_options in options:
+        with pytest.raises(pa.ArrowInvalid):
+            pa_json.read_json(pa.BufferReader(lines), parse_options=parse_options)
+    bad = 0
+    for line in lines.split(b"\n")[:-1]:
+        try:
+            json.loads(line)
+        except ValueError:
+            bad += 1
+    assert bad
+
+
+def test_two_records_on_a_line_are_caught_by_the_count() -> None:
+    # pyarrow reads whitespace-separated values: a block's line count is checked too.
+    table = pa_json.read_json(pa.BufferReader(b'{"id":1} {"id":2}\n'))
+    assert table.num_rows == 2
+
+
+# -- the separator ------------------------------------------------------------------------
+
+
+def test_separator_read_off_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    rows = [_plain(i) for i in range(50)]
+    expected = {
+        "default": b'}, {"id":',
+        "compact": b'},{"id":',
+        "indent": b'},   {     "id":',
+        "lines": b'}, {"id":',
+        "tabs-crlf": b'},  \t{  \t\t"id":',
+    }
+    for name, write in WRITERS.items():
+        path.write_bytes(write(rows).encode())
+        separator = blocks._array_separator(path)
+        assert separator is not None and separator.pattern == expected[name], name
+    # first keys vary: the separator without them
+    path.write_text(json.dumps([{"id": 1}, {"name": "a"}, {"id": 2}]))
+    separator = blocks._array_separator(path)
+    assert separator is not None and separator.pattern == b"}, {"
+    # no candidate matches the scan's commas exactly: no guess
+    for rows_ in (
+        [{"id": 1, "kids": [{"id": 2}, {"id": 3}]}, {"id": 4}],
+        [{"id": 1}, {"name": "}, {"}, {"kids": [{"id": 1}, {"id": 2}]}],
+        [{"id": 1}, 2, {"id": 3}],
+        [{"id": 1}],
+        [],
+    ):
+        path.write_text(json.dumps(rows_))
+        assert blocks._array_separator(path) is None, rows_
+    # as many look-alikes as separators, but not where they are
+    path.write_text('[{"id": 0}, {"id": 1, "kids": [{"id": 2}, {"id": 3}]},{"id": 4}]')
+    assert blocks._array_separator(path) is None
+
+
+def _late(kind: str) -> tuple[list[Any], str]:
+    """Records whose first "MiB" (4 KiB here) confirms a separator that something
+    further on breaks, and the file."""
+    n = 200  # about 8 KB of plain records
+    head = [_plain(i) for i in range(n)]
+    if kind == "nested-same-key":  # a nested array of objects written like the elements
+        rows = [*head, {"id": n, "kids": [{"id": 1}, {"id": 2, "name": "}, {"}]}, _plain(n + 1)]
+        return rows, json.dumps(rows)
+    if kind == "other-first-key":  # the same separator up to the key
+        rows = [*head, {"name": "x", "id": n}, _plain(n + 1)]
+        return rows, json.dumps(rows)
+    if kind == "writer-changes":  # a missed separator: a comma left between two records
+        rows = [*head, _plain(n), _plain(n + 1)]
+        return rows, json.dumps(rows).replace(f', {{"id": {n},', f',{{"id": {n},')
+    # first keys vary, so the separator is "}, {"
+    rows = [{"name": "a"} if i % 7 == 0 else _plain(i) for i in range(n)]
+    if kind == "string-look-alike":
+        rows += [{"id": n, "name": "a}, {b"}, {"id": n + 1, "name": "}, {"}]
+    else:
+        assert kind == "spaced-nested"  # "}, {" in nested arrays of other objects
+        rows += [{"id": n, "kids": [{"id": 1}, {"id": 2}]}, _plain(n + 1)]
+    return rows, json.dumps(rows)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["nested-same-key", "other-first-key", "writer-changes", "string-look-alike", "spaced-nested"],
+)
+@pytest.mark.parametrize("block_bytes", [256, 4096, 1 << 20])
+def test_a_late_look_alike_restarts_the_read_with_the_scan(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[str],
+    kind: str,
+    block_bytes: int,
+) -> None:
+    monkeypatch.setattr(blocks, "_HEAD_BYTES", 4096)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)  # pieces of failing blocks too
+    records, text = _late(kind)
+    assert json.loads(text) == records
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    assert blocks._array_separator(path) is not None  # the head did confirm a guess
+    _check(path, records)
+    # each of the 3 reads (the untyped one may read twice) guessed, then scanned
+    assert reads.count("json-array-scan") == 3
+    assert reads[0] == "json-array"
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_clean_array_is_read_by_its_separator_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: list[str], writer: str
+) -> None:
+    monkeypatch.setattr(blocks, "_HEAD_BYTES", 4096)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1000)
+    records = [
+        {"id": i, "name": "}, {", "kids": [{"name": "k", "id": i}] * (i % 3)} for i in range(300)
+    ]
+    records[7]["id"] = -1  # invalid
+    path = tmp_path / "r.json"
+    path.write_text(WRITERS[writer](records))
+    _check(path, records)
+    assert set(reads) == {"json-array"}
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        ', {"id": 80, "name": tru}]',  # invalid JSON past the head
+        ', {"id": 80}, ]',  # a trailing comma
+        ', {"id": 80}',  # no closing bracket
+        ', {"id": 80}] x',  # text after it
+    ],
+)
+@pytest.mark.parametrize("block_bytes", [64, 4096])
+def test_an_invalid_array_is_a_protocol_error_on_the_fast_path_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str, block_bytes: int
+) -> None:
+    monkeypatch.setattr(blocks, "_HEAD_BYTES", 2048)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([_plain(i) for i in range(80)])[:-1] + tail)
+    assert blocks._array_separator(path) is not None
+    for schema in (ITEM, None):
+        with pytest.raises(ProtocolError):
+            _read(path, schema)
+
+
+# -- random look-alikes, layouts and block sizes --------------------------------------------
+
+KID = st.fixed_dictionaries(
+    {"id": st.integers(0, 9)}, optional={"name": st.sampled_from(["}, {", '}, {"id": 1', "a"])}
+)
+RECORD = st.one_of(
+    st.fixed_dictionaries(
+        {"id": st.integers(-1, 99)},
+        optional={
+            "name": st.sampled_from(["}, {", '"}, {"id": ', "}\n,{", "x", "]}, {"]),
+            "kids": st.lists(KID, max_size=3),
+        },
+    ),
+    st.fixed_dictionaries({"name": st.just("first"), "id": st.integers(0, 9)}),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_look_alikes_anywhere_give_the_reference_rows(data: st.DataObject) -> None:
+    import tempfile
+
+    head = [_plain(i) for i in range(data.draw(st.integers(0, 30)))]
+    records = head + data.draw(st.lists(RECORD, min_size=1, max_size=12))
+    writer = data.draw(st.sampled_from(list(WRITERS)))
+    # Draw first, change the module only inside try (a draw hypothesis aborts must not
+    # leave tiny sizes behind).
+    sizes = data.draw(st.integers(16, 2048)), data.draw(st.integers(1, 600))
+    saved = blocks._HEAD_BYTES, blocks.BLOCK_BYTES
+    try:
+        blocks._HEAD_BYTES, blocks.BLOCK_BYTES = sizes
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "r.json"
+            path.write_text(WRITERS[writer](records))
+            _check(path, records)
+    finally:
+        blocks._HEAD_BYTES, blocks.BLOCK_BYTES = saved
+
+
+# -- the scan --------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.text(alphabet='ab\\"{}[],: \n\t\u00e9\u2028', max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text('k\\"{', max_size=2), inner)
+    ),
+    max_leaves=10,
+)
+
+
+def _scanned_elements(path: Path, block_bytes: int) -> list[Any]:
+    found = blocks._scan_blocks(path, block_bytes)
+    return [b.load(line)[0] for b in found for line in b.texts()]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    elements=st.lists(JSON, max_size=6),
+    indent=st.sampled_from([None, 1, "\t"]),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+    block_bytes=st.integers(1, 40),
+)
+def test_scan_state_carries_across_blocks(
+    elements: list[Any], indent: int | str | None, crlf: bool, bom: bool, block_bytes: int
+) -> None:
+    """Strings, escapes (even a backslash run) and nesting cut anywhere by a block."""
+    import tempfile
+
+    text = json.dumps(elements, indent=indent, ensure_ascii=False)
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.json"
+        path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+        assert _scanned_elements(path, block_bytes) == elements
+
+
+def test_scan_reads_each_byte_once_however_long_an_element(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One element over thousands of tiny blocks: scanned once, not once per block."""
+    rng = random.Random(3)
+    big = {
+        "id": 1,
+        "kids": [
+            {"id": i, "name": "".join(rng.choice('ab\\"}, {[]') for _ in range(12))}
+            for i in range(4000)
+        ],
+    }
+    elements = [{"id": 0}, big, {"id": 2}]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(elements))
+    scanned: list[int] = []
+    real = blocks._scan
+
+    def counting(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
+        scanned.append(len(arr))
+        return real(arr, depth)
+
+    monkeypatch.setattr(blocks, "_scan", counting)
+    block_bytes = 64
+    assert _scanned_elements(path, block_bytes) == elements
+    size = path.stat().st_size
+    assert size > 150_000
+    # every byte once, plus at most 2 bytes of carried string state per block
+    assert sum(scanned) <= size + 2 * (size // block_bytes + 2)
+
+
+@pytest.mark.parametrize("text", ["[{}, ]", "[,{}]", "[{},,{}]", "[ , ]", "[{}]]", "[{}] x"])
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 5, 1 << 20])
+def test_empty_elements_are_errors_at_every_block_size(
+    tmp_path: Path, text: str, block_bytes: int
+) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(ProtocolError):
+        _scanned_elements(path, block_bytes)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 1 << 20])
+def test_ndjson_lines_longer_than_a_block(tmp_path: Path, block_bytes: int) -> None:
+    rows = [{"id": 1, "s": "x" * 300}, {"id": 2}, {"id": 3, "s": "y" * 50}]
+    path = tmp_path / "r.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": 4}')
+    found = [json.loads(t) for b in blocks._ndjson_blocks(path, block_bytes) for t in b.texts()]
+    assert found == [*rows, {"id": 4}]
