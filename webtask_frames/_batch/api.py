@@ -222,9 +222,9 @@ def _result(
     keys = [r.item_key for r in reports if r.succeeded]
     return BatchResult(
         plan=plan,
-        records_table=None if sinks else kept,
+        records_table=None if runner.lander.active else kept,
         records_loader=_reader(readable[0], plan, keys) if readable else None,
-        invalid_table=kept if sinks else None,
+        invalid_table=kept if runner.lander.active else None,
         unlanded_table=unlanded,
         tasks_table=build_tasks_table(reports, plan.parameter_names),
         attempts_table=build_attempts_table(reports, plan.parameter_names),

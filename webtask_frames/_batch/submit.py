@@ -108,6 +108,8 @@ class Submitting:
             if not isinstance(exc, AmbiguousSubmissionError | ProtocolError):
                 self._on_not_sent(st, exc)
             return
+        except Exception:  # its fate stays unknown (the intent says so); the cancel goes on
+            return
         self._on_submitted(st, web_task_id)
 
     def _on_submitted(self, st: ItemState, web_task_id: str) -> None:
