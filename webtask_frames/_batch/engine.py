@@ -1,23 +1,25 @@
 """The batch engine: one event loop driving every item of a sweep through its attempts.
 
-It is an event loop around I/O-free parts: ``_plan`` (validated items), ``Scheduler``
-(what to submit next), ``TaskSchedule`` (when to poll), ``next_action`` (what follows a
-failed attempt), ``Budget`` (what may still be spent) and ``restore_item`` (a re-run's
-state from the ledger); the ``Ledger`` makes every submission durable and a ``Clock``
-(the client's by default) drives every sleep. One coroutine drives one attempt of one
-item::
+It is an event loop around I/O-free parts: ``plan`` (validated items, known by what
+they ask), ``Scheduler`` (what to submit next), ``TaskSchedule`` (when to poll),
+``next_action`` (what follows a failed attempt), ``Budget`` (what may still be spent)
+and ``restore_item`` (what a run does with what the ledger holds); the ``Ledger`` makes
+every submission durable, ``Submitting`` sends the starts, ``Collector`` reads results,
+``Lander`` hands finished items to the sinks on one worker thread, and a ``Clock`` (the
+client's by default) drives every sleep. One coroutine drives one attempt of one item::
 
     intent (ledger) -> POST start -> submitted (ledger) -> polls -> terminal (ledger)
-        -> success: materialize rows (download cached beside the ledger)
+        -> success: read rows (download cached beside the ledger) -> land in the sinks
         -> workspace-rate-limited: requeue after backoff, halve the concurrency
         -> internal-error: requeue, up to retry.max_failed_resubmits
         -> unauthenticated / no-ai-credits-left: stop submitting, finish what is in flight
         -> timeout / rejected / canceled: final failure
 
 The main loop admits items while the scheduler, the budget and the stop flag allow, and
-sleeps until an attempt finishes or a backoff expires. Re-runs on a ledger restore each
-item from its attempts first: successes are re-materialized from the local cache,
-submitted tasks are re-attached, intent-only ones are ambiguous.
+sleeps until an attempt finishes or a backoff expires. Runs on a ledger restore each
+item from its attempts first: successes are reused (rows from the local cache, or not
+read at all when every sink holds them), submitted tasks are re-attached, intent-only
+ones are ambiguous, failures follow ``retry_failed`` and stale successes ``max_age``.
 """
 
 from __future__ import annotations
