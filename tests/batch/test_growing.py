@@ -3,6 +3,7 @@ identity, and what each run had to send."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -142,6 +143,23 @@ def test_a_failed_refresh_keeps_the_paid_result(fake: FakeAPI, run: Run, tmp_pat
     assert later.ok and fake.start_calls == 2
     assert later.tasks["webtask_id"][0] == first.tasks["webtask_id"][0]
     assert later.tasks["attempts"][0] == 2 and len(later.records) == 3
+
+
+def test_a_refresh_that_failed_within_max_age_waits_for_retry_failed(
+    fake: FakeAPI, run: Run, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "sweep.db"
+    fake.script = lambda body, occ: failed("timeout") if occ == 1 else rows_of(body, occ)
+    run("T", {"i": [0]}, ledger=ledger)
+    with sqlite3.connect(ledger) as con:  # that success is two days old now
+        con.execute("UPDATE attempts SET finished_at = '2026-01-01T00:00:00.000+00:00'")
+    run("T", {"i": [0]}, ledger=ledger, max_age="1d")  # the refresh fails for good
+    assert fake.start_calls == 2
+    again = run("T", {"i": [0]}, ledger=ledger, max_age="1d")  # tried just now: not again
+    assert fake.start_calls == 2 and again.tasks["status"][0] == "failed"
+    retried = run("T", {"i": [0]}, ledger=ledger, max_age="1d", retry_failed=True)
+    assert fake.start_calls == 3 and retried.ok and retried.tasks["attempts"][0] == 3
+    assert run("T", {"i": [0]}, ledger=ledger, max_age=0).tasks["source"][0] == "started"
 
 
 @pytest.mark.parametrize(

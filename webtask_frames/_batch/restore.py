@@ -7,7 +7,8 @@ decides from the item's attempts (oldest first)::
     last attempt submitted ............ re-attach (poll it, never resubmit)
     a success, not older than max_age . reuse it: rows from the local cache, no request
     last start's fate unknown ......... ambiguous; resubmitted only with resubmit_ambiguous
-    a success older than max_age ...... refresh: start it again
+    a success older than max_age ...... refresh: start it again (a refresh that failed
+                                        for good within max_age waits for retry_failed)
     last attempt failed, retryable .... resubmit (the same ``next_action`` policy as live)
     last attempt failed, final ........ failed; started again only with retry_failed
 
@@ -274,7 +275,9 @@ def restore_item(st: ItemState, attempts: list[AttemptRow], rules: RerunRules) -
         _show(st, last)
         return _ambiguous(st, last, rules.resubmit_ambiguous)
     _show(st, last)
-    if success is not None:  # older than max_age (else it was reused above)
+    # The success is older than max_age (else it was reused above): refresh it, unless
+    # a refresh was tried within max_age and failed for good (then retry_failed decides).
+    if success is not None and (last is success or rules.stale(last)):
         st.counters = Counters()  # a refresh: a fresh round of attempts
         st.report.rerun_reason = "refresh"
         return True
