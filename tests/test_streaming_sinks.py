@@ -907,3 +907,13 @@ def test_kill_9_mid_sweep_leaves_every_landed_item_whole(tmp_path: Path) -> None
     ]
     assert query(db, "SELECT round(sum(cost_ai_usd), 6) FROM items_tasks") == [(0.4,)]
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # temporaries removed
+
+
+def test_widening_to_double_never_rounds_a_stored_integer(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    big = 2**53 + 1  # no DOUBLE holds it exactly
+    with DuckDBSink(db, "t") as sink:
+        sink.land(rows_of(key(1), 1, [big]), task_of(key(1)), replace_items=[key(1)])
+        with pytest.raises(InvalidInputError, match="'v'"):
+            sink.land(rows_of(key(2), 1, [1.5]), task_of(key(2)), replace_items=[key(2)])
+    assert query(db, "SELECT v FROM t") == [(big,)]  # untouched, not rounded

@@ -129,6 +129,27 @@ def _holds_values(
     return False
 
 
+# Integers beyond 2**53 have no exact DOUBLE: widening a column holding one would round it.
+_EXACT_IN_DOUBLE = 2**53
+
+
+def _loses_precision(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    column: str,
+    current: pa.DataType,
+    target: pa.DataType,
+) -> bool:
+    """Whether widening ``column`` from an integer type to a float would round a value."""
+    if not (pa.types.is_integer(current) and pa.types.is_floating(target)):
+        return False
+    rows = con.execute(
+        f"SELECT count(*) FROM {quote_identifier(table)} "
+        f"WHERE abs({quote_identifier(column)}::HUGEINT) > {_EXACT_IN_DOUBLE}"
+    ).fetchall()
+    return bool(rows and rows[0][0])
+
+
 def evolve_table(
     con: duckdb.DuckDBPyConnection, table: str, view: str, data: pa.Table, *, caller: str
 ) -> None:
@@ -155,6 +176,8 @@ def evolve_table(
                 current, value_type(data.column(column)), placeholders=positions, column=have
             )
             if target is not current and _holds_values(con, table, have, positions):
+                raise TypeConflict(have, existing_sql[have], kind)
+            if _loses_precision(con, table, have, current, target):
                 raise TypeConflict(have, existing_sql[have], kind)
         except TypeConflict:
             conflict = TypeConflict(have, existing_sql[have], kind)
