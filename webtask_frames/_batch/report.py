@@ -101,6 +101,11 @@ class BilledTask:
     """One task the service created for an item (one attempt): a row of ``attempts``.
 
     ``new`` says whether this run started or re-attached it (False: an earlier run's).
+
+    Example:
+        >>> task = BilledTask("wt_1", attempt=1, model="haiku", reuse_key="yc")
+        >>> task.status, task.new
+        ('submitted', True)
     """
 
     webtask_id: str
