@@ -43,7 +43,8 @@ _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
 _PATTERN: re.Pattern[str] | None = None
 # A URL with a query string: the query (up to whitespace, a quote or a bracket) is masked.
-_SIGNED = re.compile(r"""(?i)\b(https?://[^\s'"<>?#\\]*)\?[^\s'"<>\\)\]]*""")
+# (A query must be non-empty: an already masked ``?<redacted>`` is left as it is.)
+_SIGNED = re.compile(r"""(?i)\b(https?://[^\s'"<>?#\\]*)\?[^\s'"<>\\)\]]+""")
 # A quoted relative URL with a query (a redirect's Location header in httpcore's log).
 _RELATIVE = re.compile(r"""(['"])(/[^\s'"?#]*)\?[^\s'"]*""")
 _UNSAFE_URL_QUERY = "?<redacted>"
