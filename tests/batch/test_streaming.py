@@ -156,3 +156,51 @@ def test_iter_batch_refuses_dry_run_and_unknown_arguments(fake: FakeAPI) -> None
     assert info.value.field == "dry_run"
     with pytest.raises(TypeError, match="ledgr"):
         next(iter_batch("T", {"i": [0]}, ledgr="x.db"))
+
+
+def test_the_sync_iter_batch_yields_every_item_from_a_live_sandbox(tmp_path: Path) -> None:
+    import webtask_frames as wf
+    from webtask_frames.sandbox import Sandbox
+
+    with (
+        Sandbox(time_scale=0.01, rows=3, seed=2) as sb,
+        wf.Client(
+            api_key=sb.api_key,
+            workspace_id=sb.workspace_id,
+            base_url=sb.base_url,
+            poll_min_s=0.01,
+            poll_max_s=0.1,
+        ) as client,
+    ):
+        items = list(
+            wf.iter_batch(
+                "List {x}",
+                {"x": ["a", "b", "c"]},
+                client=client,
+                progress=False,
+                ledger=tmp_path / "l.db",
+            )
+        )
+        assert sorted(r.parameters["x"] for r, _ in items) == ["a", "b", "c"]
+        assert all(r.status == "succeeded" and rows.num_rows == 3 for r, rows in items)
+        first = next(
+            iter(
+                wf.iter_batch(  # leave at once: the sweep unwinds, lock released
+                    "List {x}",
+                    {"x": ["a", "d"]},
+                    client=client,
+                    progress=False,
+                    ledger=tmp_path / "l.db",
+                )
+            )
+        )
+        assert first[0].status == "succeeded"
+        again = wf.run_batch(
+            "List {x}",
+            {"x": ["a", "b", "c", "d"]},
+            client=client,
+            progress=False,
+            ledger=tmp_path / "l.db",
+        )
+        assert again.ok and len(again.ambiguous) == 0
+        assert sb.stats()["accepted_tasks"] == 4  # every item paid for exactly once
