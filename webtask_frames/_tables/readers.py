@@ -17,8 +17,9 @@ Every reader returns the record columns (plus broadcast columns) and feeds a val
 Without a schema the fast path lets ``pyarrow.json`` infer each block (temporal types are
 read back as strings, since inference never turns strings into timestamps) and
 ``unify_tables`` promotes across blocks. CSV cells are typed by the schema; Parquet is
-typed already. A single JSON object file (a wrapper such as ``{"companies": [...]}``) is
-parsed whole.
+typed already. A wrapper object's records array (``{"source": ..., "companies": [...]}``)
+is found in the file and read like an array file (``wrapper``); any other JSON object
+file (and a small one) is parsed whole.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,8 +50,10 @@ from .records import (
     to_array,
 )
 from .schema import Layout, Node, arrow_type, parse_type
+from .spans import Span
 from .unify import unify_tables
 from .validate import Collector
+from .wrapper import read_wrapped
 
 __all__ = [
     "FORMATS",
@@ -232,7 +235,9 @@ def _strict_parts(
         yield from _strict_parts(piece, schema, closed)
 
 
-def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> ReadResult:
+def _read_strict(
+    path: Path, fmt: str, layout: Layout, collector: Collector, span: Span | None = None
+) -> ReadResult:
     node = layout.node
     parse = parse_type(node)
     assert parse is not None
@@ -243,7 +248,7 @@ def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> 
     parts: list[pa.Table] = []
     n_records = 0
     for block, parsed in (
-        part for whole in blocks(path, fmt) for part in _strict_parts(whole, schema, closed)
+        part for whole in blocks(path, fmt, span) for part in _strict_parts(whole, schema, closed)
     ):
         texts: Sequence[str | bytes] | None = None
         if parsed is None:
@@ -325,10 +330,11 @@ def _inferred_table(block: _Block) -> pa.Table | None:
     return table if _rows_match(block, table) else None
 
 
-def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
-
+def _read_inferred(
+    path: Path, fmt: str, collector: Collector, span: Span | None = None
+) -> ReadResult:
     parts: list[pa.Table] = []
-    with contextlib.closing(blocks(path, fmt)) as source:
+    with contextlib.closing(blocks(path, fmt, span)) as source:
         for block in source:
             table = _inferred_table(block)
             if table is None:
@@ -340,7 +346,7 @@ def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
         # Mixed types (JSON text) or a pyarrow limitation: infer over all records in
         # Python, so the result is exactly the inline path's (the first pass is closed,
         # its reader thread stopped, before the second starts).
-        return _read_records_by_block(path, fmt, None, collector)
+        return _read_records_by_block(path, fmt, None, collector, span)
     n_records = sum(t.num_rows for t in parts)
     collector.add(n_records, lambda i: (None, False))
     if not parts:
@@ -349,11 +355,11 @@ def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
 
 
 def _read_records_by_block(
-    path: Path, fmt: str, layout: Layout | None, collector: Collector
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
 ) -> ReadResult:
     records: list[Any] = []
     flags: list[bool] = []
-    for block in blocks(path, fmt):
+    for block in blocks(path, fmt, span):
         for text in block.texts():
             value, flagged = block.load(text)
             records.append(value)
@@ -452,6 +458,14 @@ def read_file(
         return _read_parquet(path, layout, collector)
     if fmt == "csv":
         return _read_csv(path, layout, collector)
+    if fmt == "json-value":
+        # A wrapper object's records array, streamed (None: the file is parsed whole).
+        wrapped = read_wrapped(
+            path, layout=layout, collector=collector, record_path=record_path, read_array=_read_span
+        )
+        if wrapped is not None:
+            wrapped.format = fmt
+            return cast(ReadResult, wrapped)
     if fmt == "json-value" or record_path:
         if fmt == "ndjson":
             data: Any = [b.load(t)[0] for b in blocks(path, fmt) for t in b.texts()]
@@ -474,25 +488,31 @@ def read_file(
     return _read_blocks(path, fmt, layout, collector)
 
 
-def _read_blocks(path: Path, fmt: str, layout: Layout | None, collector: Collector) -> ReadResult:
+def _read_span(path: Path, layout: Layout | None, collector: Collector, span: Span) -> ReadResult:
+    return _read_blocks(path, "json-array", layout, collector, span)
+
+
+def _read_blocks(
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
+) -> ReadResult:
     try:
-        return _read_blocks_as(path, fmt, layout, collector)
+        return _read_blocks_as(path, fmt, layout, collector, span)
     except _NotLineDelimited:
         pass  # leaving the handler first frees the first read (and its reader thread)
     # A JSON array's guessed separator also occurs inside an element (or an element is
     # written otherwise) past the first MiB: forget every row and verdict, scan it all.
     collector.reset()
-    return _read_blocks_as(path, "json-array-scan", layout, collector)
+    return _read_blocks_as(path, "json-array-scan", layout, collector, span)
 
 
 def _read_blocks_as(
-    path: Path, fmt: str, layout: Layout | None, collector: Collector
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
 ) -> ReadResult:
     if layout is None:
-        result = _read_inferred(path, fmt, collector)
+        result = _read_inferred(path, fmt, collector, span)
     elif layout.is_object and parse_type(layout.node) is not None:
-        result = _read_strict(path, fmt, layout, collector)
+        result = _read_strict(path, fmt, layout, collector, span)
     else:
-        result = _read_records_by_block(path, fmt, layout, collector)
+        result = _read_records_by_block(path, fmt, layout, collector, span)
     result.format = "json-array" if fmt.startswith("json-array") else fmt
     return result
