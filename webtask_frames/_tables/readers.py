@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
+from .mixed import Part, mixed_table
 from .records import (
     add_constant_columns,
     jsonable,
@@ -310,10 +311,11 @@ def _nested_null(dtype: pa.DataType) -> bool:
 
 
 def _inferred_table(block: _Block) -> pa.Table | None:
+    # a small piece (a block split around a value of another kind) parses faster
+    # without the thread pool's start-up
+    read_options = pa_json.ReadOptions(block_size=4 << 20, use_threads=len(block.data) >= (1 << 20))
     try:
-        table = pa_json.read_json(
-            pa.BufferReader(block.data), read_options=pa_json.ReadOptions(block_size=4 << 20)
-        )
+        table = pa_json.read_json(pa.BufferReader(block.data), read_options=read_options)
         plain = pa.schema([pa.field(f.name, _temporal_as_string(f.type)) for f in table.schema])
         if not plain.types or any(_nested_null(t) for t in plain.types):
             return None  # pyarrow mis-builds null-typed children: the reference path decides
@@ -322,7 +324,7 @@ def _inferred_table(block: _Block) -> pa.Table | None:
         if plain.types:
             table = pa_json.read_json(
                 pa.BufferReader(block.data),
-                read_options=pa_json.ReadOptions(block_size=4 << 20),
+                read_options=read_options,
                 parse_options=pa_json.ParseOptions(explicit_schema=plain),
             )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -330,28 +332,82 @@ def _inferred_table(block: _Block) -> pa.Table | None:
     return table if _rows_match(block, table) else None
 
 
+def _inferred_parts(
+    block: _Block, offset: int = 0
+) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+    """The block inferred; when that fails, its pieces, recursively (like
+    ``_strict_parts``), each with its offset in the block's data."""
+    table = _inferred_table(block)
+    if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
+        yield offset, block, table
+        return
+    pieces = split_block(block, _SPLIT_PARTS)
+    if len(pieces) == 1:
+        yield offset, block, None
+        return
+    for piece in pieces:
+        yield from _inferred_parts(piece, offset)
+        offset += len(piece.data)
+
+
 def _read_inferred(
     path: Path, fmt: str, collector: Collector, span: Span | None = None
 ) -> ReadResult:
-    parts: list[pa.Table] = []
+    parts: list[Part] = []
+    where: dict[int, tuple[int, int, int]] = {}  # Arrow part -> block, offset, length
+    mixed = False
     with contextlib.closing(blocks(path, fmt, span)) as source:
-        for block in source:
-            table = _inferred_table(block)
-            if table is None:
-                break
-            parts.append(table)
-        else:
-            table = pa.table({})  # every block parsed
-    if table is None:
-        # Mixed types (JSON text) or a pyarrow limitation: infer over all records in
-        # Python, so the result is exactly the inline path's (the first pass is closed,
-        # its reader thread stopped, before the second starts).
-        return _read_records_by_block(path, fmt, None, collector, span)
-    n_records = sum(t.num_rows for t in parts)
+        for index, block in enumerate(source):
+            for offset, piece, table in _inferred_parts(block):
+                if table is None:
+                    # Mixed types (JSON text) or a pyarrow limitation: these records in
+                    # Python; the table is then the one inferred over all records.
+                    parts.append([piece.load(t)[0] for t in piece.texts()])
+                    mixed = True
+                    continue
+                where[len(parts)] = (index, offset, len(piece.data))
+                parts.append(table)
+                mixed = mixed or piece is not block  # the block failed: pieces parsed
+    if mixed:
+        table = mixed_table(parts, partial(_reload, path, fmt, span, where))
+        if table is None:
+            # The reference's table cannot be built from the parts: every record in
+            # Python (the first pass is closed, its reader thread stopped, first).
+            parts.clear()
+            return _read_records_by_block(path, fmt, None, collector, span)
+        collector.add(table.num_rows, lambda i: (None, False))
+        return ReadResult(table, table.num_rows, fmt)
+    tables = [p for p in parts if isinstance(p, pa.Table)]
+    n_records = sum(t.num_rows for t in tables)
     collector.add(n_records, lambda i: (None, False))
-    if not parts:
+    if not tables:
         return ReadResult(records_to_table([], None), 0, fmt)
-    return ReadResult(unify_tables(parts), n_records, fmt)
+    return ReadResult(unify_tables(tables), n_records, fmt)
+
+
+def _reload(
+    path: Path,
+    fmt: str,
+    span: Span | None,
+    where: dict[int, tuple[int, int, int]],
+    wanted: dict[int, list[int]],
+) -> dict[int, list[Any]]:
+    """The records at ``wanted`` rows of Arrow parts, parsed again from the file (a
+    second pass: the blocks, and their pieces, come out the same)."""
+    by_block: dict[int, list[int]] = {}
+    for k in wanted:
+        by_block.setdefault(where[k][0], []).append(k)
+    found: dict[int, list[Any]] = {}
+    with contextlib.closing(blocks(path, fmt, span)) as source:
+        for index, block in enumerate(source):
+            for k in by_block.get(index, []):
+                _, offset, length = where[k]
+                data = bytes(memoryview(block.data)[offset : offset + length])
+                lines = [line for line in data.split(b"\n") if line.strip()]
+                found[k] = [block.load(lines[i])[0] for i in wanted[k]]
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def _read_records_by_block(
