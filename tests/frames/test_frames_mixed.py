@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.inference as inference
 import webtask_frames._tables.readers as readers
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.unify import unify_tables
@@ -30,7 +31,7 @@ def _previous(path: Path, fmt: str) -> pa.Table:
     """The untyped reader before pieces: all blocks by pyarrow, or all in Python."""
     tables = []
     for block in blocks.blocks(path, fmt):
-        table = readers._inferred_table(block)
+        table = inference.inferred_table(block)
         if table is None:
             return readers._read_records_by_block(path, fmt, None, Collector(None)).table
         tables.append(table)
@@ -60,6 +61,7 @@ def _check(path: Path, fmt: str) -> pa.Table:
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
     monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)
+    monkeypatch.setattr(inference, "_MIN_SPLIT_BYTES", 256)
 
 
 def _write(path: Path, rows: list[Any], fmt: str) -> Path:
@@ -165,3 +167,32 @@ def test_any_mix_of_kinds_gives_the_previous_table(
     fmt = data.draw(st.sampled_from(["ndjson", "array"]), label="fmt")
     path = _write(tmp_path_factory.mktemp("m") / "m.json", rows, fmt)
     _check(path, fmt)
+
+
+@pytest.mark.parametrize("blank", ["\n", "  \n", "\n\n \t\n"])
+def test_blank_lines_shift_no_row(tmp_path: Path, blank: str) -> None:
+    """pyarrow's row numbers skip blank lines: a cut then lands elsewhere, still exact."""
+    rows = _rows(600, {100: {"price": "n/a"}, 101: {"price": 7}, 450: {"price": "x"}})
+    lines = [json.dumps(r) + "\n" + (blank if i % 7 == 3 else "") for i, r in enumerate(rows)]
+    path = tmp_path / "m.ndjson"
+    path.write_text(blank + "".join(lines))
+    _check(path, "ndjson")
+
+
+def test_a_failing_block_is_cut_at_the_rows_pyarrow_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1 << 20)
+    path = _write(tmp_path / "m.ndjson", _rows(3000, {1000: {"price": "n/a"}}), "ndjson")
+    calls: list[int] = []
+    original = inference.inferred_table
+
+    def spy(block: Any, hint: Any = None) -> Any:
+        calls.append(len(block.data))
+        return original(block, hint)
+
+    monkeypatch.setattr(inference, "inferred_table", spy)
+    got = _check(path, "ndjson")
+    # the block, the rest (fails at row 1000), the 1000 rows before, the rest after it
+    assert len(calls) <= 6
+    assert got.column("price")[1000].as_py() == "n/a"

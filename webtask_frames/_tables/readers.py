@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
+from .inference import inferred_parts, rows_match
 from .mixed import Part, mixed_table
 from .records import (
     add_constant_columns,
@@ -197,21 +198,7 @@ def _strict_table(block: _Block, schema: pa.Schema, closed: bool) -> pa.Table | 
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return table if _rows_match(block, table) else None
-
-
-def _rows_match(block: _Block, table: pa.Table) -> bool:
-    """Whether the parsed rows are the block's records one to one."""
-    if block.n is not None:
-        return bool(table.num_rows == block.n)
-    # For valid input rows <= non-blank lines <= line breaks: equality means one record
-    # per line (objects side by side on a line, invalid anyway, could only offset a
-    # multi-line one).
-    breaks = block.breaks
-    if breaks is None:
-        breaks = bytes(memoryview(block.data)).count(b"\n")
-    block.one_per_line = table.num_rows == breaks
-    return bool(block.one_per_line or table.num_rows == len(block.texts()))
+    return table if rows_match(block, table) else None
 
 
 _SPLIT_PARTS = 32
@@ -289,67 +276,6 @@ def _read_strict(
 # -- no schema: inference ------------------------------------------------------------------
 
 
-def _temporal_as_string(dtype: pa.DataType) -> pa.DataType:
-    if pa.types.is_temporal(dtype):
-        return pa.string()
-    if pa.types.is_struct(dtype):
-        return pa.struct([pa.field(f.name, _temporal_as_string(f.type)) for f in dtype])
-    if pa.types.is_list(dtype):
-        return pa.list_(_temporal_as_string(dtype.value_type))
-    return dtype
-
-
-def _nested_null(dtype: pa.DataType) -> bool:
-    """Null-typed children and empty structs: shapes pyarrow's JSON reader mis-builds."""
-    if pa.types.is_struct(dtype):
-        if dtype.num_fields == 0:
-            return True
-        return any(pa.types.is_null(f.type) or _nested_null(f.type) for f in dtype)
-    if pa.types.is_list(dtype):
-        return pa.types.is_null(dtype.value_type) or _nested_null(dtype.value_type)
-    return False
-
-
-def _inferred_table(block: _Block) -> pa.Table | None:
-    # a small piece (a block split around a value of another kind) parses faster
-    # without the thread pool's start-up
-    read_options = pa_json.ReadOptions(block_size=4 << 20, use_threads=len(block.data) >= (1 << 20))
-    try:
-        table = pa_json.read_json(pa.BufferReader(block.data), read_options=read_options)
-        plain = pa.schema([pa.field(f.name, _temporal_as_string(f.type)) for f in table.schema])
-        if not plain.types or any(_nested_null(t) for t in plain.types):
-            return None  # pyarrow mis-builds null-typed children: the reference path decides
-        # Always parse again with the inferred schema made explicit: values converted
-        # while inference promotes a type (null -> list<bool>, say) can come out wrong.
-        if plain.types:
-            table = pa_json.read_json(
-                pa.BufferReader(block.data),
-                read_options=read_options,
-                parse_options=pa_json.ParseOptions(explicit_schema=plain),
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return table if _rows_match(block, table) else None
-
-
-def _inferred_parts(
-    block: _Block, offset: int = 0
-) -> Iterator[tuple[int, _Block, pa.Table | None]]:
-    """The block inferred; when that fails, its pieces, recursively (like
-    ``_strict_parts``), each with its offset in the block's data."""
-    table = _inferred_table(block)
-    if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
-        yield offset, block, table
-        return
-    pieces = split_block(block, _SPLIT_PARTS)
-    if len(pieces) == 1:
-        yield offset, block, None
-        return
-    for piece in pieces:
-        yield from _inferred_parts(piece, offset)
-        offset += len(piece.data)
-
-
 def _read_inferred(
     path: Path, fmt: str, collector: Collector, span: Span | None = None
 ) -> ReadResult:
@@ -358,7 +284,7 @@ def _read_inferred(
     mixed = False
     with contextlib.closing(blocks(path, fmt, span)) as source:
         for index, block in enumerate(source):
-            for offset, piece, table in _inferred_parts(block):
+            for offset, piece, table in inferred_parts(block):
                 if table is None:
                     # Mixed types (JSON text) or a pyarrow limitation: these records in
                     # Python; the table is then the one inferred over all records.
