@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
+from .spans import Span, Window, objects_only
 
 __all__ = ["BLOCK_BYTES", "blocks", "loads", "split_block"]
 
@@ -289,7 +290,7 @@ def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _B
 
 
 def _scanned(
-    f: BinaryIO, block_bytes: int, state: _ScanState, text: bytes = b""
+    f: BinaryIO | Window, block_bytes: int, state: _ScanState, text: bytes = b""
 ) -> Generator[_Block, None, None]:
     """The array's blocks, from ``text`` (read, not scanned yet) then the rest of ``f``,
     cut at its separators by the scan; ``state`` says where ``text`` starts. Each byte
@@ -319,12 +320,14 @@ def _scanned(
         state.separated = True
 
 
-def _scan_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
+def _scan_blocks(
+    path: Path, block_bytes: int, span: Span | None = None
+) -> Generator[_Block, None, None]:
     """Any JSON array, whatever its whitespace and separators: a vectorised scan finds
     the commas between the array's elements (outside strings, at depth 1), which become
     line breaks (raw line breaks, insignificant whitespace in valid JSON, become
     spaces), so each block holds one element per line and its count is known."""
-    with path.open("rb") as f:
+    with Window(path, span) as f:
         lead = f.read(len(_BOM))
         yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)
 
@@ -359,11 +362,11 @@ def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
     return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
 
 
-def _array_separator(path: Path) -> _Separator | None:
+def _array_separator(path: Path, span: Span | None = None) -> _Separator | None:
     """The separator between the array's elements, when its first MiB shows one that
     occurs exactly where the scan finds the elements' commas (at depth 1, outside
     strings): first with the elements' first key, then without it. None otherwise."""
-    with path.open("rb") as f:
+    with Window(path, span) as f:
         head = _strip_newlines(f.read(_HEAD_BYTES).removeprefix(_BOM))
     commas = _scan(np.frombuffer(head, dtype=np.uint8), 0)[0]
     if not len(commas):
@@ -410,7 +413,7 @@ def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterat
 
 
 def _guessed_blocks(
-    path: Path, block_bytes: int, separator: _Separator
+    path: Path, block_bytes: int, separator: _Separator, span: Span | None = None
 ) -> Generator[_Block, None, None]:
     """The array cut at its writer's separator, rewritten to line breaks by
     ``bytes.replace`` (same length, so positions hold), blocks cut at the last one.
@@ -422,7 +425,7 @@ def _guessed_blocks(
     a line that is not JSON and raises ``_NotLineDelimited``: the reader starts over.
     A whole block without the separator (a large element) goes on with the scan.
     """
-    with path.open("rb") as f:
+    with Window(path, span) as f:
         lead = f.read(len(_BOM))
         carry = b"" if lead == _BOM else lead
         started = separated = False
@@ -540,9 +543,10 @@ def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
         yield _Block(data=_values_of(lines), texts=column.to_pylist, n=len(column), column=column)
 
 
-def blocks(path: Path, fmt: str) -> Generator[_Block, None, None]:
+def blocks(path: Path, fmt: str, span: Span | None = None) -> Generator[_Block, None, None]:
     """The blocks of an ``ndjson`` or ``json-array`` file (``json-array-scan``: never
-    by a guessed separator; ``json-array-duckdb``: by DuckDB).
+    by a guessed separator; ``json-array-duckdb``: by DuckDB); of the array in ``span``
+    of the file, when given (see ``spans``).
 
     A ``json-array`` read may raise ``_NotLineDelimited``: the caller then forgets what
     it read and reads ``json-array-scan``."""
@@ -550,7 +554,9 @@ def blocks(path: Path, fmt: str) -> Generator[_Block, None, None]:
         return _ndjson_blocks(path, BLOCK_BYTES)
     if fmt == "json-array-duckdb":
         return _array_blocks(path, ARRAY_BATCH_ROWS)
-    separator = _array_separator(path) if fmt == "json-array" else None
+    separator = _array_separator(path, span) if fmt == "json-array" else None
     if separator is not None:
-        return _prefetch(_guessed_blocks(path, BLOCK_BYTES, separator))
-    return _prefetch(_scan_blocks(path, BLOCK_BYTES))
+        found = _prefetch(_guessed_blocks(path, BLOCK_BYTES, separator, span))
+    else:
+        found = _prefetch(_scan_blocks(path, BLOCK_BYTES, span))
+    return objects_only(found) if span is not None and span.objects else found

@@ -17,8 +17,9 @@ Every reader returns the record columns (plus broadcast columns) and feeds a val
 Without a schema the fast path lets ``pyarrow.json`` infer each block (temporal types are
 read back as strings, since inference never turns strings into timestamps) and
 ``unify_tables`` promotes across blocks. CSV cells are typed by the schema; Parquet is
-typed already. A single JSON object file (a wrapper such as ``{"companies": [...]}``) is
-parsed whole.
+typed already. A wrapper object's records array (``{"source": ..., "companies": [...]}``)
+is found in the file and read like an array file (``wrapper``); any other JSON object
+file (and a small one) is parsed whole.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +42,8 @@ import pyarrow.parquet as pq
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads, split_block
 from .certify import Certifier, rows_with_null
+from .inference import inferred_parts, rows_match
+from .mixed import Part, mixed_table
 from .records import (
     add_constant_columns,
     jsonable,
@@ -49,8 +52,10 @@ from .records import (
     to_array,
 )
 from .schema import Layout, Node, arrow_type, parse_type
+from .spans import Span
 from .unify import unify_tables
 from .validate import Collector
+from .wrapper import read_wrapped
 
 __all__ = [
     "FORMATS",
@@ -193,21 +198,7 @@ def _strict_table(block: _Block, schema: pa.Schema, closed: bool) -> pa.Table | 
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return table if _rows_match(block, table) else None
-
-
-def _rows_match(block: _Block, table: pa.Table) -> bool:
-    """Whether the parsed rows are the block's records one to one."""
-    if block.n is not None:
-        return bool(table.num_rows == block.n)
-    # For valid input rows <= non-blank lines <= line breaks: equality means one record
-    # per line (objects side by side on a line, invalid anyway, could only offset a
-    # multi-line one).
-    breaks = block.breaks
-    if breaks is None:
-        breaks = bytes(memoryview(block.data)).count(b"\n")
-    block.one_per_line = table.num_rows == breaks
-    return bool(block.one_per_line or table.num_rows == len(block.texts()))
+    return table if rows_match(block, table) else None
 
 
 _SPLIT_PARTS = 32
@@ -232,7 +223,9 @@ def _strict_parts(
         yield from _strict_parts(piece, schema, closed)
 
 
-def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> ReadResult:
+def _read_strict(
+    path: Path, fmt: str, layout: Layout, collector: Collector, span: Span | None = None
+) -> ReadResult:
     node = layout.node
     parse = parse_type(node)
     assert parse is not None
@@ -243,7 +236,7 @@ def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> 
     parts: list[pa.Table] = []
     n_records = 0
     for block, parsed in (
-        part for whole in blocks(path, fmt) for part in _strict_parts(whole, schema, closed)
+        part for whole in blocks(path, fmt, span) for part in _strict_parts(whole, schema, closed)
     ):
         texts: Sequence[str | bytes] | None = None
         if parsed is None:
@@ -283,77 +276,72 @@ def _read_strict(path: Path, fmt: str, layout: Layout, collector: Collector) -> 
 # -- no schema: inference ------------------------------------------------------------------
 
 
-def _temporal_as_string(dtype: pa.DataType) -> pa.DataType:
-    if pa.types.is_temporal(dtype):
-        return pa.string()
-    if pa.types.is_struct(dtype):
-        return pa.struct([pa.field(f.name, _temporal_as_string(f.type)) for f in dtype])
-    if pa.types.is_list(dtype):
-        return pa.list_(_temporal_as_string(dtype.value_type))
-    return dtype
-
-
-def _nested_null(dtype: pa.DataType) -> bool:
-    """Null-typed children and empty structs: shapes pyarrow's JSON reader mis-builds."""
-    if pa.types.is_struct(dtype):
-        if dtype.num_fields == 0:
-            return True
-        return any(pa.types.is_null(f.type) or _nested_null(f.type) for f in dtype)
-    if pa.types.is_list(dtype):
-        return pa.types.is_null(dtype.value_type) or _nested_null(dtype.value_type)
-    return False
-
-
-def _inferred_table(block: _Block) -> pa.Table | None:
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(block.data), read_options=pa_json.ReadOptions(block_size=4 << 20)
-        )
-        plain = pa.schema([pa.field(f.name, _temporal_as_string(f.type)) for f in table.schema])
-        if not plain.types or any(_nested_null(t) for t in plain.types):
-            return None  # pyarrow mis-builds null-typed children: the reference path decides
-        # Always parse again with the inferred schema made explicit: values converted
-        # while inference promotes a type (null -> list<bool>, say) can come out wrong.
-        if plain.types:
-            table = pa_json.read_json(
-                pa.BufferReader(block.data),
-                read_options=pa_json.ReadOptions(block_size=4 << 20),
-                parse_options=pa_json.ParseOptions(explicit_schema=plain),
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return table if _rows_match(block, table) else None
-
-
-def _read_inferred(path: Path, fmt: str, collector: Collector) -> ReadResult:
-
-    parts: list[pa.Table] = []
-    with contextlib.closing(blocks(path, fmt)) as source:
-        for block in source:
-            table = _inferred_table(block)
-            if table is None:
-                break
-            parts.append(table)
-        else:
-            table = pa.table({})  # every block parsed
-    if table is None:
-        # Mixed types (JSON text) or a pyarrow limitation: infer over all records in
-        # Python, so the result is exactly the inline path's (the first pass is closed,
-        # its reader thread stopped, before the second starts).
-        return _read_records_by_block(path, fmt, None, collector)
-    n_records = sum(t.num_rows for t in parts)
+def _read_inferred(
+    path: Path, fmt: str, collector: Collector, span: Span | None = None
+) -> ReadResult:
+    parts: list[Part] = []
+    where: dict[int, tuple[int, int, int]] = {}  # Arrow part -> block, offset, length
+    mixed = False
+    with contextlib.closing(blocks(path, fmt, span)) as source:
+        for index, block in enumerate(source):
+            for offset, piece, table in inferred_parts(block):
+                if table is None:
+                    # Mixed types (JSON text) or a pyarrow limitation: these records in
+                    # Python; the table is then the one inferred over all records.
+                    parts.append([piece.load(t)[0] for t in piece.texts()])
+                    mixed = True
+                    continue
+                where[len(parts)] = (index, offset, len(piece.data))
+                parts.append(table)
+                mixed = mixed or piece is not block  # the block failed: pieces parsed
+    if mixed:
+        table = mixed_table(parts, partial(_reload, path, fmt, span, where))
+        if table is None:
+            # The reference's table cannot be built from the parts: every record in
+            # Python (the first pass is closed, its reader thread stopped, first).
+            parts.clear()
+            return _read_records_by_block(path, fmt, None, collector, span)
+        collector.add(table.num_rows, lambda i: (None, False))
+        return ReadResult(table, table.num_rows, fmt)
+    tables = [p for p in parts if isinstance(p, pa.Table)]
+    n_records = sum(t.num_rows for t in tables)
     collector.add(n_records, lambda i: (None, False))
-    if not parts:
+    if not tables:
         return ReadResult(records_to_table([], None), 0, fmt)
-    return ReadResult(unify_tables(parts), n_records, fmt)
+    return ReadResult(unify_tables(tables), n_records, fmt)
+
+
+def _reload(
+    path: Path,
+    fmt: str,
+    span: Span | None,
+    where: dict[int, tuple[int, int, int]],
+    wanted: dict[int, list[int]],
+) -> dict[int, list[Any]]:
+    """The records at ``wanted`` rows of Arrow parts, parsed again from the file (a
+    second pass: the blocks, and their pieces, come out the same)."""
+    by_block: dict[int, list[int]] = {}
+    for k in wanted:
+        by_block.setdefault(where[k][0], []).append(k)
+    found: dict[int, list[Any]] = {}
+    with contextlib.closing(blocks(path, fmt, span)) as source:
+        for index, block in enumerate(source):
+            for k in by_block.get(index, []):
+                _, offset, length = where[k]
+                data = bytes(memoryview(block.data)[offset : offset + length])
+                lines = [line for line in data.split(b"\n") if line.strip()]
+                found[k] = [block.load(lines[i])[0] for i in wanted[k]]
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def _read_records_by_block(
-    path: Path, fmt: str, layout: Layout | None, collector: Collector
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
 ) -> ReadResult:
     records: list[Any] = []
     flags: list[bool] = []
-    for block in blocks(path, fmt):
+    for block in blocks(path, fmt, span):
         for text in block.texts():
             value, flagged = block.load(text)
             records.append(value)
@@ -452,6 +440,14 @@ def read_file(
         return _read_parquet(path, layout, collector)
     if fmt == "csv":
         return _read_csv(path, layout, collector)
+    if fmt == "json-value":
+        # A wrapper object's records array, streamed (None: the file is parsed whole).
+        wrapped = read_wrapped(
+            path, layout=layout, collector=collector, record_path=record_path, read_array=_read_span
+        )
+        if wrapped is not None:
+            wrapped.format = fmt
+            return cast(ReadResult, wrapped)
     if fmt == "json-value" or record_path:
         if fmt == "ndjson":
             data: Any = [b.load(t)[0] for b in blocks(path, fmt) for t in b.texts()]
@@ -474,25 +470,31 @@ def read_file(
     return _read_blocks(path, fmt, layout, collector)
 
 
-def _read_blocks(path: Path, fmt: str, layout: Layout | None, collector: Collector) -> ReadResult:
+def _read_span(path: Path, layout: Layout | None, collector: Collector, span: Span) -> ReadResult:
+    return _read_blocks(path, "json-array", layout, collector, span)
+
+
+def _read_blocks(
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
+) -> ReadResult:
     try:
-        return _read_blocks_as(path, fmt, layout, collector)
+        return _read_blocks_as(path, fmt, layout, collector, span)
     except _NotLineDelimited:
         pass  # leaving the handler first frees the first read (and its reader thread)
     # A JSON array's guessed separator also occurs inside an element (or an element is
     # written otherwise) past the first MiB: forget every row and verdict, scan it all.
     collector.reset()
-    return _read_blocks_as(path, "json-array-scan", layout, collector)
+    return _read_blocks_as(path, "json-array-scan", layout, collector, span)
 
 
 def _read_blocks_as(
-    path: Path, fmt: str, layout: Layout | None, collector: Collector
+    path: Path, fmt: str, layout: Layout | None, collector: Collector, span: Span | None = None
 ) -> ReadResult:
     if layout is None:
-        result = _read_inferred(path, fmt, collector)
+        result = _read_inferred(path, fmt, collector, span)
     elif layout.is_object and parse_type(layout.node) is not None:
-        result = _read_strict(path, fmt, layout, collector)
+        result = _read_strict(path, fmt, layout, collector, span)
     else:
-        result = _read_records_by_block(path, fmt, layout, collector)
+        result = _read_records_by_block(path, fmt, layout, collector, span)
     result.format = "json-array" if fmt.startswith("json-array") else fmt
     return result

@@ -151,6 +151,8 @@ def jsonable(value: Any) -> Any:
 def _to_str(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
+    if type(v) is float and math.isfinite(v):
+        return repr(v)  # what json.dumps writes, without its overhead
     v = jsonable(v)
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 

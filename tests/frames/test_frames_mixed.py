@@ -1,0 +1,198 @@
+"""Untyped reads of files where some values change JSON kind (``"price": "n/a"``).
+
+A block pyarrow cannot infer used to send the whole file to Python; now only its
+failing pieces go there and ``mixed.mixed_table`` builds the same table from the parts.
+The reference here is the previous reader, restated: every block inferred by pyarrow
+and promoted (``unify_tables``) when all succeed, else every record through
+``records_to_table``. Blocks are made tiny so files have many of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.inference as inference
+import webtask_frames._tables.readers as readers
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.unify import unify_tables
+from webtask_frames._tables.validate import Collector
+
+
+def _previous(path: Path, fmt: str) -> pa.Table:
+    """The untyped reader before pieces: all blocks by pyarrow, or all in Python."""
+    tables = []
+    for block in blocks.blocks(path, fmt):
+        table = inference.inferred_table(block)
+        if table is None:
+            return readers._read_records_by_block(path, fmt, None, Collector(None)).table
+        tables.append(table)
+    return unify_tables(tables) if tables else readers.records_to_table([], None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
+
+
+def _check(path: Path, fmt: str) -> pa.Table:
+    expected = _previous(path, fmt if fmt == "ndjson" else "json-array")
+    ctype = "application/x-ndjson" if fmt == "ndjson" else "application/json"
+    got = read_file(path, ctype, layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    return got
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)
+    monkeypatch.setattr(inference, "_MIN_SPLIT_BYTES", 256)
+
+
+def _write(path: Path, rows: list[Any], fmt: str) -> Path:
+    with path.open("w") as f:
+        if fmt == "ndjson":
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            f.write(json.dumps(rows, indent=2 if fmt == "indent" else None))
+    return path
+
+
+def _rows(n: int, bad: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {
+            "id": i,
+            "price": [12.5, 3.0, 7.25][i % 3],
+            "hq": {"city": "c", "lat": [1.5, 2.0][i % 2]},
+            "tags": ["a"] * (i % 3),
+        }
+        row.update(bad.get(i, {}))
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "array", "indent"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {150: {"price": "n/a"}},  # a number column becomes text: 3.0 stays "3.0"
+        {150: {"price": "n/a"}, 400: {"price": 5}},  # an int written as such: "5"
+        {10: {"price": "n/a"}, 11: {"price": 4}, 600: {"price": None}},
+        {150: {"hq": "none"}},  # a struct column becomes JSON text: whole file in Python
+        {150: {"hq": {"city": 1}}},  # a nested child becomes text
+        {150: {"big": 2**70}, 151: {"price": "x"}},  # beyond int64
+        {150: {"tags": [1, "a"]}},
+        {150: {"price": True}},
+        {150: {"new": "x"}, 300: {"price": "n/a"}},  # a column first seen late
+        {0: {"price": "n/a"}, 699: {"price": {"a": 1}}},
+    ],
+)
+def test_wrong_typed_values_give_the_previous_table(
+    tmp_path: Path, fmt: str, bad: dict[int, dict[str, Any]]
+) -> None:
+    path = _write(tmp_path / "m.json", _rows(700, bad), fmt)
+    _check(path, fmt)
+
+
+def test_only_the_failing_pieces_are_parsed_in_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "m.ndjson", _rows(3000, {1500: {"price": "n/a"}}), "ndjson")
+    whole: list[int] = []
+    original = readers._read_records_by_block
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        whole.append(1)
+        return original(*a, **kw)
+
+    expected = _previous(path, "ndjson")
+    monkeypatch.setattr(readers, "_read_records_by_block", spy)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None))
+    assert not whole
+    assert got.table.schema == expected.schema
+    assert got.table.column("price").type == pa.string()
+    assert got.table.column("price")[1].as_py() == "3.0"
+    assert _same(got.table.to_pylist(), expected.to_pylist())
+
+
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([2**63, -(2**63) - 1, 2**70]),
+    st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e20, 1e-7, 100.0]),
+    st.text(alphabet='ab"\\é', max_size=3),
+)
+_value = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=2), st.dictionaries(st.sampled_from("xyz"), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_mix_of_kinds_gives_the_previous_table(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    base = data.draw(st.fixed_dictionaries({"a": _value, "b": _value, "c": _value}), label="base")
+    n = data.draw(st.integers(1, 400), label="n")
+    changes = data.draw(
+        st.dictionaries(
+            st.integers(0, n - 1),
+            st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _value, max_size=2),
+            max_size=6,
+        ),
+        label="changes",
+    )
+    rows = [{**base, "i": i, **changes.get(i, {})} for i in range(n)]
+    fmt = data.draw(st.sampled_from(["ndjson", "array"]), label="fmt")
+    path = _write(tmp_path_factory.mktemp("m") / "m.json", rows, fmt)
+    _check(path, fmt)
+
+
+@pytest.mark.parametrize("blank", ["\n", "  \n", "\n\n \t\n"])
+def test_blank_lines_shift_no_row(tmp_path: Path, blank: str) -> None:
+    """pyarrow's row numbers skip blank lines: a cut then lands elsewhere, still exact."""
+    rows = _rows(600, {100: {"price": "n/a"}, 101: {"price": 7}, 450: {"price": "x"}})
+    lines = [json.dumps(r) + "\n" + (blank if i % 7 == 3 else "") for i, r in enumerate(rows)]
+    path = tmp_path / "m.ndjson"
+    path.write_text(blank + "".join(lines))
+    _check(path, "ndjson")
+
+
+def test_a_failing_block_is_cut_at_the_rows_pyarrow_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1 << 20)
+    path = _write(tmp_path / "m.ndjson", _rows(3000, {1000: {"price": "n/a"}}), "ndjson")
+    calls: list[int] = []
+    original = inference.inferred_table
+
+    def spy(block: Any, hint: Any = None) -> Any:
+        calls.append(len(block.data))
+        return original(block, hint)
+
+    monkeypatch.setattr(inference, "inferred_table", spy)
+    got = _check(path, "ndjson")
+    # the block, the rest (fails at row 1000), the 1000 rows before, the rest after it
+    assert len(calls) <= 6
+    assert got.column("price")[1000].as_py() == "n/a"

@@ -1,0 +1,149 @@
+"""Inference of blocks without a schema, and its failures cut down to the rows at fault.
+
+``pyarrow.json`` infers each block's types (temporal types read back as strings). A
+block it cannot infer (a value of another JSON kind, ``"price": "n/a"`` among numbers)
+is cut at the row its error names: the lines before it are inferred, the row goes to
+the Python path, the rest is tried again. Without such a hint the block is split into
+pieces, recursively, like the strict path's. Each part carries its offset in its block,
+so a later pass can find its rows again (``mixed``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from .blocks import _Block, _block_of_lines, split_block
+
+__all__ = ["inferred_parts", "inferred_table", "rows_match"]
+
+_SPLIT_PARTS = 32
+_MIN_SPLIT_BYTES = 32 << 10
+
+
+def rows_match(block: _Block, table: pa.Table) -> bool:
+    """Whether the parsed rows are the block's records one to one."""
+    if block.n is not None:
+        return bool(table.num_rows == block.n)
+    # For valid input rows <= non-blank lines <= line breaks: equality means one record
+    # per line (objects side by side on a line, invalid anyway, could only offset a
+    # multi-line one).
+    breaks = block.breaks
+    if breaks is None:
+        breaks = bytes(memoryview(block.data)).count(b"\n")
+    block.one_per_line = table.num_rows == breaks
+    return bool(block.one_per_line or table.num_rows == len(block.texts()))
+
+
+def _temporal_as_string(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_temporal(dtype):
+        return pa.string()
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, _temporal_as_string(f.type)) for f in dtype])
+    if pa.types.is_list(dtype):
+        return pa.list_(_temporal_as_string(dtype.value_type))
+    return dtype
+
+
+def _nested_null(dtype: pa.DataType) -> bool:
+    """Null-typed children and empty structs: shapes pyarrow's JSON reader mis-builds."""
+    if pa.types.is_struct(dtype):
+        if dtype.num_fields == 0:
+            return True
+        return any(pa.types.is_null(f.type) or _nested_null(f.type) for f in dtype)
+    if pa.types.is_list(dtype):
+        return pa.types.is_null(dtype.value_type) or _nested_null(dtype.value_type)
+    return False
+
+
+_ROW_HINT = re.compile(r"in row (\d+)")
+
+
+def inferred_table(block: _Block, hint: list[int] | None = None) -> pa.Table | None:
+    """The block inferred by pyarrow, or None; with ``hint``, parsed as one chunk so a
+    failure's message names its row in the block (appended to ``hint``)."""
+    # a small piece (a block split around a value of another kind) parses faster
+    # without the thread pool's start-up
+    read_options = pa_json.ReadOptions(
+        block_size=max(4 << 20, len(block.data) + 1) if hint is not None else 4 << 20,
+        use_threads=hint is None and len(block.data) >= (1 << 20),
+    )
+    try:
+        table = pa_json.read_json(pa.BufferReader(block.data), read_options=read_options)
+        plain = pa.schema([pa.field(f.name, _temporal_as_string(f.type)) for f in table.schema])
+        if not plain.types or any(_nested_null(t) for t in plain.types):
+            return None  # pyarrow mis-builds null-typed children: the reference path decides
+        # Always parse again with the inferred schema made explicit: values converted
+        # while inference promotes a type (null -> list<bool>, say) can come out wrong.
+        if plain.types:
+            table = pa_json.read_json(
+                pa.BufferReader(block.data),
+                read_options=read_options,
+                parse_options=pa_json.ParseOptions(explicit_schema=plain),
+            )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        found = _ROW_HINT.search(str(exc)) if hint is not None else None
+        if found is not None and hint is not None:
+            hint.append(int(found.group(1)))
+        return None
+    return table if rows_match(block, table) else None
+
+
+def _lines_of(block: _Block, ends: np.ndarray, first: int, stop: int) -> tuple[int, _Block]:
+    """Lines ``[first, stop)`` of the block (``ends``: its line breaks), and their offset."""
+    start = int(ends[first - 1]) + 1 if first else 0
+    piece = _block_of_lines(memoryview(block.data)[start : int(ends[stop - 1]) + 1], stop - first)
+    piece.guessed = block.guessed
+    return start, piece
+
+
+def _cut_at_failures(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+    """A block that failed inference, cut at the rows pyarrow names: the lines before
+    each (inferred, else split further), the row itself (None: Python), then the rest.
+    A hint that is off only costs speed: every line ends in a parsed part either way."""
+    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
+    first = 0
+    while first < len(ends):
+        at, rest = _lines_of(block, ends, first, len(ends))
+        hint: list[int] = []
+        table = inferred_table(rest, hint)
+        if table is not None or not hint or hint[0] >= len(ends) - first:
+            if table is not None:
+                yield offset + at, rest, table
+            else:
+                yield from _bisected(rest, offset + at)
+            return
+        row = first + hint[0]
+        if row > first:
+            at, head = _lines_of(block, ends, first, row)
+            yield from inferred_parts(head, offset + at)
+        at, bad = _lines_of(block, ends, row, row + 1)
+        yield offset + at, bad, None
+        first = row + 1
+
+
+def inferred_parts(block: _Block, offset: int = 0) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+    """The block inferred; when that fails, its parts (each with its offset in the
+    block's data): cut at the rows pyarrow names, else split like ``_strict_parts``."""
+    table = inferred_table(block)
+    if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
+        yield offset, block, table
+        return
+    yield from _cut_at_failures(block, offset)
+
+
+def _bisected(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+    if len(block.data) < _MIN_SPLIT_BYTES:
+        yield offset, block, None
+        return
+    pieces = split_block(block, _SPLIT_PARTS)
+    if len(pieces) == 1:
+        yield offset, block, None
+        return
+    for piece in pieces:
+        yield from inferred_parts(piece, offset)
+        offset += len(piece.data)

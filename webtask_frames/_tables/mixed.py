@@ -1,0 +1,166 @@
+"""Untyped reads where some records defeat ``pyarrow.json``'s inference.
+
+Without a schema a block whose values change JSON kind (``"revenue": "n/a"`` among
+numbers) cannot be inferred by pyarrow. The table such a file gets is the reference
+path's: ``records_to_table`` over every record, its column plan inferred over them all.
+Rather than parsing the whole file in Python for it, only the pieces of blocks that fail
+are parsed in Python (``json.loads``); the clean blocks stay Arrow tables. ``mixed_table``
+then builds the reference's table from the parts:
+
+* the plan: the Arrow parts' types (``node_from_arrow``) and the Python parts' inferred
+  nodes, promoted in file order by ``unify_nodes`` (the same lattice as the reference's
+  inference over all records: field order is first seen, int+float is float, mixed
+  scalars are text, mixed with nested is JSON text);
+* each Arrow column kept when its type and node are the plan's, else converted value
+  by value with the reference's own converter: exact for scalars (the parsed values
+  are the ones ``json.loads`` gives) and for structs and lists whose plan stays a
+  struct or a list. Two things a double does not tell: whether ``5.0`` was written
+  ``5`` (the text differs once the column is text), so the rows holding whole numbers
+  of a top-level double column that became text are parsed again from the file
+  (``Reload``, a second pass over those rows only); and whether a whole number beyond
+  int64 was an integer (the reference's text): then None. A nested value whose plan
+  became text would need its original JSON text (key order, absent keys): None too,
+  and the caller parses the file whole, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .records import records_to_table, row_of, to_array
+from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
+
+__all__ = ["Part", "Reload", "mixed_table"]
+
+# A part of the file, in order: a block inferred by pyarrow, or records parsed in Python.
+Part: TypeAlias = pa.Table | list[Any]
+# The records at the given rows of the given (Arrow) parts, parsed by ``json.loads``.
+Reload: TypeAlias = Callable[[dict[int, list[int]]], dict[int, list[Any]]]
+
+_SCALAR_TYPES = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_string, pa.types.is_null)
+_TEXT = frozenset({"string", "json"})
+
+
+def _exact(dtype: pa.DataType, node: Node) -> bool:
+    """Whether the reference converter for ``node`` on this type's Python values gives
+    what it gives on the ``json.loads`` values they were parsed from (a double ``5.0``
+    may have been written ``5``: the same float, not the same text)."""
+    if any(test(dtype) for test in _SCALAR_TYPES):
+        return True
+    if pa.types.is_floating(dtype):
+        return node.kind not in _TEXT
+    if pa.types.is_struct(dtype):
+        fields = dict(node.fields) if node.kind == "struct" else None
+        return fields is not None and all(
+            _exact(f.type, fields[f.name]) for f in dtype if f.name in fields
+        )
+    if pa.types.is_list(dtype):
+        return node.kind == "list" and node.item is not None and _exact(dtype.value_type, node.item)
+    return False
+
+
+def _node_of(part: Part) -> Node | None:
+    if isinstance(part, pa.Table):
+        return Node("struct", fields=tuple((f.name, node_from_arrow(f.type)) for f in part.schema))
+    rows = [row_of(r, None) for r in part]
+    return infer_node(rows) if rows else None
+
+
+def _plan(parts: Sequence[Part]) -> list[tuple[str, Node]]:
+    plan: Node | None = None
+    for part in parts:
+        node = _node_of(part)
+        if node is not None:
+            plan = node if plan is None else unify_nodes(plan, node)
+    return list(plan.fields) if plan is not None and plan.kind == "struct" else []
+
+
+def _integral(column: pa.ChunkedArray) -> list[int]:
+    """Rows whose double is a whole number (written ``5`` or ``5.0``: text differs)."""
+    values = column.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (np.floor(values) == values)
+    return np.flatnonzero(whole & ~np.asarray(pc.is_null(column))).tolist()
+
+
+_INT64 = 2.0**63
+
+
+def _beyond_int64(array: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether a double anywhere in ``array`` is a whole number outside int64: written
+    as an integer, the reference infers text (pyarrow infers a double)."""
+    if isinstance(array, pa.ChunkedArray):
+        return any(_beyond_int64(chunk) for chunk in array.chunks)
+    if pa.types.is_floating(array.type):
+        values = array.to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            return bool(np.any((np.abs(values) >= _INT64) & (np.floor(values) == values)))
+    if pa.types.is_struct(array.type):
+        return any(_beyond_int64(array.field(i)) for i in range(array.type.num_fields))
+    if pa.types.is_list(array.type):
+        return _beyond_int64(array.flatten())
+    return False
+
+
+def _requests(parts: Sequence[Part], plan: list[tuple[str, Node]]) -> dict[int, list[int]] | None:
+    """The rows of each Arrow part whose original values a text column needs; None
+    when a part cannot be converted exactly at all."""
+    nodes = dict(plan)
+    wanted: dict[int, list[int]] = {}
+    for k, part in enumerate(parts):
+        if not isinstance(part, pa.Table):
+            continue
+        if any(_beyond_int64(column) for column in part.columns):
+            return None
+        for field in part.schema:
+            node = nodes[field.name]
+            if _exact(field.type, node):
+                continue
+            if not pa.types.is_floating(field.type):
+                return None  # nested values become text: their original text is needed
+            rows = _integral(part.column(field.name))
+            if rows:
+                wanted[k] = sorted(set(wanted.get(k, [])) | set(rows))
+    return wanted
+
+
+def _column(
+    table: pa.Table, name: str, node: Node, originals: dict[int, Any]
+) -> pa.Array | pa.ChunkedArray:
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows, type=arrow_type(node) if node is not NULL else pa.null())
+    column = table.column(name)
+    if node.kind == "null":
+        return pa.nulls(table.num_rows)
+    if node_from_arrow(column.type) == node and column.type == arrow_type(node):
+        return column  # not a string column of JSON text: that needs quotes
+    values = column.to_pylist()
+    if pa.types.is_floating(column.type) and node.kind in _TEXT:
+        for row, record in originals.items():
+            values[row] = record.get(name)
+    return to_array(values, node)
+
+
+def mixed_table(parts: Sequence[Part], reload: Reload) -> pa.Table | None:
+    """The reference path's table of the records ``parts`` hold, in order; None when
+    it cannot be built exactly from them (see the module docstring)."""
+    plan = _plan(parts)
+    wanted = _requests(parts, plan)
+    if wanted is None or not plan:
+        return None
+    loaded = reload(wanted) if wanted else {}
+    names = [name for name, _ in plan]
+    tables: list[pa.Table] = []
+    for k, part in enumerate(parts):
+        if not isinstance(part, pa.Table):
+            tables.append(records_to_table(part, None, plan=plan))
+            continue
+        originals = dict(zip(wanted.get(k, []), loaded.get(k, []), strict=True))
+        columns = [_column(part, name, node, originals) for name, node in plan]
+        tables.append(pa.Table.from_arrays(columns, names=names))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

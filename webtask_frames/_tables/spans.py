@@ -1,0 +1,102 @@
+"""A byte range of a result file read as if it were the whole file.
+
+A wrapper object's records array (``{"source": ..., "companies": [...]}``) is read by
+the same block readers as a file holding only the array: ``Window`` opens the file and
+ends its reads at the span's end. ``Span.objects`` asks, moreover, that every element
+be an object: ``objects_only`` raises ``NotObjects`` on the first block holding another
+value (the wrapper detection only takes an array of objects; the caller then reads the
+file whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NotObjects", "Span", "Window", "objects_only"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Bytes ``[start, end)`` of a file; ``objects``: every element must be an object."""
+
+    start: int
+    end: int
+    objects: bool = False
+
+
+class NotObjects(Exception):
+    """An element of a span read with ``Span.objects`` is not a JSON object."""
+
+
+class Window:
+    """The file's bytes from ``span.start`` to ``span.end`` (the whole file when None)."""
+
+    def __init__(self, path: Path, span: Span | None = None) -> None:
+        self._file = path.open("rb")
+        self._left: int | None = None
+        if span is not None:
+            self._file.seek(span.start)
+            self._left = span.end - span.start
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left is None:
+            return self._file.read(size)
+        if size < 0 or size > self._left:
+            size = self._left
+        data = self._file.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Window:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[9, 10, 13, 32]] = True
+
+
+def _lines_are_objects(data: Any) -> bool:
+    """Whether every non-blank line of a block starts (after whitespace) with ``{``."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if not len(arr):
+        return True
+    pos = np.concatenate([[0], np.flatnonzero(arr == 10) + 1])
+    pos = pos[pos < len(arr)]
+    while len(pos):  # step over each line's leading whitespace, all lines at once
+        found = arr[pos]
+        space = _SPACE[found]
+        if np.any(found[~space] != 0x7B):
+            return False
+        pos = pos[space] + 1
+        pos = pos[pos < len(arr)]
+    return True
+
+
+def objects_only(items: Iterator[Any]) -> Generator[Any, None, None]:
+    """The blocks of ``items``, raising ``NotObjects`` at one holding a non-object."""
+    try:
+        for block in items:
+            if not _lines_are_objects(block.data):
+                raise NotObjects
+            yield block
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a prefetching reader's thread stops now, not when collected
