@@ -43,13 +43,13 @@ from .._wire.polling import Clock, Expired, GaveUp, poll_until_terminal, wait_ev
 from .budget import Budget, usable_cost
 from .collect import Collector
 from .estimate import Estimate
-from .landing import Consumer, Lander, invalid_rows
-from .ledger import AttemptRow, Ledger
+from .landing import Consumer, Lander
+from .ledger import AttemptRow, Ledger, spent_on
 from .plan import BatchPlan
 from .policy import RATE_LIMITED, Action, next_action
 from .priors import prior_estimate
 from .progress import progress_bar
-from .records import empty_records
+from .records import empty_records, invalid_rows
 from .report import ItemReport
 from .restore import (
     ItemState,
@@ -60,7 +60,6 @@ from .restore import (
     history,
     orphan_waits,
     restore_all,
-    spent_on,
 )
 from .scheduler import PollPlan, Scheduler, TaskSchedule
 from .status import ItemStatus

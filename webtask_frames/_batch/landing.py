@@ -26,31 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .records import sink_rows
-from .report import ItemReport
+from .records import sink_rows, valid_only
+from .report import ItemReport, cast_columns
 
-__all__ = ["Consumer", "Lander", "valid_rows"]
+__all__ = ["Consumer", "Lander"]
 
 logger = logging.getLogger("webtask_frames")
 
 Consumer = Callable[[ItemReport, pa.Table], None]
-
-
-def valid_rows(table: pa.Table) -> pa.Table:
-    """The rows of ``table`` that passed validation (all of them without ``_valid``)."""
-    if "_valid" not in table.column_names:
-        return table
-    return table.filter(pc.fill_null(table["_valid"], True))
-
-
-def invalid_rows(table: pa.Table) -> pa.Table | None:
-    """The rows that failed validation (``validate="flag"``), or None when there are none."""
-    if "_valid" not in table.column_names:
-        return None
-    bad = table.filter(pc.invert(pc.fill_null(table["_valid"], True)))
-    return bad if bad.num_rows else None
 
 
 @dataclass
@@ -154,18 +138,12 @@ class Lander:
             return
         self._queue.put_nowait(_Entry(report, table, tasks_only, slot))
 
-    def _typed(self, table: pa.Table) -> pa.Table:
-        """``table`` with each parameter column cast to the sweep's one type for it."""
-        for name, kind in self.types.items():
-            if name in table.column_names and table.schema.field(name).type != kind:
-                i = table.column_names.index(name)
-                table = table.set_column(i, name, pc.cast(table.column(name), kind, safe=False))
-        return table
-
     async def _land(self, entry: _Entry) -> None:
         loop = asyncio.get_running_loop()
         table = entry.table
-        rows = self.empty if table is None else self._typed(sink_rows(valid_rows(table)))
+        rows = (
+            self.empty if table is None else cast_columns(sink_rows(valid_only(table)), self.types)
+        )
         entry.report.column_types = self.types
         for consumer in self.consumers:
             if entry.tasks_only and not _is_table_sink(consumer):

@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +58,7 @@ from .._wire.models import Canceled, Completed, TaskStatus, parse_status
 from .budget import usable_cost
 from .plan import BatchPlan, canonical_json, stable_hash
 
-__all__ = ["AttemptRow", "Ledger", "LedgerLockedError"]
+__all__ = ["AttemptRow", "Ledger", "LedgerLockedError", "spent_on"]
 
 logger = logging.getLogger("webtask_frames")
 
@@ -162,6 +162,24 @@ class AttemptRow:
         return self.state == "terminal" and self.outcome == "success"
 
 
+def spent_on(rows: Iterable[AttemptRow], item_keys: Collection[str] | None = None) -> float:
+    """AI cost of the terminal attempts among ``rows`` (of ``item_keys`` only, when
+    given): what those items cost, every run.
+
+    Example:
+        >>> spent_on([])
+        0.0
+    """
+    wanted = None if item_keys is None else set(item_keys)
+    return float(
+        sum(
+            row.cost_ai_usd or 0.0
+            for row in rows
+            if row.state == "terminal" and (wanted is None or row.item_key in wanted)
+        )
+    )
+
+
 def _lock(path: Path) -> IO[bytes] | None:
     try:
         import fcntl
@@ -180,28 +198,19 @@ def _lock(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def _masked(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_secrets(value)
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
-
-
 def _stored_wire(status: Completed | Canceled) -> dict[str, Any]:
     """The terminal response as the ledger keeps it: the signed file URL redacted, every
     server text scrubbed (it may echo a secret or a signed URL), but inline result data
-    kept as the user's data (its own links, ``?id=7``, survive; registered secrets do
-    not), since a rerun rebuilds the item's rows from it."""
+    kept as the user's data (its own links, ``?id=7``, survive), since a rerun rebuilds
+    the item's rows from it. Registered secrets are masked in the whole JSON text when it
+    is stored (``_update``)."""
     wire = status.to_wire(redact=True)
     result = wire.get("result")
     had_data = isinstance(result, dict) and "data" in result
     data = result.pop("data") if had_data else None  # type: ignore[union-attr]
     clean: dict[str, Any] = scrub(wire)
     if had_data:
-        clean["result"]["data"] = _masked(data)
+        clean["result"]["data"] = data
     return clean
 
 
@@ -560,13 +569,7 @@ class Ledger:
 
     def spent_usd(self, item_keys: Collection[str] | None = None) -> float:
         """AI cost of every terminal attempt recorded (of ``item_keys`` only, when given)."""
-        return float(
-            sum(
-                row.cost_ai_usd or 0.0
-                for row in self.attempts(item_keys)
-                if row.state == "terminal"
-            )
-        )
+        return spent_on(self.attempts(item_keys))
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run that opened the ledger, oldest first (diagnostics)."""

@@ -18,7 +18,15 @@ from .._tables.compiled import record_arrow_schema
 from .._tables.unify import unify_tables
 from .plan import BatchPlan
 
-__all__ = ["empty_records", "records_from_sink", "records_of", "sink_rows", "valid_only"]
+__all__ = [
+    "empty_records",
+    "invalid_only",
+    "invalid_rows",
+    "records_from_sink",
+    "records_of",
+    "sink_rows",
+    "valid_only",
+]
 
 
 def empty_records(plan: BatchPlan) -> pa.Table:
@@ -48,6 +56,23 @@ def valid_only(table: pa.Table) -> pa.Table:
         return table
     flags = pc.fill_null(table["_valid"], True)
     return table.filter(flags).drop_columns(["_valid", "_errors"])
+
+
+def invalid_only(table: pa.Table) -> pa.Table:
+    """The rows that failed validation, with their ``_errors`` (none without ``_valid``)."""
+    if "_valid" not in table.column_names:
+        return table.slice(0, 0)
+    flags = pc.fill_null(table["_valid"], True)
+    return table.filter(pc.invert(flags)).drop_columns(["_valid"])
+
+
+def invalid_rows(table: pa.Table) -> pa.Table | None:
+    """What a sweep with a sink keeps of an item's landed table: the rows that failed
+    validation (``validate="flag"``, marked by ``_valid``), or None when there are none."""
+    if "_valid" not in table.column_names:
+        return None
+    bad = table.filter(pc.invert(pc.fill_null(table["_valid"], True)))
+    return bad if bad.num_rows else None
 
 
 def sink_rows(valid: pa.Table) -> pa.Table:

@@ -9,7 +9,7 @@ into Arrow tables with fixed column types, so an empty sweep still has its colum
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "StatusCounts",
     "build_attempts_table",
     "build_tasks_table",
+    "cast_columns",
     "parameter_column_name",
     "parameter_names",
 ]
@@ -186,12 +187,8 @@ class ItemReport:
         """Every task billed for this item (all runs), one row each: ``_webtask_id``,
         ``_item_key``, the parameters, then ``BILLED_COLUMNS``."""
         table = build_attempts_table([self], parameter_names(self.parameters))
-        for name, kind in (self.column_types or {}).items():
-            column = parameter_column_name(name)
-            if column in table.column_names and table.schema.field(column).type != kind:
-                i = table.column_names.index(column)
-                table = table.set_column(i, column, table.column(column).cast(kind, safe=False))
-        return table
+        types = {parameter_column_name(n): t for n, t in (self.column_types or {}).items()}
+        return cast_columns(table, types)
 
     def add_cost(
         self,
@@ -227,6 +224,21 @@ def _column(values: list[Any]) -> pa.Array:
 def parameter_column_name(name: str) -> str:
     """A parameter's tasks-table column: its name, or ``param_<name>`` on a clash."""
     return f"param_{name}" if name in _FIXED else name
+
+
+def cast_columns(table: pa.Table, types: Mapping[str, pa.DataType]) -> pa.Table:
+    """``table`` with each column named in ``types`` (when present) cast to its type,
+    unsafely: an int parameter becomes text beside the text values of other items.
+
+    Example:
+        >>> cast_columns(pa.table({"x": [1]}), {"x": pa.string()})["x"].to_pylist()
+        ['1']
+    """
+    for name, kind in types.items():
+        if name in table.column_names and table.schema.field(name).type != kind:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).cast(kind, safe=False))
+    return table
 
 
 def parameter_names(parameters: dict[str, Any]) -> list[str]:

@@ -48,7 +48,6 @@ __all__ = [
     "orphan_waits",
     "restore_all",
     "restore_item",
-    "spent_on",
 ]
 
 logger = logging.getLogger("webtask_frames")
@@ -337,23 +336,11 @@ def absent_waits(
     for row in last.values():
         if row.state not in ("submitted", "intent", "ambiguous") or row.reuse_key is None:
             continue
-        cold = row.reuse_key not in warm
-        est = durations.estimate(row.reuse_key, cold=cold)
-        predicted = est.mean if est is not None else prior_estimate(model, cold=cold)[1]
-        try:
-            sent = datetime.fromisoformat(row.submitted_at or row.intent_at)
-        except ValueError:
-            sent = now
-        wait = predicted - (now - sent).total_seconds()
+        sent = row.submitted_at or row.intent_at
+        wait = _time_left(row.reuse_key, sent, durations, warm, model, now)
         if wait > 0:
             waits[row.reuse_key] = max(wait, waits.get(row.reuse_key, 0.0))
     return waits
-
-
-def spent_on(rows: list[AttemptRow], keys: list[str]) -> float:
-    """AI cost of the terminal attempts of the items ``keys`` (every run)."""
-    wanted = set(keys)
-    return sum(r.cost_ai_usd or 0.0 for r in rows if r.item_key in wanted and r.state == "terminal")
 
 
 def is_cached(path: str | None) -> bool:
@@ -381,14 +368,22 @@ def orphan_waits(
         key = st.report.reuse_key
         if st.orphan_sent is None or key is None:
             continue  # without a key the service names a fresh one: nothing to overlap
-        cold = key not in warm
-        est = durations.estimate(key, cold=cold)
-        predicted = est.mean if est is not None else prior_estimate(model, cold=cold)[1]
-        try:
-            sent = datetime.fromisoformat(st.orphan_sent)
-        except ValueError:  # an unreadable time: assume it was sent just now
-            sent = now
-        wait = predicted - (now - sent).total_seconds()
+        wait = _time_left(key, st.orphan_sent, durations, warm, model, now)
         if wait > 0:
             waits[st.report.index] = wait
     return waits
+
+
+def _time_left(
+    key: str, sent: str, durations: Estimator, warm: set[str], model: str | None, now: datetime
+) -> float:
+    """Seconds until a task of ``key`` sent at ``sent`` (ISO time) is predicted to be done:
+    its key's duration (the ledger's history, else the model's prior) minus its age."""
+    cold = key not in warm
+    est = durations.estimate(key, cold=cold)
+    predicted = est.mean if est is not None else prior_estimate(model, cold=cold)[1]
+    try:
+        age = (now - datetime.fromisoformat(sent)).total_seconds()
+    except ValueError:  # an unreadable time: assume it was sent just now
+        age = 0.0
+    return predicted - age

@@ -36,7 +36,7 @@ from .._version import __version__
 from .plan import BatchPlan
 from .plots import COST_COLUMNS, cost_chart, cost_rows, timeline
 from .priors import prior_for
-from .records import empty_records, sink_rows, valid_only
+from .records import empty_records, invalid_only, sink_rows, valid_only
 from .report import (
     TASK_COLUMNS,
     StatusCounts,
@@ -137,18 +137,12 @@ class BatchResult:
     def _split(self, *, valid: bool) -> pa.Table:
         # With validate="flag" the runner keeps invalid rows marked by ``_valid``; the
         # public tables separate them: valid rows in ``records``, the rest in ``invalid``.
-        if not valid and self.records_table is None and self.invalid_table is not None:
-            table = self.invalid_table
-            if "_valid" not in table.column_names:
-                return table.slice(0, 0)
-            return table.drop_columns(["_valid"])
-        table = self._records()
-        if "_valid" not in table.column_names:
-            return table if valid else table.slice(0, 0)
-        flags = pc.fill_null(table["_valid"], True)
+        # With a sink the valid rows are read back from it, the invalid ones kept here.
         if valid:
-            return table.filter(flags).drop_columns(["_valid", "_errors"])
-        return table.filter(pc.invert(flags)).drop_columns(["_valid"])
+            return valid_only(self._records())
+        if self.records_table is None and self.invalid_table is not None:
+            return invalid_only(self.invalid_table)
+        return invalid_only(self._records())
 
     def to_arrow(self) -> pa.Table:
         """All valid records as a ``pyarrow.Table``."""
@@ -277,9 +271,11 @@ class BatchResult:
 
     def _landed_items(self) -> list[str]:
         """Identities of the items whose rows this result holds (succeeded)."""
-        table = self.tasks_table
-        ok = table.filter(pc.equal(table["status"], ItemStatus.SUCCEEDED))
-        return [k for k in ok["_item_key"].to_pylist() if k is not None]
+        return [k for k in self._succeeded()["_item_key"].to_pylist() if k is not None]
+
+    def _succeeded(self) -> pa.Table:
+        """The tasks-table rows of the items that succeeded."""
+        return self.tasks_table.filter(pc.equal(self.tasks_table["status"], ItemStatus.SUCCEEDED))
 
     def _sink_rows(self) -> pa.Table:
         """The valid records as sinks store them: identity ``_item_key`` and ``_row``
@@ -413,8 +409,7 @@ class BatchResult:
         """(valid, invalid) rows, from the tasks table when the rows are in a sink (so a
         repr never reads a sweep's rows back)."""
         if self.records_table is None:
-            table = self.tasks_table
-            ok = table.filter(pc.equal(table["status"], ItemStatus.SUCCEEDED))
+            ok = self._succeeded()
             total = int(pc.sum(ok["n_records"]).as_py() or 0)
             invalid = int(pc.sum(ok["n_invalid"]).as_py() or 0)
             return total - invalid, invalid
