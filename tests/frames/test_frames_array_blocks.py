@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.readers as readers
+import webtask_frames._tables.strict as strict
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.records import records_to_table
@@ -221,7 +222,7 @@ def test_a_late_look_alike_restarts_the_read_with_the_scan(
 ) -> None:
     monkeypatch.setattr(blocks, "_HEAD_BYTES", 4096)
     monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)  # pieces of failing blocks too
+    monkeypatch.setattr(strict, "_MIN_SPLIT_BYTES", 256)  # pieces of failing blocks too
     records, text = _late(kind)
     assert json.loads(text) == records
     path = tmp_path / "r.json"

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import webtask_frames._tables.readers as readers
+import webtask_frames._tables.strict as strict
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.records import constant_array, records_to_table
@@ -89,7 +90,7 @@ def test_layouts_give_the_reference_rows_and_verdicts(
     import webtask_frames._tables.blocks as blocks
 
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 4096)  # many blocks, carries, pieces
-    monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)
+    monkeypatch.setattr(strict, "_MIN_SPLIT_BYTES", 256)
     records = _records(400, seed=len(layout_name), bad=bad)
     result, collector = _read(tmp_path, records, layout_name, ITEM)
     layout = layout_for({"type": "array", "items": ITEM})

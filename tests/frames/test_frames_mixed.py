@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.inference as inference
 import webtask_frames._tables.readers as readers
+import webtask_frames._tables.strict as strict
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.unify import unify_tables
 from webtask_frames._tables.validate import Collector
@@ -60,7 +61,7 @@ def _check(path: Path, fmt: str) -> pa.Table:
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
-    monkeypatch.setattr(readers, "_MIN_SPLIT_BYTES", 256)
+    monkeypatch.setattr(strict, "_MIN_SPLIT_BYTES", 256)
     monkeypatch.setattr(inference, "_MIN_SPLIT_BYTES", 256)
 
 

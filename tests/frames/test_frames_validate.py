@@ -166,7 +166,11 @@ def test_file_paths_match_jsonschema_and_inline(
     collector, table = _read(records, fmt, schema)
     assert collector.mask().tolist() == reference(schema, records)
     layout = layout_for({"type": "array", "items": schema})
-    assert table.equals(records_to_table(records, layout))
+    expected = records_to_table(records, layout)
+    # Values: children under a null struct are no data (pyarrow and the reference fill
+    # them differently, and a patched block holds rows of both).
+    assert table.schema == expected.schema
+    assert table.to_pylist() == expected.to_pylist()
 
 
 def test_certifier_proves_plain_rows_without_python() -> None:

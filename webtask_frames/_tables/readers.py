@@ -8,11 +8,11 @@ Every reader returns the record columns (plus broadcast columns) and feeds a val
   cut into blocks of records, one per line (``blocks``: NDJSON at line ends; a JSON
   array at its writer's separators, else at the commas a structural scan finds; a
   guessed separator that proves wrong restarts the read with the scan) and each block
-  is parsed by ``pyarrow.json`` with an explicit, *strict* schema: a value of the wrong
-  JSON kind fails the block, which then takes the reference path. Parsed blocks are
-  validated by the vectorised ``Certifier``; only rows it cannot prove valid are
-  ``json.loads``-ed and judged record by record. Memory stays bounded by a block plus
-  the resulting table.
+  is parsed by ``pyarrow.json`` with an explicit, *strict* schema (``strict``): a value
+  of the wrong JSON kind fails the block, which is then patched, so that only the rows
+  at fault take the reference path. Parsed blocks are validated by the vectorised
+  ``Certifier``; only rows it cannot prove valid are ``json.loads``-ed and judged record
+  by record. Memory stays bounded by a block plus the resulting table.
 
 Without a schema the fast path lets ``pyarrow.json`` infer each block (temporal types are
 read back as strings, since inference never turns strings into timestamps) and
@@ -27,32 +27,29 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
-from .blocks import _Block, _NotLineDelimited, blocks, loads, split_block
-from .certify import Certifier, rows_with_null
-from .inference import inferred_parts, rows_match
+from .blocks import _NotLineDelimited, blocks, loads
+from .inference import inferred_parts
 from .mixed import Part, mixed_table
 from .records import (
     add_constant_columns,
     jsonable,
     records_to_table,
     shape,
-    to_array,
 )
-from .schema import Layout, Node, arrow_type, parse_type
+from .schema import Layout, Node, parse_type
 from .spans import Span
+from .strict import read_strict
 from .unify import unify_tables
 from .validate import Collector
 from .wrapper import read_wrapped
@@ -157,120 +154,6 @@ def read_data(
         nodes: dict[str, Node] = dict(layout.broadcast) if layout is not None else {}
         table = add_constant_columns(table, shaped.broadcast, nodes)
     return ReadResult(table, len(records), fmt)
-
-
-# -- the strict fast path ----------------------------------------------------------------
-
-
-# Kinds pyarrow.json cannot parse into directly: read as strings, converted after.
-_FINISHED_KINDS = frozenset({"timestamp", "date", "dict"})
-
-
-def _finish(column: pa.ChunkedArray | pa.Array, node: Node) -> pa.Array | pa.ChunkedArray:
-    """Strings parsed for timestamp/date/enum columns to their final type, with the
-    same result as the reference converter (Arrow's cast when it accepts every value,
-    else the Python converter)."""
-    if not node.contains(_FINISHED_KINDS):
-        return column
-    if node.kind == "dict":
-        return column.dictionary_encode()
-    if node.kind in ("timestamp", "date"):
-        try:
-            return pc.cast(column, arrow_type(node))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    return to_array(column.to_pylist(), node)
-
-
-def _strict_table(block: _Block, schema: pa.Schema, closed: bool) -> pa.Table | None:
-    options = pa_json.ParseOptions(
-        explicit_schema=schema, unexpected_field_behavior="error" if closed else "ignore"
-    )
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(block.data),
-            # a small piece (a block split around a wrong-typed value) parses faster
-            # without the thread pool's start-up
-            read_options=pa_json.ReadOptions(
-                block_size=4 << 20, use_threads=len(block.data) >= (1 << 20)
-            ),
-            parse_options=options,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return table if rows_match(block, table) else None
-
-
-_SPLIT_PARTS = 32
-_MIN_SPLIT_BYTES = 32 << 10
-
-
-def _strict_parts(
-    block: _Block, schema: pa.Schema, closed: bool
-) -> Iterator[tuple[_Block, pa.Table | None]]:
-    """The block parsed strictly; when a value of the wrong JSON kind fails it, its
-    pieces, recursively, so only the pieces holding such a value (None) take the
-    reference path, not the whole block."""
-    parsed = _strict_table(block, schema, closed)
-    if parsed is not None or len(block.data) < _MIN_SPLIT_BYTES:
-        yield block, parsed
-        return
-    pieces = split_block(block, _SPLIT_PARTS)
-    if len(pieces) == 1:
-        yield block, None
-        return
-    for piece in pieces:
-        yield from _strict_parts(piece, schema, closed)
-
-
-def _read_strict(
-    path: Path, fmt: str, layout: Layout, collector: Collector, span: Span | None = None
-) -> ReadResult:
-    node = layout.node
-    parse = parse_type(node)
-    assert parse is not None
-    schema = pa.schema(list(parse))
-    validating = collector.validator is not None
-    certifier = Certifier.build(layout) if validating else None
-    closed = certifier is not None and certifier.closed
-    parts: list[pa.Table] = []
-    n_records = 0
-    for block, parsed in (
-        part for whole in blocks(path, fmt, span) for part in _strict_parts(whole, schema, closed)
-    ):
-        texts: Sequence[str | bytes] | None = None
-        if parsed is None:
-            texts = block.texts()
-            loaded = [block.load(t) for t in texts]
-            collector.add(len(loaded), loaded.__getitem__)
-            parts.append(records_to_table([r for r, _ in loaded], layout))
-            n_records += len(loaded)
-            continue
-        if validating:
-            certified = None
-            if certifier is not None:
-                certified = certifier.certify(
-                    parsed, partial(rows_with_null, block.data, parsed.num_rows)
-                )
-
-            def record(i: int, block: _Block = block) -> tuple[Any, bool]:
-                return block.load(block.text_at(i))
-
-            collector.add(parsed.num_rows, record, certified)
-        columns = [_finish(parsed.column(name), child) for name, child in node.fields]
-        parts.append(
-            pa.Table.from_arrays(
-                columns,
-                schema=pa.schema(
-                    [pa.field(name, arrow_type(child)) for name, child in node.fields]
-                ),
-            )
-        )
-        n_records += parsed.num_rows
-    if not parts:
-        return ReadResult(records_to_table([], layout), 0, fmt)
-    table = pa.concat_tables(parts).unify_dictionaries() if len(parts) > 1 else parts[0]
-    return ReadResult(table, n_records, fmt)
 
 
 # -- no schema: inference ------------------------------------------------------------------
@@ -493,7 +376,8 @@ def _read_blocks_as(
     if layout is None:
         result = _read_inferred(path, fmt, collector, span)
     elif layout.is_object and parse_type(layout.node) is not None:
-        result = _read_strict(path, fmt, layout, collector, span)
+        table, n_records = read_strict(path, fmt, layout, collector, span)
+        result = ReadResult(table, n_records, fmt)
     else:
         result = _read_records_by_block(path, fmt, layout, collector, span)
     result.format = "json-array" if fmt.startswith("json-array") else fmt

@@ -1,0 +1,213 @@
+"""Typed reads of files where some values have the wrong JSON kind (``"price": "n/a"``).
+
+The strict path patches a failing block: the rows at fault are overwritten by ``{}``
+in a copy, the rest is parsed strictly, and only those rows take the reference path.
+Every test compares the table and the verdicts with the reference (every record
+through ``json.loads`` and ``records_to_table``), and counts what took which path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.strict as strict
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.records import records_to_table
+from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.validate import Collector, RecordValidator
+
+ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "price": {"type": "number", "minimum": 0},
+        "name": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "hq": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "offices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"price": {"type": "string"}, "staff": {"type": "integer"}},
+            },
+        },
+    },
+    "required": ["id"],
+}
+
+WRONG: list[dict[str, Any]] = [
+    {"price": "n/a"},
+    {"price": True},
+    {"price": {"v": 1}},
+    {"price": [1]},
+    {"name": 7},
+    {"tags": ["a", 3]},
+    {"hq": {"city": 12}},
+    {"hq": "Paris"},
+    {"offices": [{"staff": "ten"}]},
+]
+
+
+def _record(i: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "id": i,
+        "price": round(rng.random() * 90, 2),
+        "name": rng.choice(["Acme", "Büro", '"q"', "}, {", "a\nb"]),
+        "tags": rng.sample(["x", "y", "z"], rng.randint(0, 2)),
+        "hq": {"city": rng.choice(["Kraków", "Lagos"])},
+        # the same key as a top-level number column, holding strings: a suspect that
+        # matches rows that are fine
+        "offices": [{"price": "n/a", "staff": j} for j in range(rng.randint(0, 2))],
+    }
+
+
+def _records(n: int, bad_every: int, seed: int = 7) -> tuple[list[dict[str, Any]], set[int]]:
+    rng = random.Random(seed)
+    records, bad = [], set()
+    for i in range(n):
+        record = _record(i, rng)
+        if i % bad_every == bad_every // 2:
+            record.update(WRONG[(i // bad_every) % len(WRONG)])
+            bad.add(i)
+        records.append(record)
+    return records, bad
+
+
+def _write(path: Path, records: list[Any], layout: str) -> str:
+    if layout == "ndjson":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        return "application/x-ndjson"
+    if layout == "ndjson-blank":
+        path.write_text("\n\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+        return "application/x-ndjson"
+    indent = {"indent": 2, "default": None}[layout]
+    path.write_text(json.dumps(records, indent=indent), encoding="utf-8")
+    return "application/json"
+
+
+class _Spy:
+    """Counts the records the reference path converts and the strict parses tried."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.converted = 0
+        self.parses = 0
+        convert, parse = strict.records_to_table, strict._Patcher._parse
+
+        def counted_convert(records: Any, layout: Any) -> Any:
+            self.converted += len(records)
+            return convert(records, layout)
+
+        def counted_parse(patcher: Any, block: Any, data: Any) -> Any:
+            self.parses += 1
+            return parse(patcher, block, data)
+
+        monkeypatch.setattr(strict, "records_to_table", counted_convert)
+        monkeypatch.setattr(strict._Patcher, "_parse", counted_parse)
+
+
+def _read(path: Path, ctype: str, validate: bool) -> tuple[Any, Collector]:
+    layout = layout_for({"type": "array", "items": ITEM})
+    collector = Collector(RecordValidator(ITEM) if validate else None, keep_messages=validate)
+    return read_file(path, ctype, layout=layout, collector=collector), collector
+
+
+def _expected(records: list[Any]) -> Any:
+    return records_to_table(records, layout_for({"type": "array", "items": ITEM}))
+
+
+def _same(table: Any, expected: Any) -> None:
+    assert table.schema == expected.schema
+    assert table.to_pylist() == expected.to_pylist()
+
+
+@pytest.mark.parametrize("layout", ["ndjson", "default", "indent"])
+@pytest.mark.parametrize("validate", [True, False])
+def test_only_the_rows_at_fault_take_the_reference_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, validate: bool
+) -> None:
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 16 << 10)  # many blocks, each with bad rows
+    records, bad = _records(1500, bad_every=37)
+    path = tmp_path / "r.bin"
+    ctype = _write(path, records, layout)
+    spy = _Spy(monkeypatch)
+    result, collector = _read(path, ctype, validate)
+    _same(result.table, _expected(records))
+    assert result.n_records == len(records)
+    if validate:
+        checker = jsonschema.Draft202012Validator(ITEM)
+        assert collector.mask().tolist() == [checker.is_valid(r) for r in records]
+        # messages of the patched rows come from their original text
+        assert all(i in collector.messages for i in bad if not checker.is_valid(records[i]))
+    # The rows at fault and the rows the "price" suspect picks in offices[] (strings
+    # there are fine): nothing else went through Python.
+    suspects = {i for i, r in enumerate(records) if r["offices"] and i not in bad}
+    assert len(bad) <= spy.converted <= len(bad) + len(suspects)
+    assert spy.converted < len(records) // 2
+
+
+def test_later_blocks_are_patched_before_their_first_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the first failure taught is looked for in the next blocks: about one strict
+    parse per block, not a failed one and a patched one."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 << 10)  # ~146 records, 1-2 at fault
+    rng = random.Random(3)
+    records = [{"id": i, "price": round(rng.random(), 3)} for i in range(4000)]
+    for i in range(50, 4000, 100):
+        records[i]["price"] = "n/a"
+    path = tmp_path / "r.ndjson"
+    ctype = _write(path, records, "ndjson")
+    spy = _Spy(monkeypatch)
+    result, _ = _read(path, ctype, validate=False)
+    _same(result.table, _expected(records))
+    n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
+    assert n_blocks > 10
+    assert spy.parses <= n_blocks + 2
+    assert spy.converted == 40
+
+
+def test_blank_lines_fall_back_to_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blank lines shift pyarrow's row numbers: the patch is refused, pieces decide."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 16 << 10)
+    monkeypatch.setattr(strict, "_MIN_SPLIT_BYTES", 1 << 10)
+    records, _ = _records(600, bad_every=50)
+    path = tmp_path / "r.ndjson"
+    ctype = _write(path, records, "ndjson-blank")
+    result, collector = _read(path, ctype, validate=True)
+    _same(result.table, _expected(records))
+    checker = jsonschema.Draft202012Validator(ITEM)
+    assert collector.mask().tolist() == [checker.is_valid(r) for r in records]
+
+
+def test_a_wrong_value_in_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspect that matches everywhere is no guide; the stream still gets there."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    monkeypatch.setattr(strict, "_PATCH_CHUNK_BYTES", 1 << 10)
+    records = [{"id": i, "price": "n/a" if i % 2 else 1.5} for i in range(400)]
+    path = tmp_path / "r.ndjson"
+    ctype = _write(path, records, "ndjson")
+    result, collector = _read(path, ctype, validate=True)
+    _same(result.table, _expected(records))
+    assert collector.mask().tolist() == [i % 2 == 0 for i in range(400)]
+
+
+def test_keys_that_need_escaping(tmp_path: Path) -> None:
+    item = {
+        "type": "object",
+        "properties": {'a "b"/c': {"type": "number"}, "é": {"type": "integer"}},
+    }
+    records: list[Any] = [{'a "b"/c': 1.5, "é": 2} for _ in range(3000)]
+    records[10] = {'a "b"/c': "x", "é": 2}
+    records[2000] = {'a "b"/c': 2.5, "é": "y"}
+    path = tmp_path / "r.ndjson"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    layout = layout_for({"type": "array", "items": item})
+    got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+    _same(got.table, records_to_table(records, layout))
