@@ -13,7 +13,6 @@ import jsonschema
 import pyarrow as pa
 import pytest
 
-import webtask_frames._tables.readers as readers
 import webtask_frames._tables.strict as strict
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file

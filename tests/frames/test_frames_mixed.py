@@ -197,3 +197,80 @@ def test_a_failing_block_is_cut_at_the_rows_pyarrow_names(
     # the block, the rest (fails at row 1000), the 1000 rows before, the rest after it
     assert len(calls) <= 6
     assert got.column("price")[1000].as_py() == "n/a"
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        {},  # same shape: parsed once with the first block's schema
+        {"new": "x"},  # a field the first blocks lack
+        {"price": 2.5},  # an int column promoted to float
+        {"hq": {"city": "a", "zip": 1}},  # a nested field the first blocks lack
+        {"tags": []},  # empty lists
+        {"when": "2024-01-01T00:00:00"},  # a timestamp-like string
+        {"price": None, "hq": None},  # nulls
+    ],
+)
+def test_later_blocks_reuse_an_earlier_schema_and_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, later: dict[str, Any]
+) -> None:
+    rows = [{"id": i, "price": i, "hq": {"city": "c"}, "tags": ["t"]} for i in range(400)]
+    for i in range(300, 400):
+        rows[i].update(later)
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    parses = 0
+    original = inference.pa_json.read_json
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal parses
+        parses += 1
+        return original(*args, **kwargs)
+
+    expected = _previous(path, "ndjson")
+    monkeypatch.setattr(inference.pa_json, "read_json", counted)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
+    if not later:
+        assert parses == n_blocks + 1  # inference's two parses for the first block only
+
+
+def test_later_blocks_patch_out_values_of_another_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first block, a block with ``"price": "n/a"`` is parsed with the first
+    block's schema and only its rows at fault are read in Python."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    rows: list[Any] = [{"id": i, "price": i + 0.5, "hq": {"city": "c"}} for i in range(3000)]
+    bad = set(range(700, 3000, 97))
+    for i in bad:
+        rows[i]["price"] = "n/a"
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    loads = 0
+    original = blocks._Block.load
+
+    def counted(self: Any, text: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return original(self, text)
+
+    parses = 0
+    read_json = inference.pa_json.read_json
+
+    def counted_parse(*args: Any, **kwargs: Any) -> Any:
+        nonlocal parses
+        parses += 1
+        return read_json(*args, **kwargs)
+
+    expected = _previous(path, "ndjson")
+    monkeypatch.setattr(blocks._Block, "load", counted)
+    monkeypatch.setattr(inference.pa_json, "read_json", counted_parse)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    assert got.column("price")[700].as_py() == "n/a"
+    assert loads == len(bad)
+    # about one parse a block (two where a guess is learnt), not three per bad row
+    n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
+    assert parses <= 2 * n_blocks + 4

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.patch as patch
 import webtask_frames._tables.strict as strict
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.records import records_to_table
@@ -98,7 +99,7 @@ class _Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.converted = 0
         self.parses = 0
-        convert, parse = strict.records_to_table, strict._Patcher._parse
+        convert, parse = strict.records_to_table, patch.Patcher.parse
 
         def counted_convert(records: Any, layout: Any) -> Any:
             self.converted += len(records)
@@ -109,7 +110,7 @@ class _Spy:
             return parse(patcher, block, data)
 
         monkeypatch.setattr(strict, "records_to_table", counted_convert)
-        monkeypatch.setattr(strict._Patcher, "_parse", counted_parse)
+        monkeypatch.setattr(patch.Patcher, "parse", counted_parse)
 
 
 def _read(path: Path, ctype: str, validate: bool) -> tuple[Any, Collector]:
@@ -189,7 +190,7 @@ def test_blank_lines_fall_back_to_pieces(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_wrong_value_in_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A suspect that matches everywhere is no guide; the stream still gets there."""
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
-    monkeypatch.setattr(strict, "_PATCH_CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(patch, "_PATCH_CHUNK_BYTES", 1 << 10)
     records = [{"id": i, "price": "n/a" if i % 2 else 1.5} for i in range(400)]
     path = tmp_path / "r.ndjson"
     ctype = _write(path, records, "ndjson")

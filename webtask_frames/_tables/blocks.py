@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from .._exceptions import ProtocolError
 from .spans import Span, Window, objects_only
 
-__all__ = ["BLOCK_BYTES", "blocks", "loads", "split_block"]
+__all__ = ["BLOCK_BYTES", "blocks", "loads", "rows_match", "split_block"]
 
 BLOCK_BYTES = 16 << 20
 ARRAY_BATCH_ROWS = 50000
@@ -107,6 +107,20 @@ class _Block:
             self._breaks = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 10)
         start = 0 if i == 0 else int(self._breaks[i - 1]) + 1
         return bytes(memoryview(self.data)[start : int(self._breaks[i])])
+
+
+def rows_match(block: _Block, table: pa.Table) -> bool:
+    """Whether the parsed rows are the block's records one to one."""
+    if block.n is not None:
+        return bool(table.num_rows == block.n)
+    # For valid input rows <= non-blank lines <= line breaks: equality means one record
+    # per line (objects side by side on a line, invalid anyway, could only offset a
+    # multi-line one).
+    breaks = block.breaks
+    if breaks is None:
+        breaks = bytes(memoryview(block.data)).count(b"\n")
+    block.one_per_line = table.num_rows == breaks
+    return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:

@@ -12,31 +12,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from .blocks import _Block, _block_of_lines, split_block
+from .blocks import _Block, _block_of_lines, rows_match, split_block
+from .patch import Patcher
 
-__all__ = ["inferred_parts", "inferred_table", "rows_match"]
+__all__ = ["InferredPart", "inferred_parts", "inferred_table", "known_parts"]
+
+# A part of a block: its offset in the block's data, its lines, its table (None: Python).
+InferredPart: TypeAlias = tuple[int, _Block, pa.Table | None]
 
 _SPLIT_PARTS = 32
 _MIN_SPLIT_BYTES = 32 << 10
-
-
-def rows_match(block: _Block, table: pa.Table) -> bool:
-    """Whether the parsed rows are the block's records one to one."""
-    if block.n is not None:
-        return bool(table.num_rows == block.n)
-    # For valid input rows <= non-blank lines <= line breaks: equality means one record
-    # per line (objects side by side on a line, invalid anyway, could only offset a
-    # multi-line one).
-    breaks = block.breaks
-    if breaks is None:
-        breaks = bytes(memoryview(block.data)).count(b"\n")
-    block.one_per_line = table.num_rows == breaks
-    return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
 def _temporal_as_string(dtype: pa.DataType) -> pa.DataType:
@@ -128,7 +119,7 @@ def _cut_at_failures(block: _Block, offset: int) -> Iterator[tuple[int, _Block, 
 
 def inferred_parts(block: _Block, offset: int = 0) -> Iterator[tuple[int, _Block, pa.Table | None]]:
     """The block inferred; when that fails, its parts (each with its offset in the
-    block's data): cut at the rows pyarrow names, else split like ``_strict_parts``."""
+    block's data): cut at the rows pyarrow names, else split into pieces, recursively."""
     table = inferred_table(block)
     if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
         yield offset, block, table
@@ -147,3 +138,33 @@ def _bisected(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Tabl
     for piece in pieces:
         yield from inferred_parts(piece, offset)
         offset += len(piece.data)
+
+
+def known_parts(
+    block: _Block, patcher: Patcher
+) -> list[tuple[int, _Block, pa.Table | None]] | None:
+    """The block parsed with an earlier block's schema (``patcher.schema``), when every
+    value fits it as it is (no field it lacks, no promotion): one parse instead of
+    inference's two. Its types are ones the file's own values gave, so promotion
+    across blocks ends where inferring this block would have led. Values of another
+    kind (``"price": "n/a"`` in a number column) are patched out (``patch``): the parts
+    are then the table's runs between the rows at fault, and each such row alone
+    (None: Python). None when the schema does not fit otherwise."""
+    found = patcher.patch(block)
+    if found is None:
+        return None
+    if isinstance(found, pa.Table):
+        return [(0, block, found)]
+    table = found.table
+    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
+    parts: list[InferredPart] = []
+    first = 0
+    for row in [*sorted(found.texts), table.num_rows]:
+        if row > first:
+            at, piece = _lines_of(block, ends, first, row)
+            parts.append((at, piece, table.slice(first, row - first)))
+        if row < table.num_rows:
+            at, piece = _lines_of(block, ends, row, row + 1)
+            parts.append((at, piece, None))
+        first = row + 1
+    return parts

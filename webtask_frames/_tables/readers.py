@@ -39,8 +39,9 @@ import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
 from .blocks import _NotLineDelimited, blocks, loads
-from .inference import inferred_parts
+from .inference import InferredPart, inferred_parts, known_parts
 from .mixed import Part, mixed_table
+from .patch import Patcher
 from .records import (
     add_constant_columns,
     jsonable,
@@ -165,9 +166,15 @@ def _read_inferred(
     parts: list[Part] = []
     where: dict[int, tuple[int, int, int]] = {}  # Arrow part -> block, offset, length
     mixed = False
+    # An earlier block's schema, tried first on the next ones (``known_parts``).
+    patcher: Patcher | None = None
     with contextlib.closing(blocks(path, fmt, span)) as source:
         for index, block in enumerate(source):
-            for offset, piece, table in inferred_parts(block):
+            found = known_parts(block, patcher) if patcher is not None else None
+            block_parts = found if found is not None else list(inferred_parts(block))
+            if patcher is None:
+                patcher = _patcher_from(block_parts)
+            for offset, piece, table in block_parts:
                 if table is None:
                     # Mixed types (JSON text) or a pyarrow limitation: these records in
                     # Python; the table is then the one inferred over all records.
@@ -192,6 +199,19 @@ def _read_inferred(
     if not tables:
         return ReadResult(records_to_table([], None), 0, fmt)
     return ReadResult(unify_tables(tables), n_records, fmt)
+
+
+def _patcher_from(parts: list[InferredPart]) -> Patcher | None:
+    """A patcher with the schema of the block's Arrow parts, when they agree up to
+    absent fields and nulls (a schema that does not fit a later block only costs speed:
+    that block is inferred)."""
+    schemas = [t.schema for _, _, t in parts if t is not None]
+    if not schemas:
+        return None
+    try:
+        return Patcher(pa.unify_schemas(schemas), closed=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
 
 
 def _reload(

@@ -1,32 +1,16 @@
 """The strict fast path: blocks of records parsed by ``pyarrow.json`` with the schema's
 explicit types, validated by the vectorised ``Certifier``.
 
-A value of the wrong JSON kind (``"price": "n/a"`` in a number column, as scraped data
-has) fails a strict parse. Sending the whole block, or even the piece around it, to
-Python costs far more than the value is worth, so a failing block is *patched*:
-
-* it is parsed again as a stream of small chunks, in order (``pyarrow.json.open_json``,
-  still on every core); the chunks before the failure are kept, and the error names the
-  row at fault in its chunk: that line is overwritten, in a copy of the block, by ``{}``
-  and spaces (same length, so every later offset holds), and the stream resumes at the
-  failing chunk's first line. Each byte is parsed about once, however many values fail;
-* the overwritten rows, and only they, take the reference path (``json.loads``, the
-  reference converter), and are put back at their positions by one ``take``;
-* their verdicts come from the original text, so they are the reference's.
-
-The patch needs one record per line. That is checked when it is done (the rows parsed
-must be the block's lines one to one; blank lines would shift the row numbers): when it
-is not so, or an error names no row (an unknown field of a closed schema, a fraction in
-an integer column), the block is split into pieces, recursively, as before, and only
-the pieces that fail take the reference path.
+A block a value of the wrong JSON kind fails is patched (``patch``): the rows at fault,
+and only they, take the reference path (``json.loads``, the reference converter) and
+are put back at their positions by one ``take``; their verdicts come from their original
+text, so they are the reference's. A block that cannot be patched is split into pieces,
+recursively, and only the pieces a strict parse refuses take the reference path.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,11 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
 from .blocks import _Block, blocks, split_block
 from .certify import Certifier, rows_with_null
-from .inference import rows_match
+from .patch import Patched, Patcher, Refused
 from .records import records_to_table, to_array
 from .schema import Layout, Node, arrow_type, parse_type
 from .spans import Span
@@ -48,11 +31,6 @@ __all__ = ["read_strict"]
 
 _SPLIT_PARTS = 32
 _MIN_SPLIT_BYTES = 32 << 10
-# Chunks of the patching stream: small, since the chunks parsed ahead of a failure are
-# parsed again; large enough that each keeps the thread pool busy.
-_PATCH_CHUNK_BYTES = 256 << 10
-_ROW_HINT = re.compile(r"in row (\d+)")
-_PLACEHOLDER = b"{}"
 
 # Kinds pyarrow.json cannot parse into directly: read as strings, converted after.
 _FINISHED_KINDS = frozenset({"timestamp", "date", "dict"})
@@ -74,249 +52,29 @@ def _finish(column: pa.ChunkedArray | pa.Array, node: Node) -> pa.Array | pa.Chu
     return to_array(column.to_pylist(), node)
 
 
-def _options(schema: pa.Schema, closed: bool) -> pa_json.ParseOptions:
-    return pa_json.ParseOptions(
-        explicit_schema=schema, unexpected_field_behavior="error" if closed else "ignore"
-    )
+def _parts(patcher: Patcher, block: _Block) -> Iterator[tuple[_Block, pa.Table | Patched | None]]:
+    """The block parsed strictly, else patched; failing both, its pieces, recursively,
+    so only the pieces a strict parse refuses (None) take the reference path."""
+    found = patcher.patch(block)
+    if found is not None:
+        yield block, found
+        return
+    yield from _pieces(patcher, block)
 
 
-@dataclass
-class _Patched:
-    """A block parsed strictly with ``bad`` rows overwritten by ``{}`` (all null in
-    ``table``); those rows take the reference path."""
-
-    table: pa.Table
-    texts: dict[int, bytes]  # the overwritten rows' original text
-
-
-_KIND_CHANGE = re.compile(r"Column\((/[^)]*)\) changed from \w+ to (\w+)")
-# The first byte of a value of each JSON kind, as pyarrow's errors name them.
-_KIND_START = {
-    "string": b'"',
-    "number": rb"[-0-9]",
-    "boolean": rb"[tf]",
-    "null": b"n",
-    "object": rb"\{",
-    "array": rb"\[",
-}
-
-
-def _suspects(message: str) -> re.Pattern[bytes] | None:
-    """What a kind-change error says to look for in other lines: its field's key
-    followed by a value of the offending kind (``"price": "``). Only a guess: a line it
-    wrongly picks takes the reference path (exact, slower); one it misses fails the
-    strict parse like the first."""
-    found = _KIND_CHANGE.search(message)
-    if found is None:
-        return None
-    key = found.group(1).rsplit("/", 1)[-1]
-    start = _KIND_START.get(found.group(2))
-    if not key or key == "[]" or start is None:
-        return None
-    quoted = json.dumps(key, ensure_ascii=False)[1:-1].encode()
-    return re.compile(b'"' + re.escape(quoted) + rb'"[ \t\r\n]*:[ \t\r\n]*' + start)
-
-
-@dataclass
-class _Patch:
-    """A copy of a block in which the rows at fault are overwritten by ``{}`` and spaces
-    (same length: offsets hold); ``texts`` keeps their original text."""
-
-    data: bytearray
-    lines: int
-    texts: dict[int, bytes] = field(default_factory=dict)
-    _ends: np.ndarray | None = None
-
-    @classmethod
-    def of(cls, block: _Block) -> _Patch | None:
-        """A patch of the block; None when its lines cannot be its rows."""
-        lines = block.breaks if block.breaks is not None else block.n
-        if lines is None:
-            lines = bytes(memoryview(block.data)).count(b"\n")
-        if not lines or (block.n is not None and block.n != lines):
-            return None
-        return cls(bytearray(block.data), lines)
-
-    def ends(self) -> np.ndarray:
-        """The line breaks' positions."""
-        if self._ends is None:
-            self._ends = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 10)
-        return self._ends
-
-    def line_start(self, row: int) -> int:
-        return int(self.ends()[row - 1]) + 1 if row else 0
-
-    def _overwrite(self, row: int, start: int, end: int) -> bool:
-        if end - start < len(_PLACEHOLDER):
-            return False
-        self.texts[row] = bytes(self.data[start:end])
-        self.data[start:end] = _PLACEHOLDER.ljust(end - start)
-        return True
-
-    def overwrite_row(self, row: int) -> bool:
-        """Overwrite line ``row`` (False when there is none, or it cannot hold ``{}``)."""
-        ends = self.ends()
-        if row >= len(ends) or row in self.texts:
-            return False
-        return self._overwrite(row, self.line_start(row), int(ends[row]))
-
-    def overwrite_hits(self, hits: list[int], row: int = 0, offset: int = 0) -> None:
-        """Overwrite the lines holding ``hits`` (sorted positions from ``offset``, the
-        start of line ``row``), counting line breaks from hit to hit."""
-        for hit in hits:
-            row += self.data.count(b"\n", offset, hit)
-            offset = hit
-            end = self.data.find(b"\n", hit)
-            if end < 0:
-                return
-            if row not in self.texts:
-                self._overwrite(row, self.data.rfind(b"\n", 0, hit) + 1, end)
-
-
-_MAX_SUSPECT_SHARE = 0.25
-
-
-@dataclass
-class _Patcher:
-    """The strict parse of one file's blocks, patching those a wrong-kind value fails.
-
-    What each failure says to look for (``_suspects``) is kept for the file's later
-    blocks, whose suspect lines are overwritten before their first parse: a file with a
-    wrong-typed value in every block is parsed about once, not twice."""
-
-    schema: pa.Schema
-    closed: bool
-    suspects: dict[bytes, re.Pattern[bytes]] = field(default_factory=dict)
-
-    def parts(self, block: _Block) -> Iterator[tuple[_Block, pa.Table | _Patched | None]]:
-        """The block parsed strictly (a table), patched (``_Patched``), else its pieces,
-        recursively, so only the pieces holding such a value (None) take the reference
-        path, not the whole block."""
-        hits = self._hits(block.data, 0, block.n or block.breaks or 1)
-        if not hits:
-            try:
-                yield block, self._parse(block, block.data)
-                return
-            except _Refused as exc:
-                self._learn(exc.message)
-            hits = self._hits(block.data, 0, block.n or block.breaks or 1)
-        patch = _Patch.of(block)
-        if patch is not None:
-            patch.overwrite_hits(hits)
-            patched = self._patched(block, patch)
-            if patched is not None:
-                yield block, patched
-                return
-        yield from self._pieces(block)
-
-    def _parse(self, block: _Block, data: Any) -> pa.Table:
+def _pieces(patcher: Patcher, block: _Block) -> Iterator[tuple[_Block, pa.Table | None]]:
+    if len(block.data) < _MIN_SPLIT_BYTES:
+        yield block, None
+        return
+    pieces = split_block(block, _SPLIT_PARTS)
+    if len(pieces) == 1:
+        yield block, None
+        return
+    for piece in pieces:
         try:
-            table = pa_json.read_json(
-                pa.BufferReader(data),
-                # a small piece (a block split around a wrong-typed value) parses
-                # faster without the thread pool's start-up
-                read_options=pa_json.ReadOptions(
-                    block_size=4 << 20, use_threads=len(data) >= (1 << 20)
-                ),
-                parse_options=_options(self.schema, self.closed),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise _Refused(str(exc)) from None
-        if not rows_match(block, table):
-            raise _Refused("")
-        return table
-
-    def _learn(self, message: str) -> re.Pattern[bytes] | None:
-        """Keep what a failure says to look for; the pattern when it is new."""
-        pattern = _suspects(message)
-        if pattern is None or pattern.pattern in self.suspects:
-            return None
-        self.suspects[pattern.pattern] = pattern
-        return pattern
-
-    def _hits(
-        self, data: Any, offset: int, lines: int, patterns: list[re.Pattern[bytes]] | None = None
-    ) -> list[int]:
-        """Where the suspects match from ``offset`` (sorted); a suspect matching in more
-        than a quarter of the ``lines`` is no guide (its key holds such values
-        legitimately somewhere) and is left out."""
-        found: list[int] = []
-        for pattern in self.suspects.values() if patterns is None else patterns:
-            hits = [m.start() for m in pattern.finditer(data, offset)]
-            if len(hits) <= _MAX_SUSPECT_SHARE * lines + 16:
-                found.extend(hits)
-        return sorted(found)
-
-    def _patched(self, block: _Block, patch: _Patch) -> _Patched | None:
-        """The patched block parsed whole; failing that, as a stream of small chunks,
-        resumed after each failure with the row it names overwritten (see the module
-        docstring). None when a failure names no row, or rows are not lines."""
-        table: pa.Table | None = None
-        if patch.texts:
-            try:
-                table = self._parse(block, patch.data)
-            except _Refused as exc:
-                self._learn(exc.message)
-        if table is None:
-            batches = self._stream(patch)
-            if batches is None:
-                return None
-            table = pa.Table.from_batches(batches, schema=self.schema)
-        if table.num_rows != patch.lines:
-            return None  # blank lines: rows and lines are not one to one
-        block.one_per_line = True
-        return _Patched(table, patch.texts)
-
-    def _stream(self, patch: _Patch) -> list[pa.RecordBatch] | None:
-        read_options = pa_json.ReadOptions(block_size=_PATCH_CHUNK_BYTES, use_threads=True)
-        options = _options(self.schema, self.closed)
-        batches: list[pa.RecordBatch] = []
-        first = 0  # the first line no batch holds yet
-        while first < patch.lines:
-            try:
-                reader = pa_json.open_json(
-                    pa.BufferReader(memoryview(patch.data)[patch.line_start(first) :]),
-                    read_options=read_options,
-                    parse_options=options,
-                )
-                for batch in reader:
-                    batches.append(batch)
-                    first += batch.num_rows
-                return batches
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                found = _ROW_HINT.search(str(exc))
-                row = first + int(found.group(1)) if found is not None else patch.lines
-                if not patch.overwrite_row(row):
-                    return None  # no row named, or not this block's line: no progress
-                pattern = self._learn(str(exc))
-                if pattern is not None and row + 1 < patch.lines:
-                    offset = patch.line_start(row + 1)
-                    hits = self._hits(patch.data, offset, patch.lines - row, [pattern])
-                    patch.overwrite_hits(hits, row + 1, offset)
-        return batches
-
-    def _pieces(self, block: _Block) -> Iterator[tuple[_Block, pa.Table | _Patched | None]]:
-        if len(block.data) < _MIN_SPLIT_BYTES:
-            yield block, None
-            return
-        pieces = split_block(block, _SPLIT_PARTS)
-        if len(pieces) == 1:
-            yield block, None
-            return
-        for piece in pieces:
-            try:
-                yield piece, self._parse(piece, piece.data)
-            except _Refused:
-                yield from self._pieces(piece)
-
-
-class _Refused(Exception):
-    """A strict parse failed (``message``: pyarrow's words, empty when rows and records
-    did not match)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+            yield piece, patcher.parse(piece, piece.data)
+        except Refused:
+            yield from _pieces(patcher, piece)
 
 
 def _final_schema(node: Node) -> pa.Schema:
@@ -333,7 +91,7 @@ def _reference_part(block: _Block, layout: Layout, collector: Collector) -> pa.T
 
 def _strict_part(
     block: _Block,
-    parsed: pa.Table | _Patched,
+    parsed: pa.Table | Patched,
     layout: Layout,
     collector: Collector,
     certifier: Certifier | None,
@@ -342,7 +100,7 @@ def _strict_part(
     its verdicts into ``collector``."""
     node = layout.node
     texts: dict[int, bytes] = {}
-    if isinstance(parsed, _Patched):
+    if isinstance(parsed, Patched):
         parsed, texts = parsed.table, parsed.texts
     # The original text, not the patched copy: verdicts and patched rows are the file's.
     bad = sorted(texts)
@@ -383,9 +141,9 @@ def read_strict(
     certifier = Certifier.build(layout) if collector.validator is not None else None
     closed = certifier is not None and certifier.closed
     parts: list[pa.Table] = []
-    patcher = _Patcher(schema, closed)
+    patcher = Patcher(schema, closed)
     for whole in blocks(path, fmt, span):
-        for block, parsed in patcher.parts(whole):
+        for block, parsed in _parts(patcher, whole):
             if parsed is None:
                 parts.append(_reference_part(block, layout, collector))
             else:
