@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.inference as inference
+import webtask_frames._tables.mixed as mixed
 import webtask_frames._tables.readers as readers
 import webtask_frames._tables.strict as strict
 from webtask_frames._tables.readers import read_file
@@ -274,3 +275,60 @@ def test_later_blocks_patch_out_values_of_another_kind(
     # about one parse a block (two where a guess is learnt), not three per bad row
     n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
     assert parses <= 2 * n_blocks + 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1))
+def test_doubles_become_the_reference_text(values: list[float]) -> None:
+    """A double column that becomes text: Arrow's formatting where it is ``repr``'s,
+    Python's elsewhere, and a whole number's original value (``5`` or ``5.0``)."""
+    column = pa.chunked_array([pa.array([*values, None], type=pa.float64())])
+    originals = {i: {"x": int(v)} for i, v in enumerate(values) if v.is_integer()}
+    got = mixed._float_text(column, "x", originals).to_pylist()
+    want = [str(int(v)) if v.is_integer() else repr(v) for v in values] + [None]
+    assert got == want
+
+
+def test_doubles_at_the_edges_of_fixed_notation() -> None:
+    edges = [
+        1e-4,
+        9.999e-5,
+        1.5e-7,
+        1e10 + 0.25,
+        1e10 - 0.5,
+        1e16 + 2.5,
+        0.1,
+        1 / 3,
+        -2.5e-4,
+        5e-324,
+    ]
+    column = pa.chunked_array([pa.array(edges, type=pa.float64())])
+    assert mixed._float_text(column, "x", {}).to_pylist() == [repr(v) for v in edges]
+
+
+def test_a_first_block_with_wrong_kinds_is_patched_with_its_heads_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One block (a small file): its head's schema is tried on the whole block, with the
+    rows at fault patched out, instead of one cut (and one parse) per bad row."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 16 << 20)
+    monkeypatch.setattr(inference, "_HEAD_BYTES", 4 << 10)
+    rows: list[Any] = [{"id": i, "price": i + 0.5, "hq": {"city": "c"}} for i in range(3000)]
+    bad = set(range(20, 3000, 97))
+    for i in bad:
+        rows[i]["price"] = "n/a"
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    parses = 0
+    read_json = inference.pa_json.read_json
+
+    def counted_parse(*args: Any, **kwargs: Any) -> Any:
+        nonlocal parses
+        parses += 1
+        return read_json(*args, **kwargs)
+
+    expected = _previous(path, "ndjson")
+    monkeypatch.setattr(inference.pa_json, "read_json", counted_parse)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    assert parses <= 12  # not ~3 per bad row (93)

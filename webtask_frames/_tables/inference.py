@@ -21,7 +21,14 @@ import pyarrow.json as pa_json
 from .blocks import _Block, _block_of_lines, rows_match, split_block
 from .patch import Patcher
 
-__all__ = ["InferredPart", "inferred_parts", "inferred_table", "known_parts"]
+__all__ = [
+    "InferredPart",
+    "first_parts",
+    "inferred_parts",
+    "inferred_table",
+    "known_parts",
+    "patcher_from",
+]
 
 # A part of a block: its offset in the block's data, its lines, its table (None: Python).
 InferredPart: TypeAlias = tuple[int, _Block, pa.Table | None]
@@ -168,3 +175,40 @@ def known_parts(
             parts.append((at, piece, None))
         first = row + 1
     return parts
+
+
+def patcher_from(parts: list[InferredPart]) -> Patcher | None:
+    """A patcher with the schema of these parts' tables, when they agree up to absent
+    fields and nulls (a schema that does not fit a later block only costs speed: that
+    block is inferred)."""
+    schemas = [t.schema for _, _, t in parts if t is not None]
+    if not schemas:
+        return None
+    try:
+        return Patcher(pa.unify_schemas(schemas), closed=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+_HEAD_BYTES = 1 << 20
+
+
+def first_parts(block: _Block) -> tuple[list[InferredPart], Patcher | None]:
+    """The first block's parts, and a patcher for the next blocks. Inferred whole,
+    when it can be; else its head (first MiB, itself cut at its failures) gives a
+    schema that is tried on the whole block, patched (``known_parts``); else the block
+    is cut at its failures (each costs a parse of what precedes it, on one core)."""
+    table = inferred_table(block)
+    if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
+        parts: list[InferredPart] = [(0, block, table)]
+        return parts, patcher_from(parts)
+    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
+    lines = max(1, int(np.searchsorted(ends, _HEAD_BYTES)))
+    patcher = None
+    if lines < len(ends):
+        patcher = patcher_from(list(inferred_parts(_lines_of(block, ends, 0, lines)[1])))
+        found = known_parts(block, patcher) if patcher is not None else None
+        if found is not None:
+            return found, patcher
+    parts = list(_cut_at_failures(block, 0))
+    return parts, patcher_from(parts) or patcher

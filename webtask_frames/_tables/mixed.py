@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .records import records_to_table, row_of, to_array
+from .records import converter, records_to_table, row_of, to_array
 from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
 
 __all__ = ["Part", "Reload", "mixed_table"]
@@ -139,11 +139,44 @@ def _column(
         return pa.nulls(table.num_rows)
     if node_from_arrow(column.type) == node and column.type == arrow_type(node):
         return column  # not a string column of JSON text: that needs quotes
+    if pa.types.is_float64(column.type) and node.kind == "string":
+        return _float_text(column, name, originals)
     values = column.to_pylist()
     if pa.types.is_floating(column.type) and node.kind in _TEXT:
         for row, record in originals.items():
             values[row] = record.get(name)
     return to_array(values, node)
+
+
+# Where Arrow's shortest formatting of a double is Python's ``repr`` character for
+# character: both print the shortest digits that read back to the same double, in
+# fixed notation from 1e-4 (below it Python writes exponents, Arrow from 1e-7) up to
+# 1e10 (from there Arrow writes exponents, Python from 1e16). Whole numbers differ
+# ("5" against "5.0"). A differential test holds this against ``repr``.
+_FIXED_LOW, _FIXED_HIGH = 1e-4, 1e10
+
+
+def _float_text(column: pa.ChunkedArray, name: str, originals: dict[int, Any]) -> pa.Array:
+    """A double column as the reference's text (``_to_str``: ``repr``, or the original
+    value of a whole number read again from the file), formatted by Arrow wherever it
+    is ``repr``'s text and in Python elsewhere."""
+    values = column.to_numpy(zero_copy_only=False)
+    size = np.abs(values)
+    with np.errstate(invalid="ignore"):
+        same = (size >= _FIXED_LOW) & (size < _FIXED_HIGH) & (np.floor(values) != values)
+    text = pc.cast(column, pa.string()).combine_chunks()
+    valid = np.asarray(pc.is_valid(column))
+    rows = np.flatnonzero(valid & ~same)
+    if not len(rows):
+        return text
+    convert = converter(Node("string"))
+    fixed = [
+        convert(originals[row].get(name) if row in originals else float(values[row]))
+        for row in rows.tolist()
+    ]
+    mask = np.zeros(len(values), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(text, pa.array(mask), pa.array(fixed, type=pa.string()))
 
 
 def mixed_table(parts: Sequence[Part], reload: Reload) -> pa.Table | None:

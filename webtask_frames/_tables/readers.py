@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
 from .blocks import _NotLineDelimited, blocks, loads
-from .inference import InferredPart, inferred_parts, known_parts
+from .inference import first_parts, inferred_parts, known_parts
 from .mixed import Part, mixed_table
 from .patch import Patcher
 from .records import (
@@ -170,10 +170,11 @@ def _read_inferred(
     patcher: Patcher | None = None
     with contextlib.closing(blocks(path, fmt, span)) as source:
         for index, block in enumerate(source):
-            found = known_parts(block, patcher) if patcher is not None else None
-            block_parts = found if found is not None else list(inferred_parts(block))
             if patcher is None:
-                patcher = _patcher_from(block_parts)
+                block_parts, patcher = first_parts(block)
+            else:
+                found = known_parts(block, patcher)
+                block_parts = found if found is not None else list(inferred_parts(block))
             for offset, piece, table in block_parts:
                 if table is None:
                     # Mixed types (JSON text) or a pyarrow limitation: these records in
@@ -199,19 +200,6 @@ def _read_inferred(
     if not tables:
         return ReadResult(records_to_table([], None), 0, fmt)
     return ReadResult(unify_tables(tables), n_records, fmt)
-
-
-def _patcher_from(parts: list[InferredPart]) -> Patcher | None:
-    """A patcher with the schema of the block's Arrow parts, when they agree up to
-    absent fields and nulls (a schema that does not fit a later block only costs speed:
-    that block is inferred)."""
-    schemas = [t.schema for _, _, t in parts if t is not None]
-    if not schemas:
-        return None
-    try:
-        return Patcher(pa.unify_schemas(schemas), closed=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
 
 
 def _reload(
