@@ -50,8 +50,13 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
+def _reference(path: Path, fmt: str) -> pa.Table:
+    """Every record through ``json.loads`` and the reference converter."""
+    return readers._read_records_by_block(path, fmt, None, Collector(None)).table
+
+
 def _check(path: Path, fmt: str) -> pa.Table:
-    expected = _previous(path, fmt if fmt == "ndjson" else "json-array")
+    expected = _reference(path, fmt if fmt == "ndjson" else "json-array")
     ctype = "application/x-ndjson" if fmt == "ndjson" else "application/json"
     got = read_file(path, ctype, layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
@@ -332,3 +337,40 @@ def test_a_first_block_with_wrong_kinds_is_patched_with_its_heads_schema(
     assert got.schema == expected.schema
     assert _same(got.to_pylist(), expected.to_pylist())
     assert parses <= 12  # not ~3 per bad row (93)
+
+
+def test_a_column_first_null_then_filled_stays_on_arrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field the first block never fills has no type yet: a later block that fills
+    it is inferred (its values give the type), not patched row by row."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 << 10)
+    rows: list[Any] = [{"id": i, "a": None if i < 300 else i * 2} for i in range(1200)]
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    loads = 0
+    original = blocks._Block.load
+
+    def counted(self: Any, text: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return original(self, text)
+
+    expected = _reference(path, "ndjson")
+    monkeypatch.setattr(blocks._Block, "load", counted)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    assert got.schema.field("a").type == pa.int64()
+    assert loads == 0
+
+
+@pytest.mark.parametrize("later", [{"tags": []}, {"hq": {}}, {"tags": [None]}])
+def test_blocks_inference_would_read_in_python_agree_with_the_reference(
+    tmp_path: Path, later: dict[str, Any]
+) -> None:
+    rows: list[Any] = [
+        {"id": i, "a": 2**64 if i == 3 else i, "tags": ["t"], "hq": {"c": 1}} for i in range(400)
+    ]
+    for i in range(200, 400):
+        rows[i].update(later)
+    _check(_write(tmp_path / "m.ndjson", rows, "ndjson"), "ndjson")

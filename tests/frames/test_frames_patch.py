@@ -212,3 +212,66 @@ def test_keys_that_need_escaping(tmp_path: Path) -> None:
     layout = layout_for({"type": "array", "items": item})
     got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
     _same(got.table, records_to_table(records, layout))
+
+
+def _lines_file(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+LIST_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "t": {"type": "array", "items": {"type": "integer"}}},
+}
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_blank_line_before_a_fault_the_guess_misses(tmp_path: Path, typed: bool) -> None:
+    """Rows are not lines when a line is blank: never patched, never a row twice."""
+    lines = [json.dumps({"id": i, "t": [i]}) for i in range(20000)]
+    lines[100] = ""
+    lines[15000] = json.dumps({"id": 15000, "t": [1, "x"]})  # a list item: no guess
+    path = _lines_file(tmp_path / "r.ndjson", lines)
+    records = [json.loads(line) for line in lines if line]
+    layout = layout_for({"type": "array", "items": LIST_ITEM}) if typed else None
+    got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+    want = records_to_table(records, layout)
+    assert got.table.num_rows == len(records)
+    _same(got.table, want)
+
+
+@pytest.mark.parametrize("typed", [True, False])
+@pytest.mark.parametrize("where", ["first", "later", "array"])
+def test_lines_of_null_never_reach_pyarrow(tmp_path: Path, typed: bool, where: str) -> None:
+    """pyarrow's JSON reader crashes the process on a chunk that starts with ``null``:
+    such lines are rows at fault, read by the reference path."""
+    records: list[Any] = [{"id": i, "t": [i]} for i in range(3000)]
+    records[0 if where == "first" else 1234] = None
+    path = tmp_path / "r.bin"
+    if where == "array":
+        path.write_text(json.dumps(records), encoding="utf-8")
+        ctype = "application/json"
+    else:
+        _lines_file(path, [json.dumps(r) for r in records])
+        ctype = "application/x-ndjson"
+    layout = layout_for({"type": "array", "items": LIST_ITEM}) if typed else None
+    collector = Collector(RecordValidator(LIST_ITEM) if typed else None)
+    got = read_file(path, ctype, layout=layout, collector=collector)
+    _same(got.table, records_to_table(records, layout))
+    if typed:
+        checker = jsonschema.Draft202012Validator(LIST_ITEM)
+        assert collector.mask().tolist() == [checker.is_valid(r) for r in records]
+
+
+def test_close_faults_the_guess_misses_cost_their_rows_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wrong list items (no key to guess from) one row in 60: the stream resumes after
+    each, so only those rows go to Python."""
+    lines = [json.dumps({"id": i, "t": [i, "x"] if i % 60 == 7 else [i]}) for i in range(6000)]
+    path = _lines_file(tmp_path / "r.ndjson", lines)
+    spy = _Spy(monkeypatch)
+    layout = layout_for({"type": "array", "items": LIST_ITEM})
+    got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+    _same(got.table, records_to_table([json.loads(x) for x in lines], layout))
+    assert spy.converted == 100

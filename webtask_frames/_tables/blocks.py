@@ -24,9 +24,7 @@ parse) plus access to each record's own text (for the reference path).
 from __future__ import annotations
 
 import json
-import queue
 import re
-import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
+from .prefetch import prefetch as _prefetch
 from .spans import Span, Window, objects_only
 
 __all__ = ["BLOCK_BYTES", "blocks", "loads", "rows_match", "split_block"]
@@ -49,6 +48,12 @@ DUCKDB_THREADS = 1
 # DuckDB sizes its read buffers from this (a larger element fails with ProtocolError).
 MAX_ELEMENT_BYTES = 64 << 20
 _LINE_BREAK = re.compile(b"[\r\n]")
+
+
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+_FIRST_BLANK = re.compile(rb"[ \t\r]*\n")
+_NULL_LINE = re.compile(rb"\n[ \t\r]*null[ \t\r]*(?=\n)")
+_FIRST_NULL = re.compile(rb"[ \t\r]*null[ \t\r]*\n")
 
 
 def loads(text: str | bytes) -> tuple[Any, bool]:
@@ -83,6 +88,29 @@ class _Block:
     guessed: bool = False
     _breaks: np.ndarray | None = None
     _texts: Sequence[str | bytes] | None = None
+    _blank: bool | None = None
+    _nulls: list[int] | None = None
+
+    def has_blank_line(self) -> bool:
+        """Whether a line is empty or whitespace: then rows and lines are not one to
+        one, and pyarrow's row numbers are not line numbers."""
+        if self._blank is None:
+            data = self.data
+            self._blank = (
+                _BLANK_LINE.search(data) is not None or _FIRST_BLANK.match(data) is not None
+            )
+        return self._blank
+
+    def null_lines(self) -> list[int]:
+        """Where the lines that hold only ``null`` start. pyarrow must never see them:
+        its JSON reader crashes the process on a chunk that starts with one (and reads
+        the others as rows of nulls, not as the reference's ``null`` records)."""
+        if self._nulls is None:
+            data = self.data
+            self._nulls = [m.start() + 1 for m in _NULL_LINE.finditer(data)]
+            if _FIRST_NULL.match(data) is not None:
+                self._nulls.insert(0, 0)
+        return self._nulls
 
     def load(self, text: str | bytes) -> tuple[Any, bool]:
         """``_loads`` one record of this block; invalid JSON is a ProtocolError (or, in a
@@ -119,7 +147,9 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
     breaks = block.breaks
     if breaks is None:
         breaks = bytes(memoryview(block.data)).count(b"\n")
-    block.one_per_line = table.num_rows == breaks
+    # Without blank lines, each line gives at least one row: as many rows as lines
+    # means one each. With them, two objects side by side could make up the count.
+    block.one_per_line = table.num_rows == breaks and not block.has_blank_line()
     return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
@@ -488,63 +518,6 @@ def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
         con.close()
 
 
-def _prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
-    """Run a producer one item ahead in a thread (DuckDB and pyarrow both release the
-    GIL, so splitting the next batch overlaps parsing this one).
-
-    When the consumer stops early (an error, or it simply stops iterating), the producer
-    is told to stop and its iterator is closed, so no thread or DuckDB connection leaks.
-    """
-    done = object()
-    stop = threading.Event()
-    slots: queue.Queue[Any] = queue.Queue(maxsize=1)
-
-    def offer(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer(item):
-                    break
-        except BaseException as exc:  # handed to the consumer
-            offer(exc)
-        finally:
-            try:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()  # runs the producer generator's finally (closes DuckDB)
-            finally:
-                offer(done)  # whatever happened above, the consumer is released
-
-    def take() -> Any:
-        # Never wait on a producer that is gone: a thread that died without its end
-        # marker (it cannot, but a read of a paid result must not hang on a bug) fails.
-        while True:
-            try:
-                return slots.get(timeout=0.1)
-            except queue.Empty:
-                if not thread.is_alive() and slots.empty():
-                    raise RuntimeError("the file reader stopped without a result") from None
-
-    thread = threading.Thread(target=produce, name="webtask-frames-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := take()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
     """The generic JSON-array reader: DuckDB's ``read_json_objects`` streams the
     elements' original text; each batch becomes a block of one element per line."""
@@ -557,6 +530,21 @@ def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
         yield _Block(data=_values_of(lines), texts=column.to_pylist, n=len(column), column=column)
 
 
+def _checked(source: Iterator[_Block]) -> Generator[_Block, None, None]:
+    """The blocks with their lines checked (``null`` lines; blank lines when the count
+    of records is not known), in the producer's thread, ahead of their parse."""
+    try:
+        for block in source:
+            block.null_lines()
+            if block.n is None:
+                block.has_blank_line()
+            yield block
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
 def blocks(path: Path, fmt: str, span: Span | None = None) -> Generator[_Block, None, None]:
     """The blocks of an ``ndjson`` or ``json-array`` file (``json-array-scan``: never
     by a guessed separator; ``json-array-duckdb``: by DuckDB); of the array in ``span``
@@ -565,12 +553,12 @@ def blocks(path: Path, fmt: str, span: Span | None = None) -> Generator[_Block, 
     A ``json-array`` read may raise ``_NotLineDelimited``: the caller then forgets what
     it read and reads ``json-array-scan``."""
     if fmt == "ndjson":
-        return _ndjson_blocks(path, BLOCK_BYTES)
+        return _prefetch(_checked(_ndjson_blocks(path, BLOCK_BYTES)))
     if fmt == "json-array-duckdb":
         return _array_blocks(path, ARRAY_BATCH_ROWS)
     separator = _array_separator(path, span) if fmt == "json-array" else None
     if separator is not None:
-        found = _prefetch(_guessed_blocks(path, BLOCK_BYTES, separator, span))
+        found = _prefetch(_checked(_guessed_blocks(path, BLOCK_BYTES, separator, span)))
     else:
-        found = _prefetch(_scan_blocks(path, BLOCK_BYTES, span))
+        found = _prefetch(_checked(_scan_blocks(path, BLOCK_BYTES, span)))
     return objects_only(found) if span is not None and span.objects else found

@@ -10,6 +10,7 @@ so a later pass can find its rows again (``mixed``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import TypeAlias
@@ -27,6 +28,7 @@ __all__ = [
     "inferred_parts",
     "inferred_table",
     "known_parts",
+    "learn",
     "patcher_from",
 ]
 
@@ -66,6 +68,8 @@ def inferred_table(block: _Block, hint: list[int] | None = None) -> pa.Table | N
     failure's message names its row in the block (appended to ``hint``)."""
     # a small piece (a block split around a value of another kind) parses faster
     # without the thread pool's start-up
+    if block.null_lines():
+        return None  # pyarrow must never see them (see ``_Block.null_lines``)
     read_options = pa_json.ReadOptions(
         block_size=max(4 << 20, len(block.data) + 1) if hint is not None else 4 << 20,
         use_threads=hint is None and len(block.data) >= (1 << 20),
@@ -161,6 +165,11 @@ def known_parts(
     if found is None:
         return None
     if isinstance(found, pa.Table):
+        # Inferred alone, a block whose lists are all empty (or whose nested fields
+        # are all null) gets null-typed children, which pyarrow mis-builds: the old
+        # reader read it in Python, and so must this one (the block is inferred).
+        if any(_nullish(column.chunks, nested=False) for column in found.columns):
+            return None
         return [(0, block, found)]
     table = found.table
     ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
@@ -177,6 +186,24 @@ def known_parts(
     return parts
 
 
+def _nullish(arrays: list[pa.Array], *, nested: bool) -> bool:
+    """Whether inferring these values alone could give a null-typed child (a list with
+    no item, a struct field never set, an empty struct): ``_nested_null``. Absent and
+    null look alike here, so this errs towards yes (which only costs speed)."""
+    if not any(len(a) - a.null_count for a in arrays):
+        return nested
+    dtype = arrays[0].type
+    if pa.types.is_list(dtype):
+        return _nullish([a.flatten() for a in arrays], nested=True)
+    if pa.types.is_struct(dtype):
+        if dtype.num_fields == 0:
+            return True
+        return any(
+            _nullish([a.field(i) for a in arrays], nested=True) for i in range(dtype.num_fields)
+        )
+    return False
+
+
 def patcher_from(parts: list[InferredPart]) -> Patcher | None:
     """A patcher with the schema of these parts' tables, when they agree up to absent
     fields and nulls (a schema that does not fit a later block only costs speed: that
@@ -185,9 +212,16 @@ def patcher_from(parts: list[InferredPart]) -> Patcher | None:
     if not schemas:
         return None
     try:
-        return Patcher(pa.unify_schemas(schemas), closed=True)
+        return Patcher(pa.unify_schemas(schemas), closed=True, null_fields_fault=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
+
+
+def learn(patcher: Patcher, table: pa.Table) -> None:
+    """Widen ``patcher``'s schema by a block inferred whole (a field first seen there,
+    a type its values gave), when the two agree up to absent fields and nulls."""
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        patcher.schema = pa.unify_schemas([patcher.schema, table.schema])
 
 
 _HEAD_BYTES = 1 << 20

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from .records import converter, records_to_table, row_of, to_array
 from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
 
-__all__ = ["Part", "Reload", "mixed_table"]
+__all__ = ["Part", "Reload", "exact_as_parsed", "mixed_table"]
 
 # A part of the file, in order: a block inferred by pyarrow, or records parsed in Python.
 Part: TypeAlias = pa.Table | list[Any]
@@ -146,6 +146,18 @@ def _column(
         for row, record in originals.items():
             values[row] = record.get(name)
     return to_array(values, node)
+
+
+def exact_as_parsed(parts: Sequence[Part]) -> bool:
+    """Whether Arrow parts, concatenated with promotion (``unify_tables``), are the
+    reference's table: no whole number beyond int64 (the reference's text) and no
+    double that becomes text (its original spelling is needed) in them."""
+    tables = [p for p in parts if isinstance(p, pa.Table)]
+    if len(tables) < len(parts):
+        return False
+    if len(tables) < 2 or all(t.schema == tables[0].schema for t in tables):
+        return not any(_beyond_int64(c) for t in tables for c in t.columns)
+    return _requests(parts, _plan(parts)) == {}
 
 
 # Where Arrow's shortest formatting of a double is Python's ``repr`` character for

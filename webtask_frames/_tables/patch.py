@@ -11,16 +11,18 @@ it, to Python costs far more than the value is worth, so a failing block is *pat
   kept for the file's later blocks, whose suspect lines are overwritten before their
   first parse: a file with a wrong-typed value in every block is parsed about once;
 * what the guess misses is found by parsing the copy as a stream of small chunks, in
-  order (``pyarrow.json.open_json``, still on every core): the chunks before a failure
-  are kept, the error names the row at fault in its chunk, that line is overwritten
-  and the stream resumes at the failing chunk's first line;
+  order (``pyarrow.json.open_json``, on one thread, so nothing is parsed ahead of a
+  failure): the chunks before a failure are kept, the error names the row at fault in
+  its chunk, that line is overwritten, the lines from the failing chunk's start to it
+  are parsed on their own and the stream resumes after it (each byte is parsed at most
+  twice; past one row at fault in 50, the caller's own way is cheaper);
 * the overwritten rows (``Patched.texts``: their original text) then take the
   reference path, and only they. A line the guess picks wrongly costs speed, never
   exactness: it is simply read by the reference path too.
 
-The patch needs one record per line. That is checked when it is done (the rows parsed
-must be the block's lines one to one: blank lines would shift the row numbers); when it
-is not so, or a failure names no row (an unknown field of a closed schema, a fraction in
+The patch needs one record per line: a block with a blank line is never patched (its
+row numbers are not line numbers), and the rows parsed must be its lines one to one. When
+it is not so, or a failure names no row (an unknown field of a closed schema, a fraction in
 an integer column), ``Patcher.patch`` gives None and the caller decides.
 """
 
@@ -39,9 +41,8 @@ from .blocks import _Block, rows_match
 
 __all__ = ["Patched", "Patcher", "Refused"]
 
-# Chunks of the patching stream: small, since the chunks parsed ahead of a failure are
-# parsed again; large enough that each keeps the thread pool busy.
-_PATCH_CHUNK_BYTES = 256 << 10
+# Chunks of the patching stream: a failure costs the part of its chunk before it.
+_PATCH_CHUNK_BYTES = 64 << 10
 _ROW_HINT = re.compile(r"in row (\d+)")
 _PLACEHOLDER = b"{}"
 _MAX_RESTARTS = 16
@@ -106,8 +107,8 @@ class _Patch:
         lines = block.breaks if block.breaks is not None else block.n
         if lines is None:
             lines = bytes(memoryview(block.data)).count(b"\n")
-        if not lines or (block.n is not None and block.n != lines):
-            return None
+        if not lines or (block.n is not None and block.n != lines) or block.has_blank_line():
+            return None  # rows could not be told from lines by their count
         return cls(bytearray(block.data), lines)
 
     def ends(self) -> np.ndarray:
@@ -159,26 +160,38 @@ class Patcher:
 
     schema: pa.Schema
     closed: bool  # a field the schema lacks fails the parse (else it is ignored)
+    # Whether a value where the schema has a null-typed field is a row at fault (typed
+    # reads); untyped, such a block is inferred instead (its values give its type).
+    null_fields_fault: bool = True
     suspects: dict[bytes, re.Pattern[bytes]] = field(default_factory=dict)
 
     def patch(self, block: _Block) -> pa.Table | Patched | None:
         """The block parsed strictly (a table), else patched (``Patched``); None when a
-        failure names no row or the block's lines are not its rows."""
-        hits = self._hits(block.data, 0, block.n or block.breaks or 1)
-        if not hits:
+        failure names no row or the block's lines are not its rows. Lines that hold
+        only ``null`` are rows at fault too (pyarrow must never see them)."""
+        lines = block.n or block.breaks or 1
+        hits = self._hits(block.data, 0, lines)
+        if not hits and not block.null_lines():
             try:
                 return self.parse(block, block.data)
             except Refused as exc:
+                if not self._may_patch(exc.message):
+                    return None
                 self._learn(exc.message)
-            hits = self._hits(block.data, 0, block.n or block.breaks or 1)
+            hits = self._hits(block.data, 0, lines)
         patch = _Patch.of(block)
         if patch is None:
             return None
-        patch.overwrite_hits(hits)
+        patch.overwrite_hits(sorted(hits + block.null_lines()))
         return self._patched(block, patch)
+
+    def _may_patch(self, message: str) -> bool:
+        return self.null_fields_fault or "changed from null" not in message
 
     def parse(self, block: _Block, data: Any) -> pa.Table:
         """The block (``data``: its text, or a patched copy) parsed strictly."""
+        if data is block.data and block.null_lines():
+            raise Refused("a line holds only null")
         try:
             table = pa_json.read_json(
                 pa.BufferReader(data),
@@ -237,13 +250,14 @@ class Patcher:
         return Patched(table, patch.texts)
 
     def _stream(self, patch: _Patch) -> list[pa.RecordBatch] | None:
-        read_options = pa_json.ReadOptions(block_size=_PATCH_CHUNK_BYTES, use_threads=True)
+        # One thread: nothing is parsed ahead of a failure. The lines before the row at
+        # fault (parsed once already, in the failing chunk) are parsed again on their
+        # own, so each byte is parsed at most twice, however close the failures.
+        read_options = pa_json.ReadOptions(block_size=_PATCH_CHUNK_BYTES, use_threads=False)
         options = _options(self.schema, self.closed)
         batches: list[pa.RecordBatch] = []
         first = 0  # the first line no batch holds yet
-        # Each failure costs the chunks parsed ahead of it: past a few, the rows at
-        # fault are too many for this to beat the caller's own way.
-        restarts = _MAX_RESTARTS + patch.lines // 100
+        faults = 0
         while first < patch.lines:
             try:
                 reader = pa_json.open_json(
@@ -258,15 +272,37 @@ class Patcher:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 found = _ROW_HINT.search(str(exc))
                 row = first + int(found.group(1)) if found is not None else patch.lines
-                restarts -= 1
-                if restarts < 0 or not patch.overwrite_row(row):
+                faults += 1
+                # More than one row at fault in 50 so far: the caller's own way (pieces)
+                # is cheaper than a restart for each.
+                dense = faults > _MAX_RESTARTS and faults * 50 > row
+                if dense or not self._may_patch(str(exc)) or not patch.overwrite_row(row):
                     return None  # no row named, or not this block's line: no progress
                 pattern = self._learn(str(exc))
                 if pattern is not None and row + 1 < patch.lines:
                     offset = patch.line_start(row + 1)
                     hits = self._hits(patch.data, offset, patch.lines - row, [pattern])
                     patch.overwrite_hits(hits, row + 1, offset)
+                head = self._lines(patch, first, row + 1)
+                if head is None:
+                    return None
+                batches.extend(head.to_batches())
+                first = row + 1
         return batches
+
+    def _lines(self, patch: _Patch, first: int, stop: int) -> pa.Table | None:
+        """Lines ``[first, stop)`` of the patched copy parsed on their own (None when
+        they do not parse, or not into as many rows)."""
+        data = memoryview(patch.data)[patch.line_start(first) : patch.line_start(stop)]
+        try:
+            table = pa_json.read_json(
+                pa.BufferReader(data),
+                read_options=pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False),
+                parse_options=_options(self.schema, self.closed),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return table if table.num_rows == stop - first else None
 
 
 class Refused(Exception):

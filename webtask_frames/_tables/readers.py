@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
 from .blocks import _NotLineDelimited, blocks, loads
-from .inference import first_parts, inferred_parts, known_parts
-from .mixed import Part, mixed_table
+from .inference import first_parts, inferred_parts, known_parts, learn
+from .mixed import Part, exact_as_parsed, mixed_table
 from .patch import Patcher
 from .records import (
     add_constant_columns,
@@ -110,8 +110,8 @@ def sniff_format(path: Path, content_type: str = "application/octet-stream") -> 
     if ext == ".csv":
         return "csv"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if ext == ".ndjson" and text[:1] in (b"{", b"["):
-        return "ndjson"
+    if ext == ".ndjson" and text and text[:1] in b'{["-0123456789tfn':
+        return "ndjson"  # declared, and starts like a JSON value (``null`` too)
     first = text[:1]
     if first == b"[":
         return "json-array"
@@ -175,6 +175,8 @@ def _read_inferred(
             else:
                 found = known_parts(block, patcher)
                 block_parts = found if found is not None else list(inferred_parts(block))
+                if found is None and block_parts[0][1] is block and block_parts[0][2]:
+                    learn(patcher, block_parts[0][2])
             for offset, piece, table in block_parts:
                 if table is None:
                     # Mixed types (JSON text) or a pyarrow limitation: these records in
@@ -185,7 +187,9 @@ def _read_inferred(
                 where[len(parts)] = (index, offset, len(piece.data))
                 parts.append(table)
                 mixed = mixed or piece is not block  # the block failed: pieces parsed
-    if mixed:
+    # Tables pyarrow inferred block by block, concatenated, are the reference's table
+    # unless a whole number beyond int64 or a double becoming text is in them.
+    if mixed or not exact_as_parsed(parts):
         table = mixed_table(parts, partial(_reload, path, fmt, span, where))
         if table is None:
             # The reference's table cannot be built from the parts: every record in

@@ -1,0 +1,71 @@
+"""Running a producer of blocks one item ahead, in a thread.
+
+Cutting the next block (reading, scanning, replacing separators) overlaps the parse of
+this one: DuckDB and pyarrow release the GIL while they work. Memory stays bounded by
+the one item waiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator, Iterator
+from typing import Any
+
+__all__ = ["prefetch"]
+
+
+def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
+    """``items``, produced one item ahead in a thread.
+
+    When the consumer stops early (an error, or it simply stops iterating), the producer
+    is told to stop and its iterator is closed, so no thread or DuckDB connection leaks.
+    """
+    done = object()
+    stop = threading.Event()
+    slots: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    break
+        except BaseException as exc:  # handed to the consumer
+            offer(exc)
+        finally:
+            try:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()  # runs the producer generator's finally (closes DuckDB)
+            finally:
+                offer(done)  # whatever happened above, the consumer is released
+
+    def take() -> Any:
+        # Never wait on a producer that is gone: a thread that died without its end
+        # marker (it cannot, but a read of a paid result must not hang on a bug) fails.
+        while True:
+            try:
+                return slots.get(timeout=0.1)
+            except queue.Empty:
+                if not thread.is_alive() and slots.empty():
+                    raise RuntimeError("the file reader stopped without a result") from None
+
+    thread = threading.Thread(target=produce, name="webtask-frames-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := take()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
