@@ -66,10 +66,10 @@ _ROW_HINT = re.compile(r"in row (\d+)")
 def inferred_table(block: _Block, hint: list[int] | None = None) -> pa.Table | None:
     """The block inferred by pyarrow, or None; with ``hint``, parsed as one chunk so a
     failure's message names its row in the block (appended to ``hint``)."""
-    # a small piece (a block split around a value of another kind) parses faster
-    # without the thread pool's start-up
     if block.null_lines():
         return None  # pyarrow must never see them (see ``_Block.null_lines``)
+    # a small piece (a block split around a value of another kind) parses faster
+    # without the thread pool's start-up
     read_options = pa_json.ReadOptions(
         block_size=max(4 << 20, len(block.data) + 1) if hint is not None else 4 << 20,
         use_threads=hint is None and len(block.data) >= (1 << 20),
@@ -103,7 +103,7 @@ def _lines_of(block: _Block, ends: np.ndarray, first: int, stop: int) -> tuple[i
     return start, piece
 
 
-def _cut_at_failures(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+def _cut_at_failures(block: _Block, offset: int) -> Iterator[InferredPart]:
     """A block that failed inference, cut at the rows pyarrow names: the lines before
     each (inferred, else split further), the row itself (None: Python), then the rest.
     A hint that is off only costs speed: every line ends in a parsed part either way."""
@@ -128,7 +128,7 @@ def _cut_at_failures(block: _Block, offset: int) -> Iterator[tuple[int, _Block, 
         first = row + 1
 
 
-def inferred_parts(block: _Block, offset: int = 0) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+def inferred_parts(block: _Block, offset: int = 0) -> Iterator[InferredPart]:
     """The block inferred; when that fails, its parts (each with its offset in the
     block's data): cut at the rows pyarrow names, else split into pieces, recursively."""
     table = inferred_table(block)
@@ -138,7 +138,7 @@ def inferred_parts(block: _Block, offset: int = 0) -> Iterator[tuple[int, _Block
     yield from _cut_at_failures(block, offset)
 
 
-def _bisected(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Table | None]]:
+def _bisected(block: _Block, offset: int) -> Iterator[InferredPart]:
     if len(block.data) < _MIN_SPLIT_BYTES:
         yield offset, block, None
         return
@@ -151,9 +151,7 @@ def _bisected(block: _Block, offset: int) -> Iterator[tuple[int, _Block, pa.Tabl
         offset += len(piece.data)
 
 
-def known_parts(
-    block: _Block, patcher: Patcher
-) -> list[tuple[int, _Block, pa.Table | None]] | None:
+def known_parts(block: _Block, patcher: Patcher) -> list[InferredPart] | None:
     """The block parsed with an earlier block's schema (``patcher.schema``), when every
     value fits it as it is (no field it lacks, no promotion): one parse instead of
     inference's two. Its types are ones the file's own values gave, so promotion

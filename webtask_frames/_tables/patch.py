@@ -46,6 +46,8 @@ _PATCH_CHUNK_BYTES = 64 << 10
 _ROW_HINT = re.compile(r"in row (\d+)")
 _PLACEHOLDER = b"{}"
 _MAX_RESTARTS = 16
+# A guess that matches in more than this share of a block's lines is no guide.
+_MAX_SUSPECT_SHARE = 0.25
 
 
 def _options(schema: pa.Schema, closed: bool) -> pa_json.ParseOptions:
@@ -56,8 +58,8 @@ def _options(schema: pa.Schema, closed: bool) -> pa_json.ParseOptions:
 
 @dataclass
 class Patched:
-    """A block parsed strictly with ``bad`` rows overwritten by ``{}`` (all null in
-    ``table``); those rows take the reference path."""
+    """A block parsed strictly with the rows in ``texts`` overwritten by ``{}`` (all
+    null in ``table``); those rows take the reference path."""
 
     table: pa.Table
     texts: dict[int, bytes]  # the overwritten rows' original text
@@ -145,9 +147,6 @@ class _Patch:
                 return
             if row not in self.texts:
                 self._overwrite(row, self.data.rfind(b"\n", 0, hit) + 1, end)
-
-
-_MAX_SUSPECT_SHARE = 0.25
 
 
 @dataclass

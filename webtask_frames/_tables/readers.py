@@ -14,9 +14,13 @@ Every reader returns the record columns (plus broadcast columns) and feeds a val
   ``Certifier``; only rows it cannot prove valid are ``json.loads``-ed and judged record
   by record. Memory stays bounded by a block plus the resulting table.
 
-Without a schema the fast path lets ``pyarrow.json`` infer each block (temporal types are
-read back as strings, since inference never turns strings into timestamps) and
-``unify_tables`` promotes across blocks. CSV cells are typed by the schema; Parquet is
+Without a schema the fast path lets ``pyarrow.json`` infer the first block (temporal types
+are read back as strings, since inference never turns strings into timestamps), parses
+the next ones with the types found so far (``known_parts``: one parse instead of two,
+wrong-kind values patched out; a block they do not fit is inferred) and ``unify_tables``
+promotes across blocks. The result is always the reference's table: when Python had to
+read some records, or a whole number beyond int64 or a double that becomes text is in
+the Arrow parts, ``mixed_table`` builds it. CSV cells are typed by the schema; Parquet is
 typed already. A wrapper object's records array (``{"source": ..., "companies": [...]}``)
 is found in the file and read like an array file (``wrapper``); any other JSON object
 file (and a small one) is parsed whole.
