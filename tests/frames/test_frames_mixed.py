@@ -55,6 +55,20 @@ def _reference(path: Path, fmt: str) -> pa.Table:
     return readers._read_records_by_block(path, fmt, None, Collector(None)).table
 
 
+class _Calls:
+    """Counts the calls of ``owner.name`` from now on (``n``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> None:
+        self.n = 0
+        original = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.n += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
 def _check(path: Path, fmt: str) -> pa.Table:
     expected = _reference(path, fmt if fmt == "ndjson" else "json-array")
     ctype = "application/x-ndjson" if fmt == "ndjson" else "application/json"
@@ -224,62 +238,54 @@ def test_later_blocks_reuse_an_earlier_schema_and_agree(
     for i in range(300, 400):
         rows[i].update(later)
     path = _write(tmp_path / "m.ndjson", rows, "ndjson")
-    parses = 0
-    original = inference.pa_json.read_json
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal parses
-        parses += 1
-        return original(*args, **kwargs)
-
-    expected = _previous(path, "ndjson")
-    monkeypatch.setattr(inference.pa_json, "read_json", counted)
+    expected = _reference(path, "ndjson")
+    parses = _Calls(monkeypatch, inference.pa_json, "read_json")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
     assert _same(got.to_pylist(), expected.to_pylist())
     n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
     if not later:
-        assert parses == n_blocks + 1  # inference's two parses for the first block only
+        assert parses.n == n_blocks + 1  # inference's two parses for the first block only
 
 
-def test_later_blocks_patch_out_values_of_another_kind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("block_bytes", "first_bad", "most_parses"),
+    [
+        # the first block clean, each later one with rows at fault: about one parse a
+        # block (two where a guess is learnt), not three per bad row
+        (8 << 10, 700, lambda n_blocks: 2 * n_blocks + 4),
+        # one block (a small file) with rows at fault from its start: its head's schema
+        # is tried on the whole of it, not one cut (and one parse) per bad row (~90)
+        (16 << 20, 20, lambda n_blocks: 12),
+    ],
+    ids=["later-blocks", "first-block"],
+)
+def test_values_of_another_kind_are_patched_out(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block_bytes: int,
+    first_bad: int,
+    most_parses: Any,
 ) -> None:
-    """After the first block, a block with ``"price": "n/a"`` is parsed with the first
-    block's schema and only its rows at fault are read in Python."""
-    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    """Blocks with ``"price": "n/a"`` are parsed with an earlier schema (or their head's)
+    and only their rows at fault are read in Python."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(inference, "_HEAD_BYTES", 4 << 10)
     rows: list[Any] = [{"id": i, "price": i + 0.5, "hq": {"city": "c"}} for i in range(3000)]
-    bad = set(range(700, 3000, 97))
+    bad = set(range(first_bad, 3000, 97))
     for i in bad:
         rows[i]["price"] = "n/a"
     path = _write(tmp_path / "m.ndjson", rows, "ndjson")
-    loads = 0
-    original = blocks._Block.load
-
-    def counted(self: Any, text: Any) -> Any:
-        nonlocal loads
-        loads += 1
-        return original(self, text)
-
-    parses = 0
-    read_json = inference.pa_json.read_json
-
-    def counted_parse(*args: Any, **kwargs: Any) -> Any:
-        nonlocal parses
-        parses += 1
-        return read_json(*args, **kwargs)
-
-    expected = _previous(path, "ndjson")
-    monkeypatch.setattr(blocks._Block, "load", counted)
-    monkeypatch.setattr(inference.pa_json, "read_json", counted_parse)
+    expected = _reference(path, "ndjson")
+    n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
+    loads = _Calls(monkeypatch, blocks._Block, "load")
+    parses = _Calls(monkeypatch, inference.pa_json, "read_json")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
     assert _same(got.to_pylist(), expected.to_pylist())
-    assert got.column("price")[700].as_py() == "n/a"
-    assert loads == len(bad)
-    # about one parse a block (two where a guess is learnt), not three per bad row
-    n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
-    assert parses <= 2 * n_blocks + 4
+    assert got.column("price")[first_bad].as_py() == "n/a"
+    assert loads.n == len(bad)
+    assert parses.n <= most_parses(n_blocks)
 
 
 @settings(max_examples=300, deadline=None)
@@ -311,34 +317,6 @@ def test_doubles_at_the_edges_of_fixed_notation() -> None:
     assert mixed._float_text(column, "x", {}).to_pylist() == [repr(v) for v in edges]
 
 
-def test_a_first_block_with_wrong_kinds_is_patched_with_its_heads_schema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One block (a small file): its head's schema is tried on the whole block, with the
-    rows at fault patched out, instead of one cut (and one parse) per bad row."""
-    monkeypatch.setattr(blocks, "BLOCK_BYTES", 16 << 20)
-    monkeypatch.setattr(inference, "_HEAD_BYTES", 4 << 10)
-    rows: list[Any] = [{"id": i, "price": i + 0.5, "hq": {"city": "c"}} for i in range(3000)]
-    bad = set(range(20, 3000, 97))
-    for i in bad:
-        rows[i]["price"] = "n/a"
-    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
-    parses = 0
-    read_json = inference.pa_json.read_json
-
-    def counted_parse(*args: Any, **kwargs: Any) -> Any:
-        nonlocal parses
-        parses += 1
-        return read_json(*args, **kwargs)
-
-    expected = _previous(path, "ndjson")
-    monkeypatch.setattr(inference.pa_json, "read_json", counted_parse)
-    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
-    assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
-    assert parses <= 12  # not ~3 per bad row (93)
-
-
 def test_a_column_first_null_then_filled_stays_on_arrow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,21 +325,13 @@ def test_a_column_first_null_then_filled_stays_on_arrow(
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 << 10)
     rows: list[Any] = [{"id": i, "a": None if i < 300 else i * 2} for i in range(1200)]
     path = _write(tmp_path / "m.ndjson", rows, "ndjson")
-    loads = 0
-    original = blocks._Block.load
-
-    def counted(self: Any, text: Any) -> Any:
-        nonlocal loads
-        loads += 1
-        return original(self, text)
-
     expected = _reference(path, "ndjson")
-    monkeypatch.setattr(blocks._Block, "load", counted)
+    loads = _Calls(monkeypatch, blocks._Block, "load")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
     assert _same(got.to_pylist(), expected.to_pylist())
     assert got.schema.field("a").type == pa.int64()
-    assert loads == 0
+    assert loads.n == 0
 
 
 @pytest.mark.parametrize("later", [{"tags": []}, {"hq": {}}, {"tags": [None]}])
