@@ -275,3 +275,23 @@ def test_close_faults_the_guess_misses_cost_their_rows_only(
     got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
     _same(got.table, records_to_table([json.loads(x) for x in lines], layout))
     assert spy.converted == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "nulls", "blank"),
+    [
+        (b'{"a":1}\n{"a":2}\n', [], False),
+        (b"null\n{}\n", [0], False),
+        (b" null \r\n{}\n", [0], False),
+        (b"{}\n  null\t\n{}\nnull\n", [3, 14], False),
+        (b"{}\n\n{}\n", [], True),
+        (b"\n{}\n", [], True),
+        (b"{}\n \r\n", [], True),
+        (b'{}\nnullx\n"null"\n[null]\n{"a": null}\n', [], False),
+        (b"null\n\nnull\n", [0, 6], True),
+    ],
+)
+def test_lines_are_checked_in_one_pass(text: bytes, nulls: list[int], blank: bool) -> None:
+    block = blocks._block_of_lines(memoryview(text), text.count(b"\n"))
+    assert block.null_lines() == nulls
+    assert block.has_blank_line() is blank

@@ -50,10 +50,9 @@ MAX_ELEMENT_BYTES = 64 << 20
 _LINE_BREAK = re.compile(b"[\r\n]")
 
 
-_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
-_FIRST_BLANK = re.compile(rb"[ \t\r]*\n")
-_NULL_LINE = re.compile(rb"\n[ \t\r]*null[ \t\r]*(?=\n)")
-_FIRST_NULL = re.compile(rb"[ \t\r]*null[ \t\r]*\n")
+# A line that is blank, or holds only null: after a line break, and the first one.
+_ODD_LINE = re.compile(rb"\n[ \t\r]*(?:null[ \t\r]*)?(?=\n)")
+_FIRST_ODD = re.compile(rb"[ \t\r]*(?:null[ \t\r]*)?(?=\n)")
 
 
 def loads(text: str | bytes) -> tuple[Any, bool]:
@@ -95,22 +94,30 @@ class _Block:
         """Whether a line is empty or whitespace: then rows and lines are not one to
         one, and pyarrow's row numbers are not line numbers."""
         if self._blank is None:
-            data = self.data
-            self._blank = (
-                _BLANK_LINE.search(data) is not None or _FIRST_BLANK.match(data) is not None
-            )
-        return self._blank
+            self._check_lines()
+        return bool(self._blank)
 
     def null_lines(self) -> list[int]:
         """Where the lines that hold only ``null`` start. pyarrow must never see them:
         its JSON reader crashes the process on a chunk that starts with one (and reads
         the others as rows of nulls, not as the reference's ``null`` records)."""
         if self._nulls is None:
-            data = self.data
-            self._nulls = [m.start() + 1 for m in _NULL_LINE.finditer(data)]
-            if _FIRST_NULL.match(data) is not None:
-                self._nulls.insert(0, 0)
-        return self._nulls
+            self._check_lines()
+        return self._nulls or []
+
+    def _check_lines(self) -> None:
+        """Blank lines and ``null`` lines, in one pass."""
+        data = self.data
+        nulls: list[int] = []
+        blank = False
+        first = _FIRST_ODD.match(data)
+        found = ([first] if first is not None else []) + list(_ODD_LINE.finditer(data))
+        for match in found:
+            if b"null" in match.group(0):
+                nulls.append(match.start() + (match.group(0)[:1] == b"\n"))
+            else:
+                blank = True
+        self._nulls, self._blank = nulls, blank
 
     def load(self, text: str | bytes) -> tuple[Any, bool]:
         """``_loads`` one record of this block; invalid JSON is a ProtocolError (or, in a
@@ -163,7 +170,7 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None
                 continue
             data = b"".join([*pieces, memoryview(chunk)[: cut + 1]])
             pieces = [chunk[cut + 1 :]]
-            yield _block_of_lines(memoryview(data), data.count(b"\n"))
+            yield _block_of_lines(memoryview(data), _line_breaks(data))
         carry = b"".join(pieces)
         if carry.strip():
             yield _block_of_lines(memoryview(carry + b"\n"), carry.count(b"\n") + 1)
@@ -437,9 +444,21 @@ def _opened(data: bytes) -> bytes:
 
 
 def _guessed_block(marked: memoryview, n: int) -> _Block:
-    return _Block(
+    block = _Block(
         data=marked, texts=partial(_lines, marked), n=n, breaks=n, one_per_line=True, guessed=True
     )
+    # Every line but the first starts with the rest of the separator (`` {"id":``):
+    # only the first can hold just ``null``, and none is blank.
+    first = _FIRST_ODD.match(marked)
+    block._nulls = [0] if first is not None and b"null" in first.group(0) else []
+    block._blank = first is not None and b"null" not in first.group(0)
+    return block
+
+
+def _line_breaks(data: bytes | bytearray, end: int | None = None) -> int:
+    """How many line breaks ``data[:end]`` holds (numpy counts them ~4x faster)."""
+    view = np.frombuffer(data, dtype=np.uint8, count=-1 if end is None else end)
+    return int(np.count_nonzero(view == 10))
 
 
 def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterator[_Block]:
@@ -453,7 +472,7 @@ def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterat
             raise _NotLineDelimited  # a trailing comma
         return
     marked = body.replace(separator.pattern, separator.marked) + b"\n"
-    yield _guessed_block(memoryview(marked), marked.count(b"\n"))
+    yield _guessed_block(memoryview(marked), _line_breaks(marked))
 
 
 def _guessed_blocks(
@@ -488,7 +507,7 @@ def _guessed_blocks(
                 return
             end = cut + separator.comma + 1
             marked = text.replace(separator.pattern, separator.marked)
-            yield _guessed_block(memoryview(marked)[:end], marked.count(b"\n", 0, end))
+            yield _guessed_block(memoryview(marked)[:end], _line_breaks(marked, end))
             carry, started, separated = text[end:], True, True
 
 
