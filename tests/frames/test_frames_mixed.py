@@ -344,3 +344,11 @@ def test_blocks_inference_would_read_in_python_agree_with_the_reference(
     for i in range(200, 400):
         rows[i].update(later)
     _check(_write(tmp_path / "m.ndjson", rows, "ndjson"), "ndjson")
+
+
+def test_integers_beyond_2_53_meet_doubles(tmp_path: Path) -> None:
+    """int64 promoted to double rounds to the nearest double, as Python's float() does
+    (Arrow's safe cast refused it)."""
+    rows: list[Any] = [{"a": 2**53 + 1} for _ in range(20)] + [{"a": 0.5} for _ in range(20)]
+    got = _check(_write(tmp_path / "m.ndjson", rows, "ndjson"), "ndjson")
+    assert got.column("a")[0].as_py() == float(2**53 + 1)

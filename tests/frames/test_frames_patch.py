@@ -19,6 +19,7 @@ import pytest
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.patch as patch
 import webtask_frames._tables.strict as strict
+from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.records import records_to_table
 from webtask_frames._tables.schema import layout_for
@@ -287,11 +288,46 @@ def test_close_faults_the_guess_misses_cost_their_rows_only(
         (b"{}\n\n{}\n", [], True),
         (b"\n{}\n", [], True),
         (b"{}\n \r\n", [], True),
-        (b'{}\nnullx\n"null"\n[null]\n{"a": null}\n', [], False),
+        (b'{}\n"null"\n[null]\n{"a": null}\n', [], False),
         (b"null\n\nnull\n", [0, 6], True),
+        # any line starting with the token: pyarrow crashes on a chunk starting so
+        (b"null x\n{}\nnullnull\n{}\n null {}\n", [0, 10, 22], False),
+        (b"\xef\xbb\xbfnull\n{}\n", [0], False),
     ],
 )
 def test_lines_are_checked_in_one_pass(text: bytes, nulls: list[int], blank: bool) -> None:
     block = blocks._block_of_lines(memoryview(text), text.count(b"\n"))
     assert block.null_lines() == nulls
     assert block.has_blank_line() is blank
+
+
+@pytest.mark.parametrize("typed", [True, False])
+@pytest.mark.parametrize(
+    ("text", "block_bytes"),
+    [
+        ("null x\n" + '{"id": 1}\n' * 50, 16 << 20),
+        ('{"id": 1}\n' * 50 + "null null\n" + '{"id": 1}\n' * 50, 300),
+        ('{"id": 1}\n' * 50 + "null {}\n" + '{"id": 1}\n' * 50, 16 << 20),
+        ("[null x, " + ", ".join(['{"id": 1}'] * 50) + "]", 16 << 20),
+    ],
+)
+def test_invalid_lines_starting_with_null_are_protocol_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typed: bool, text: str, block_bytes: int
+) -> None:
+    """Not a crash of the process: such lines go to json.loads, which refuses them."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
+    path = tmp_path / "r.bin"
+    path.write_text(text, encoding="utf-8")
+    ctype = "application/json" if text.startswith("[") else "application/x-ndjson"
+    layout = layout_for({"type": "array", "items": LIST_ITEM}) if typed else None
+    with pytest.raises(ProtocolError):
+        read_file(path, ctype, layout=layout, collector=Collector(None))
+
+
+def test_a_byte_order_mark_before_a_null_record(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    path.write_bytes(b"\xef\xbb\xbfnull\n" + b'{"id": 1, "t": [2]}\n' * 40)
+    records: list[Any] = [None] + [{"id": 1, "t": [2]}] * 40
+    for layout in (layout_for({"type": "array", "items": LIST_ITEM}), None):
+        got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+        _same(got.table, records_to_table(records, layout))

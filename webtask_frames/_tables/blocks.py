@@ -50,9 +50,10 @@ MAX_ELEMENT_BYTES = 64 << 20
 _LINE_BREAK = re.compile(b"[\r\n]")
 
 
-# A line that is blank, or holds only null: after a line break, and the first one.
-_ODD_LINE = re.compile(rb"\n[ \t\r]*(?:null[ \t\r]*)?(?=\n)")
-_FIRST_ODD = re.compile(rb"[ \t\r]*(?:null[ \t\r]*)?(?=\n)")
+# A line that is blank, or starts with ``null`` (pyarrow crashes on a chunk starting
+# with that token, whatever follows it): after a line break, and the first one.
+_ODD_LINE = re.compile(rb"\n[ \t\r]*(?:null|(?=\n))")
+_FIRST_ODD = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r]*(?:null|(?=\n))")
 
 
 def loads(text: str | bytes) -> tuple[Any, bool]:
@@ -98,9 +99,10 @@ class _Block:
         return bool(self._blank)
 
     def null_lines(self) -> list[int]:
-        """Where the lines that hold only ``null`` start. pyarrow must never see them:
+        """Where the lines that start with ``null`` start. pyarrow must never see them:
         its JSON reader crashes the process on a chunk that starts with one (and reads
-        the others as rows of nulls, not as the reference's ``null`` records)."""
+        the others as rows of nulls, not as the reference's ``null`` records). They go
+        to ``json.loads``: ``null`` is the reference's null record, the rest invalid."""
         if self._nulls is None:
             self._check_lines()
         return self._nulls or []
@@ -113,7 +115,7 @@ class _Block:
         first = _FIRST_ODD.match(data)
         found = ([first] if first is not None else []) + list(_ODD_LINE.finditer(data))
         for match in found:
-            if b"null" in match.group(0):
+            if match.group(0).endswith(b"null"):
                 nulls.append(match.start() + (match.group(0)[:1] == b"\n"))
             else:
                 blank = True
@@ -162,7 +164,9 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
 
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
-        pieces: list[bytes | memoryview] = []  # a line running over blocks, joined once
+        lead = f.read(len(_BOM))
+        # a line running over blocks, joined once (a byte-order mark is no record's)
+        pieces: list[bytes | memoryview] = [] if lead == _BOM else [lead]
         while chunk := f.read(block_bytes):
             cut = chunk.rfind(b"\n")
             if cut < 0:
@@ -448,10 +452,10 @@ def _guessed_block(marked: memoryview, n: int) -> _Block:
         data=marked, texts=partial(_lines, marked), n=n, breaks=n, one_per_line=True, guessed=True
     )
     # Every line but the first starts with the rest of the separator (`` {"id":``):
-    # only the first can hold just ``null``, and none is blank.
+    # only the first can start with ``null``, or be blank.
     first = _FIRST_ODD.match(marked)
-    block._nulls = [0] if first is not None and b"null" in first.group(0) else []
-    block._blank = first is not None and b"null" not in first.group(0)
+    block._nulls = [0] if first is not None and first.group(0).endswith(b"null") else []
+    block._blank = first is not None and not first.group(0).endswith(b"null")
     return block
 
 

@@ -33,7 +33,9 @@ def _conform(column: pa.ChunkedArray, target: pa.DataType, node: Node) -> Any:
         return pa.nulls(len(column), target)
     for source_ok, target_ok in _CASTABLE:
         if source_ok(column.type) and target_ok(target):
-            return pc.cast(column, target)
+            # An integer beyond 2**53 becomes its nearest double, as Python's float()
+            # makes it (Arrow's safe cast refuses it instead).
+            return pc.cast(column, target, safe=not pa.types.is_integer(column.type))
     return to_array(column.to_pylist(), node)
 
 
