@@ -352,3 +352,28 @@ def test_integers_beyond_2_53_meet_doubles(tmp_path: Path) -> None:
     rows: list[Any] = [{"a": 2**53 + 1} for _ in range(20)] + [{"a": 0.5} for _ in range(20)]
     got = _check(_write(tmp_path / "m.ndjson", rows, "ndjson"), "ndjson")
     assert got.column("a")[0].as_py() == float(2**53 + 1)
+
+
+@pytest.mark.parametrize("first_bad", [3, 700])
+def test_whole_numbers_are_kept_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_bad: int
+) -> None:
+    """A number column that becomes text needs the spelling of its whole numbers (``5``
+    or ``5.0``): kept from the first pass once the read is mixed, so the file is read
+    again only up to the blocks before that (none when the first block is mixed)."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    rows: list[Any] = [
+        {"id": i, "price": float(i) if i % 7 == 0 else (i if i % 11 == 0 else i + 0.5)}
+        for i in range(3000)
+    ]
+    for i in range(first_bad, 3000, 97):
+        rows[i]["price"] = "n/a"
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    expected = _reference(path, "ndjson")
+    passes = _Calls(monkeypatch, readers, "blocks")
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert _same(got.to_pylist(), expected.to_pylist())
+    assert got.column("price")[7].as_py() == "7.0"
+    assert got.column("price")[11].as_py() == "11"
+    assert passes.n == (1 if first_bad < 100 else 2)

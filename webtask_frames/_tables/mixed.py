@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from .records import converter, records_to_table, row_of, to_array
 from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
 
-__all__ = ["Part", "Reload", "exact_as_parsed", "mixed_table"]
+__all__ = ["Part", "Reload", "exact_as_parsed", "mixed_table", "whole_rows"]
 
 # A part of the file, in order: a block inferred by pyarrow, or records parsed in Python.
 Part: TypeAlias = pa.Table | list[Any]
@@ -80,7 +80,7 @@ def _plan(parts: Sequence[Part]) -> list[tuple[str, Node]]:
     return list(plan.fields) if plan is not None and plan.kind == "struct" else []
 
 
-def _integral(column: pa.ChunkedArray) -> list[int]:
+def whole_rows(column: pa.ChunkedArray | pa.Array) -> list[int]:
     """Rows whose double is a whole number (written ``5`` or ``5.0``: text differs)."""
     values = column.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
@@ -123,7 +123,7 @@ def _requests(parts: Sequence[Part], plan: list[tuple[str, Node]]) -> dict[int, 
                 continue
             if not pa.types.is_floating(field.type):
                 return None  # nested values become text: their original text is needed
-            rows = _integral(part.column(field.name))
+            rows = whole_rows(part.column(field.name))
             if rows:
                 wanted[k] = sorted(set(wanted.get(k, [])) | set(rows))
     return wanted

@@ -37,14 +37,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
-from .blocks import _NotLineDelimited, blocks, loads
+from .blocks import _Block, _NotLineDelimited, blocks, loads
 from .inference import first_parts, inferred_parts, known_parts, learn
-from .mixed import Part, exact_as_parsed, mixed_table
+from .mixed import Part, exact_as_parsed, mixed_table, whole_rows
 from .patch import Patcher
 from .records import (
     add_constant_columns,
@@ -169,6 +170,7 @@ def _read_inferred(
 ) -> ReadResult:
     parts: list[Part] = []
     where: dict[int, tuple[int, int, int]] = {}  # Arrow part -> block, offset, length
+    originals = _Originals()
     mixed = False
     # An earlier block's schema, tried first on the next ones (``known_parts``).
     patcher: Patcher | None = None
@@ -181,20 +183,21 @@ def _read_inferred(
                 block_parts = found if found is not None else list(inferred_parts(block))
                 if found is None and block_parts[0][1] is block and block_parts[0][2]:
                     learn(patcher, block_parts[0][2])
+            # Records in Python (mixed types, or a pyarrow limitation), or a block
+            # that failed in pieces: the table is then the one inferred over all records.
+            mixed = mixed or any(t is None or p is not block for _, p, t in block_parts)
             for offset, piece, table in block_parts:
                 if table is None:
-                    # Mixed types (JSON text) or a pyarrow limitation: these records in
-                    # Python; the table is then the one inferred over all records.
                     parts.append([piece.load(t)[0] for t in piece.texts()])
-                    mixed = True
                     continue
                 where[len(parts)] = (index, offset, len(piece.data))
+                if mixed:
+                    originals.keep(len(parts), piece, table)
                 parts.append(table)
-                mixed = mixed or piece is not block  # the block failed: pieces parsed
     # Tables pyarrow inferred block by block, concatenated, are the reference's table
     # unless a whole number beyond int64 or a double becoming text is in them.
     if mixed or not exact_as_parsed(parts):
-        table = mixed_table(parts, partial(_reload, path, fmt, span, where))
+        table = mixed_table(parts, partial(_reload, path, fmt, span, where, originals))
         if table is None:
             # The reference's table cannot be built from the parts: every record in
             # Python (the first pass is closed, its reader thread stopped, first).
@@ -210,19 +213,64 @@ def _read_inferred(
     return ReadResult(unify_tables(tables), n_records, fmt)
 
 
+class _Originals:
+    """The text of the records a column turned to text may need again (whole-number
+    doubles: written ``5`` or ``5.0``?), kept from the first pass once the read is known
+    to be mixed, so that ``_reload`` reads the file again for the parts before that
+    only. Bounded: past ``limit`` bytes, later parts are read again instead."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        self.texts: dict[int, dict[int, bytes]] = {}
+        self.room = limit
+
+    def keep(self, k: int, piece: _Block, table: pa.Table) -> None:
+        """Keep part ``k``'s (``table``, parsed from ``piece``) whole-number rows."""
+        if self.room <= 0 or piece.has_blank_line():
+            return
+        rows = sorted(
+            {
+                row
+                for field in table.schema
+                if pa.types.is_floating(field.type)
+                for row in whole_rows(table.column(field.name))
+            }
+        )
+        ends = np.flatnonzero(np.frombuffer(memoryview(piece.data), dtype=np.uint8) == 10)
+        if len(ends) != table.num_rows:
+            return
+        view = memoryview(piece.data)
+        texts = {r: bytes(view[int(ends[r - 1]) + 1 if r else 0 : int(ends[r])]) for r in rows}
+        self.room -= sum(map(len, texts.values()))
+        self.texts[k] = texts
+
+    def get(self, k: int, rows: list[int]) -> list[Any] | None:
+        texts = self.texts.get(k)
+        if texts is None or any(r not in texts for r in rows):
+            return None
+        return [loads(texts[r])[0] for r in rows]
+
+
 def _reload(
     path: Path,
     fmt: str,
     span: Span | None,
     where: dict[int, tuple[int, int, int]],
+    originals: _Originals,
     wanted: dict[int, list[int]],
 ) -> dict[int, list[Any]]:
-    """The records at ``wanted`` rows of Arrow parts, parsed again from the file (a
-    second pass: the blocks, and their pieces, come out the same)."""
-    by_block: dict[int, list[int]] = {}
-    for k in wanted:
-        by_block.setdefault(where[k][0], []).append(k)
+    """The records at ``wanted`` rows of Arrow parts: kept from the first pass, else
+    parsed again from the file (a second pass, up to the last block it needs: the
+    blocks, and their pieces, come out the same)."""
     found: dict[int, list[Any]] = {}
+    by_block: dict[int, list[int]] = {}
+    for k, rows in wanted.items():
+        kept = originals.get(k, rows)
+        if kept is not None:
+            found[k] = kept
+        else:
+            by_block.setdefault(where[k][0], []).append(k)
+    if not by_block:
+        return found
     with contextlib.closing(blocks(path, fmt, span)) as source:
         for index, block in enumerate(source):
             for k in by_block.get(index, []):
