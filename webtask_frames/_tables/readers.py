@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads
-from .inference import first_parts, inferred_parts, known_parts, learn
+from .inference import InferredPart, first_parts, inferred_parts, known_parts, learn
 from .mixed import Part, exact_as_parsed, mixed_table, whole_rows
 from .patch import Patcher
 from .records import (
@@ -176,13 +176,7 @@ def _read_inferred(
     patcher: Patcher | None = None
     with contextlib.closing(blocks(path, fmt, span)) as source:
         for index, block in enumerate(source):
-            if patcher is None:
-                block_parts, patcher = first_parts(block)
-            else:
-                found = known_parts(block, patcher)
-                block_parts = found if found is not None else list(inferred_parts(block))
-                if found is None and block_parts[0][1] is block and block_parts[0][2]:
-                    learn(patcher, block_parts[0][2])
+            block_parts, patcher = _block_parts(block, patcher)
             # Records in Python (mixed types, or a pyarrow limitation), or a block
             # that failed in pieces: the table is then the one inferred over all records.
             mixed = mixed or any(t is None or p is not block for _, p, t in block_parts)
@@ -211,6 +205,23 @@ def _read_inferred(
     if not tables:
         return ReadResult(records_to_table([], None), 0, fmt)
     return ReadResult(unify_tables(tables), n_records, fmt)
+
+
+def _block_parts(
+    block: _Block, patcher: Patcher | None
+) -> tuple[list[InferredPart], Patcher | None]:
+    """The block's parts, parsed with the types found so far when they fit (else
+    inferred, and what it shows learnt), and the patcher for the next blocks."""
+    if patcher is None:
+        return first_parts(block)
+    found = known_parts(block, patcher)
+    if found is not None:
+        return found, patcher
+    parts = list(inferred_parts(block))
+    whole = parts[0][2] if parts[0][1] is block else None
+    if whole is not None:
+        learn(patcher, whole)
+    return parts, patcher
 
 
 class _Originals:
