@@ -73,7 +73,13 @@ def _node_of(part: Part) -> Node | None:
 
 def _plan(parts: Sequence[Part]) -> list[tuple[str, Node]]:
     plan: Node | None = None
+    # A patched block gives many Arrow parts of one schema: each schema is read once.
+    done: set[pa.Schema] = set()
     for part in parts:
+        if isinstance(part, pa.Table):
+            if part.schema in done:
+                continue  # unifying a node already in the plan changes nothing
+            done.add(part.schema)
         node = _node_of(part)
         if node is not None:
             plan = node if plan is None else unify_nodes(plan, node)
