@@ -107,6 +107,15 @@ class _Block:
             self._check_lines()
         return self._nulls or []
 
+    def inherit(self, block: _Block) -> None:
+        """Take what is known of ``block``, whose whole lines this block's are: how they
+        were cut, and that none is blank or starts with ``null`` (when so)."""
+        self.guessed = block.guessed
+        if block._blank is False:
+            self._blank = False
+        if block._nulls == []:
+            self._nulls = []
+
     def _check_lines(self) -> None:
         """Blank lines and ``null`` lines, in one pass."""
         data = self.data
@@ -196,7 +205,7 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
         piece = _block_of_lines(
             data[start : cut + 1], int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)]))
         )
-        piece.guessed = block.guessed
+        piece.inherit(block)
         pieces.append(piece)
         start = cut + 1
     return pieces

@@ -99,7 +99,7 @@ def _lines_of(block: _Block, ends: np.ndarray, first: int, stop: int) -> tuple[i
     """Lines ``[first, stop)`` of the block (``ends``: its line breaks), and their offset."""
     start = int(ends[first - 1]) + 1 if first else 0
     piece = _block_of_lines(memoryview(block.data)[start : int(ends[stop - 1]) + 1], stop - first)
-    piece.guessed = block.guessed
+    piece.inherit(block)
     return start, piece
 
 
