@@ -377,3 +377,47 @@ def test_whole_numbers_are_kept_not_read_again(
     assert got.column("price")[7].as_py() == "7.0"
     assert got.column("price")[11].as_py() == "11"
     assert passes.n == (1 if first_bad < 100 else 2)
+
+
+_ODD_ROWS = st.sampled_from(
+    [
+        {"price": "n/a"},
+        {"zz": 1, "price": "x"},  # a field first seen in a row read in Python
+        {"price": [1], "id": -1},
+        {"hq": "Paris", "price": True},
+        {"new": {"a": 1}, "price": "5"},
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    odd=st.dictionaries(st.integers(0, 599), _ODD_ROWS, min_size=1, max_size=12),
+    leading=st.integers(0, 3),
+    block_bytes=st.sampled_from([1 << 10, 4 << 10, 1 << 20]),
+    head_bytes=st.sampled_from([256, 4 << 10]),
+)
+def test_rows_read_in_python_keep_the_reference_field_order(
+    tmp_path_factory: pytest.TempPathFactory,
+    odd: dict[int, dict[str, Any]],
+    leading: int,
+    block_bytes: int,
+    head_bytes: int,
+) -> None:
+    """Fields first seen in a row at fault take their place where the file shows them,
+    wherever that row lies in its block (first, last, several in a row): ``leading``
+    ``null`` records open the file (the reference's ``value`` column comes first)."""
+    rows: list[Any] = [
+        {"id": i, "price": float(i) if i % 5 == 0 else i + 0.25, "hq": {"c": "x"}}
+        for i in range(600)
+    ]
+    for i, change in odd.items():
+        rows[i] = {**change, **{k: v for k, v in rows[i].items() if k not in change}}
+    rows[:leading] = [None] * leading
+    path = _write(tmp_path_factory.mktemp("o") / "m.ndjson", rows, "ndjson")
+    sizes = (blocks.BLOCK_BYTES, inference._HEAD_BYTES)
+    try:
+        blocks.BLOCK_BYTES, inference._HEAD_BYTES = block_bytes, head_bytes
+        _check(path, "ndjson")
+    finally:
+        blocks.BLOCK_BYTES, inference._HEAD_BYTES = sizes

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from .blocks import _Block, _block_of_lines, rows_match, split_block
+from .mixed import Overlaid
 from .patch import Patcher
 
 __all__ = [
@@ -32,8 +33,9 @@ __all__ = [
     "patcher_from",
 ]
 
-# A part of a block: its offset in the block's data, its lines, its table (None: Python).
-InferredPart: TypeAlias = tuple[int, _Block, pa.Table | None]
+# A part of a block: its offset in the block's data, its lines, its table (None: Python;
+# ``Overlaid``: a table but for rows read in Python).
+InferredPart: TypeAlias = tuple[int, _Block, pa.Table | Overlaid | None]
 
 _SPLIT_PARTS = 32
 _MIN_SPLIT_BYTES = 32 << 10
@@ -156,9 +158,9 @@ def known_parts(block: _Block, patcher: Patcher) -> list[InferredPart] | None:
     value fits it as it is (no field it lacks, no promotion): one parse instead of
     inference's two. Its types are ones the file's own values gave, so promotion
     across blocks ends where inferring this block would have led. Values of another
-    kind (``"price": "n/a"`` in a number column) are patched out (``patch``): the parts
-    are then the table's runs between the rows at fault, and each such row alone
-    (None: Python). None when the schema does not fit otherwise."""
+    kind (``"price": "n/a"`` in a number column) are patched out (``patch``): the part
+    is then the table overlaid with those rows, read in Python. None when the schema
+    does not fit otherwise."""
     found = patcher.patch(block)
     if found is None:
         return None
@@ -169,19 +171,8 @@ def known_parts(block: _Block, patcher: Patcher) -> list[InferredPart] | None:
         if any(_nullish(column.chunks, nested=False) for column in found.columns):
             return None
         return [(0, block, found)]
-    table = found.table
-    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
-    parts: list[InferredPart] = []
-    first = 0
-    for row in [*sorted(found.texts), table.num_rows]:
-        if row > first:
-            at, piece = _lines_of(block, ends, first, row)
-            parts.append((at, piece, table.slice(first, row - first)))
-        if row < table.num_rows:
-            at, piece = _lines_of(block, ends, row, row + 1)
-            parts.append((at, piece, None))
-        first = row + 1
-    return parts
+    records = {row: block.load(text)[0] for row, text in found.texts.items()}
+    return [(0, block, Overlaid(found.table, records))]
 
 
 def _nullish(arrays: list[pa.Array], *, nested: bool) -> bool:
@@ -206,7 +197,8 @@ def patcher_from(parts: list[InferredPart]) -> Patcher | None:
     """A patcher with the schema of these parts' tables, when they agree up to absent
     fields and nulls (a schema that does not fit a later block only costs speed: that
     block is inferred)."""
-    schemas = [t.schema for _, _, t in parts if t is not None]
+    schemas = [t.schema for _, _, t in parts if isinstance(t, pa.Table)]
+    schemas += [t.table.schema for _, _, t in parts if isinstance(t, Overlaid)]
     if not schemas:
         return None
     try:

@@ -25,7 +25,9 @@ then builds the reference's table from the parts:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -35,10 +37,21 @@ import pyarrow.compute as pc
 from .records import converter, records_to_table, row_of, to_array
 from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
 
-__all__ = ["Part", "Reload", "exact_as_parsed", "mixed_table", "whole_rows"]
+__all__ = ["Overlaid", "Part", "Reload", "exact_as_parsed", "mixed_table", "whole_rows"]
 
-# A part of the file, in order: a block inferred by pyarrow, or records parsed in Python.
-Part: TypeAlias = pa.Table | list[Any]
+
+@dataclass
+class Overlaid:
+    """A block parsed by pyarrow but for a few rows (null in ``table``), parsed in Python
+    instead: ``records`` by row."""
+
+    table: pa.Table
+    records: dict[int, Any]
+
+
+# A part of the file, in order: a block inferred by pyarrow, records parsed in Python,
+# or a block of both.
+Part: TypeAlias = pa.Table | list[Any] | Overlaid
 # The records at the given rows of the given (Arrow) parts, parsed by ``json.loads``.
 Reload: TypeAlias = Callable[[dict[int, list[int]]], dict[int, list[Any]]]
 
@@ -65,6 +78,18 @@ def _exact(dtype: pa.DataType, node: Node) -> bool:
 
 
 def _node_of(part: Part) -> Node | None:
+    if isinstance(part, Overlaid):
+        # In file order (a field's place is where it is first seen): the records before
+        # the first row pyarrow parsed, that row's table, the records after it.
+        keys = sorted(part.records)
+        first = next((i for i, r in enumerate(keys) if r != i), len(keys))
+        found = [
+            _node_of([part.records[r] for r in keys[:first]]),
+            _node_of(part.table) if first < part.table.num_rows else None,
+            _node_of([part.records[r] for r in keys[first:]]),
+        ]
+        nodes = [n for n in found if n is not None]
+        return functools.reduce(unify_nodes, nodes) if nodes else None
     if isinstance(part, pa.Table):
         return Node("struct", fields=tuple((f.name, node_from_arrow(f.type)) for f in part.schema))
     rows = [row_of(r, None) for r in part]
@@ -118,7 +143,8 @@ def _requests(parts: Sequence[Part], plan: list[tuple[str, Node]]) -> dict[int, 
     when a part cannot be converted exactly at all."""
     nodes = dict(plan)
     wanted: dict[int, list[int]] = {}
-    for k, part in enumerate(parts):
+    for k, whole in enumerate(parts):
+        part = whole.table if isinstance(whole, Overlaid) else whole
         if not isinstance(part, pa.Table):
             continue
         if any(_beyond_int64(column) for column in part.columns):
@@ -208,10 +234,23 @@ def mixed_table(parts: Sequence[Part], reload: Reload) -> pa.Table | None:
     names = [name for name, _ in plan]
     tables: list[pa.Table] = []
     for k, part in enumerate(parts):
-        if not isinstance(part, pa.Table):
+        if isinstance(part, list):
             tables.append(records_to_table(part, None, plan=plan))
             continue
+        arrow = part.table if isinstance(part, Overlaid) else part
         originals = dict(zip(wanted.get(k, []), loaded.get(k, []), strict=True))
-        columns = [_column(part, name, node, originals) for name, node in plan]
-        tables.append(pa.Table.from_arrays(columns, names=names))
+        columns = [_column(arrow, name, node, originals) for name, node in plan]
+        table = pa.Table.from_arrays(columns, names=names)
+        if isinstance(part, Overlaid):
+            table = _overlay(table, part.records, plan)
+        tables.append(table)
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _overlay(table: pa.Table, records: dict[int, Any], plan: list[tuple[str, Node]]) -> pa.Table:
+    """``table`` with the rows in ``records`` replaced by theirs, converted by the plan."""
+    rows = sorted(records)
+    fixed = records_to_table([records[r] for r in rows], None, plan=plan)
+    order = np.arange(table.num_rows)
+    order[rows] = table.num_rows + np.arange(len(rows))
+    return pa.concat_tables([table, fixed]).take(pa.array(order)).combine_chunks()

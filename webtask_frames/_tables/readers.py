@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads
 from .inference import InferredPart, first_parts, inferred_parts, known_parts, learn
-from .mixed import Part, exact_as_parsed, mixed_table, whole_rows
+from .mixed import Overlaid, Part, exact_as_parsed, mixed_table, whole_rows
 from .patch import Patcher
 from .records import (
     add_constant_columns,
@@ -179,15 +179,17 @@ def _read_inferred(
             block_parts, patcher = _block_parts(block, patcher)
             # Records in Python (mixed types, or a pyarrow limitation), or a block
             # that failed in pieces: the table is then the one inferred over all records.
-            mixed = mixed or any(t is None or p is not block for _, p, t in block_parts)
-            for offset, piece, table in block_parts:
-                if table is None:
+            mixed = mixed or any(
+                t is None or isinstance(t, Overlaid) or p is not block for _, p, t in block_parts
+            )
+            for offset, piece, part in block_parts:
+                if part is None:
                     parts.append([piece.load(t)[0] for t in piece.texts()])
                     continue
                 where[len(parts)] = (index, offset, len(piece.data))
                 if mixed:
-                    originals.keep(len(parts), piece, table)
-                parts.append(table)
+                    originals.keep(len(parts), piece, getattr(part, "table", part))
+                parts.append(part)
     # Tables pyarrow inferred block by block, concatenated, are the reference's table
     # unless a whole number beyond int64 or a double becoming text is in them.
     if mixed or not exact_as_parsed(parts):
@@ -219,7 +221,7 @@ def _block_parts(
         return found, patcher
     parts = list(inferred_parts(block))
     whole = parts[0][2] if parts[0][1] is block else None
-    if whole is not None:
+    if isinstance(whole, pa.Table):
         learn(patcher, whole)
     return parts, patcher
 
