@@ -149,10 +149,15 @@ class _Block:
             if self._texts is None:
                 self._texts = self.texts()
             return self._texts[i]
+        ends = self.line_ends()
+        start = 0 if i == 0 else int(ends[i - 1]) + 1
+        return bytes(memoryview(self.data)[start : int(ends[i])])
+
+    def line_ends(self) -> np.ndarray:
+        """The positions of the block's line breaks (found once, then kept)."""
         if self._breaks is None:
             self._breaks = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 10)
-        start = 0 if i == 0 else int(self._breaks[i - 1]) + 1
-        return bytes(memoryview(self.data)[start : int(self._breaks[i])])
+        return self._breaks
 
 
 def rows_match(block: _Block, table: pa.Table) -> bool:
@@ -162,9 +167,7 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
     # For valid input rows <= non-blank lines <= line breaks: equality means one record
     # per line (objects side by side on a line, invalid anyway, could only offset a
     # multi-line one).
-    breaks = block.breaks
-    if breaks is None:
-        breaks = bytes(memoryview(block.data)).count(b"\n")
+    breaks = block.breaks if block.breaks is not None else len(block.line_ends())
     # Without blank lines, each line gives at least one row: as many rows as lines
     # means one each. With them, two objects side by side could make up the count.
     block.one_per_line = table.num_rows == breaks and not block.has_blank_line()
@@ -193,7 +196,7 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
     """The block's lines in about ``parts`` smaller blocks (the block itself when it
     holds one line), so a record the strict parse refuses costs only its piece."""
     data = memoryview(block.data)
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    ends = block.line_ends()
     if len(ends) < 2:
         return [block]
     step = -(-len(ends) // parts)

@@ -109,7 +109,7 @@ def _cut_at_failures(block: _Block, offset: int) -> Iterator[InferredPart]:
     """A block that failed inference, cut at the rows pyarrow names: the lines before
     each (inferred, else split further), the row itself (None: Python), then the rest.
     A hint that is off only costs speed: every line ends in a parsed part either way."""
-    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
+    ends = block.line_ends()
     first = 0
     while first < len(ends):
         at, rest = _lines_of(block, ends, first, len(ends))
@@ -226,7 +226,7 @@ def first_parts(block: _Block) -> tuple[list[InferredPart], Patcher | None]:
     if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
         parts: list[InferredPart] = [(0, block, table)]
         return parts, patcher_from(parts)
-    ends = np.flatnonzero(np.frombuffer(memoryview(block.data), dtype=np.uint8) == 10)
+    ends = block.line_ends()
     lines = max(1, int(np.searchsorted(ends, _HEAD_BYTES)))
     patcher = None
     if lines < len(ends):

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .records import converter, records_to_table, row_of, to_array
+from .records import converter, put_rows, records_to_table, row_of, to_array
 from .schema import NULL, Node, arrow_type, infer_node, node_from_arrow, unify_nodes
 
 __all__ = ["Overlaid", "Part", "Reload", "exact_as_parsed", "mixed_table", "whole_rows"]
@@ -250,7 +250,4 @@ def mixed_table(parts: Sequence[Part], reload: Reload) -> pa.Table | None:
 def _overlay(table: pa.Table, records: dict[int, Any], plan: list[tuple[str, Node]]) -> pa.Table:
     """``table`` with the rows in ``records`` replaced by theirs, converted by the plan."""
     rows = sorted(records)
-    fixed = records_to_table([records[r] for r in rows], None, plan=plan)
-    order = np.arange(table.num_rows)
-    order[rows] = table.num_rows + np.arange(len(rows))
-    return pa.concat_tables([table, fixed]).take(pa.array(order)).combine_chunks()
+    return put_rows(table, rows, records_to_table([records[r] for r in rows], None, plan=plan))

@@ -100,24 +100,22 @@ class _Patch:
 
     data: bytearray
     lines: int
+    block: _Block  # the original: its line breaks are the copy's (``{}`` holds none)
     texts: dict[int, bytes] = field(default_factory=dict)
-    _ends: np.ndarray | None = None
 
     @classmethod
     def of(cls, block: _Block) -> _Patch | None:
         """A patch of the block; None when its lines cannot be its rows."""
         lines = block.breaks if block.breaks is not None else block.n
         if lines is None:
-            lines = bytes(memoryview(block.data)).count(b"\n")
+            lines = len(block.line_ends())
         if not lines or (block.n is not None and block.n != lines) or block.has_blank_line():
             return None  # rows could not be told from lines by their count
-        return cls(bytearray(block.data), lines)
+        return cls(bytearray(block.data), lines, block)
 
     def ends(self) -> np.ndarray:
         """The line breaks' positions."""
-        if self._ends is None:
-            self._ends = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 10)
-        return self._ends
+        return self.block.line_ends()
 
     def line_start(self, row: int) -> int:
         return int(self.ends()[row - 1]) + 1 if row else 0

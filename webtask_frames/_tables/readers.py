@@ -37,7 +37,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -248,7 +247,7 @@ class _Originals:
                 for row in whole_rows(table.column(field.name))
             }
         )
-        ends = np.flatnonzero(np.frombuffer(memoryview(piece.data), dtype=np.uint8) == 10)
+        ends = piece.line_ends()
         if len(ends) != table.num_rows:
             return
         view = memoryview(piece.data)

@@ -43,6 +43,7 @@ __all__ = [
     "column_plan",
     "converter",
     "jsonable",
+    "put_rows",
     "records_to_table",
     "shape",
     "to_array",
@@ -361,3 +362,17 @@ def add_constant_columns(
             continue
         table = table.append_column(name, array)
     return table
+
+
+def put_rows(table: pa.Table, rows: Sequence[int], fixed: pa.Table) -> pa.Table:
+    """``table`` with its ``rows`` (sorted) replaced by ``fixed``'s, in order, by one
+    ``take`` (rows a strict or known-schema parse left null, read in Python instead).
+
+    Example:
+        >>> put_rows(pa.table({"a": [1, None, 3]}), [1], pa.table({"a": [2]})).to_pylist()
+        [{'a': 1}, {'a': 2}, {'a': 3}]
+    """
+    order = np.arange(table.num_rows)
+    order[list(rows)] = table.num_rows + np.arange(len(rows))
+    both = pa.concat_tables([table, fixed]).unify_dictionaries()
+    return both.take(pa.array(order)).combine_chunks()

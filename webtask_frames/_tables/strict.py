@@ -15,14 +15,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .blocks import _Block, blocks, split_block
 from .certify import Certifier, rows_with_null
 from .patch import Patched, Patcher, Refused
-from .records import records_to_table, to_array
+from .records import put_rows, records_to_table, to_array
 from .schema import Layout, Node, arrow_type, parse_type
 from .spans import Span
 from .validate import Collector
@@ -122,11 +121,7 @@ def _strict_part(
     table = pa.Table.from_arrays(columns, schema=_final_schema(node))
     if not bad:
         return table
-    fixed = records_to_table([loaded[i][0] for i in bad], layout)
-    order = np.arange(table.num_rows)
-    order[bad] = table.num_rows + np.arange(len(bad))
-    both = pa.concat_tables([table, fixed]).unify_dictionaries()
-    return both.take(pa.array(order)).combine_chunks()
+    return put_rows(table, bad, records_to_table([loaded[i][0] for i in bad], layout))
 
 
 def read_strict(
