@@ -10,7 +10,6 @@ and promoted (``unify_tables``) when all succeed, else every record through
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from samevalues import same_values
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.inference as inference
@@ -38,16 +38,6 @@ def _previous(path: Path, fmt: str) -> pa.Table:
             return readers._read_records_by_block(path, fmt, None, Collector(None)).table
         tables.append(table)
     return unify_tables(tables) if tables else readers.records_to_table([], None)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and bool(a == b)
 
 
 def _reference(path: Path, fmt: str) -> pa.Table:
@@ -74,7 +64,7 @@ def _check(path: Path, fmt: str) -> pa.Table:
     ctype = "application/x-ndjson" if fmt == "ndjson" else "application/json"
     got = read_file(path, ctype, layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
+    assert same_values(got.to_pylist(), expected.to_pylist())
     return got
 
 
@@ -149,7 +139,7 @@ def test_only_the_failing_pieces_are_parsed_in_python(
     assert got.table.schema == expected.schema
     assert got.table.column("price").type == pa.string()
     assert got.table.column("price")[1].as_py() == "3.0"
-    assert _same(got.table.to_pylist(), expected.to_pylist())
+    assert same_values(got.table.to_pylist(), expected.to_pylist())
 
 
 _scalar = st.one_of(
@@ -242,7 +232,7 @@ def test_later_blocks_reuse_an_earlier_schema_and_agree(
     parses = _Calls(monkeypatch, inference.pa_json, "read_json")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
+    assert same_values(got.to_pylist(), expected.to_pylist())
     n_blocks = sum(1 for _ in blocks.blocks(path, "ndjson"))
     if not later:
         assert parses.n == n_blocks + 1  # inference's two parses for the first block only
@@ -282,7 +272,7 @@ def test_values_of_another_kind_are_patched_out(
     parses = _Calls(monkeypatch, inference.pa_json, "read_json")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
+    assert same_values(got.to_pylist(), expected.to_pylist())
     assert got.column("price")[first_bad].as_py() == "n/a"
     assert loads.n == len(bad)
     assert parses.n <= most_parses(n_blocks)
@@ -329,7 +319,7 @@ def test_a_column_first_null_then_filled_stays_on_arrow(
     loads = _Calls(monkeypatch, blocks._Block, "load")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
+    assert same_values(got.to_pylist(), expected.to_pylist())
     assert got.schema.field("a").type == pa.int64()
     assert loads.n == 0
 
@@ -373,7 +363,7 @@ def test_whole_numbers_are_kept_not_read_again(
     passes = _Calls(monkeypatch, readers, "blocks")
     got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
     assert got.schema == expected.schema
-    assert _same(got.to_pylist(), expected.to_pylist())
+    assert same_values(got.to_pylist(), expected.to_pylist())
     assert got.column("price")[7].as_py() == "7.0"
     assert got.column("price")[11].as_py() == "11"
     assert passes.n == (1 if first_bad < 100 else 2)

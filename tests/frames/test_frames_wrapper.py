@@ -10,7 +10,6 @@ does for small files. Sizes are made tiny so the fast path runs on small files.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from samevalues import same_values
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.readers as readers
@@ -98,23 +98,13 @@ def _reference(path: Path, schema: dict[str, Any] | None, **kw: Any) -> Reading:
         wrapper.MIN_BYTES = saved
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
-def _assert_same(got: Reading, ref: Reading) -> None:
+def _assertsame_values(got: Reading, ref: Reading) -> None:
     if isinstance(ref[0], str) or isinstance(got[0], str):
         assert got[0] == ref[0]
         return
     result, expected = got[0], ref[0]
     assert result.table.schema == expected.table.schema
-    assert _same(result.table.to_pylist(), expected.table.to_pylist())
+    assert same_values(result.table.to_pylist(), expected.table.to_pylist())
     assert (result.n_records, result.format) == (expected.n_records, expected.format)
     assert got[1:] == ref[1:]
 
@@ -170,7 +160,7 @@ def test_wrapper_layouts_give_the_reference_rows(
         for kw in ({}, {"record_path": "companies"}):
             ref = _reference(path, schema, **kw)
             fast(glance_bytes)
-            _assert_same(_read(path, schema, **kw), ref)
+            _assertsame_values(_read(path, schema, **kw), ref)
 
 
 def test_a_wrapper_file_is_streamed_not_parsed_whole(
@@ -190,11 +180,11 @@ def test_a_wrapper_file_is_streamed_not_parsed_whole(
     monkeypatch.setattr(readers, "read_data", no_whole_parse)
     for schema in (WRAPPED, None):
         ran.clear()
-        _assert_same(_read(path, schema), refs[id(schema)])
+        _assertsame_values(_read(path, schema), refs[id(schema)])
         assert ran == ["glance"]
     # the array not last, the rest longer than the glance: the whole object outlined
     ran.clear()
-    _assert_same(_read(tmp_path / "o.json", None), ref_outlined)
+    _assertsame_values(_read(tmp_path / "o.json", None), ref_outlined)
     assert ran == ["no-glance", "outline"]
 
 
@@ -218,7 +208,7 @@ def test_nested_record_path(
             path = _write(tmp_path / "w.json", data, indent)
             ref = _reference(path, None, record_path=record_path)
             fast(glance_bytes)
-            _assert_same(_read(path, None, record_path=record_path), ref)
+            _assertsame_values(_read(path, None, record_path=record_path), ref)
 
 
 @pytest.mark.parametrize(
@@ -248,7 +238,7 @@ def test_invalid_or_odd_wrappers_as_the_reference(
         for kw in ({}, {"record_path": "companies"}):
             ref = _reference(path, schema, **kw)
             fast(glance_bytes)
-            _assert_same(_read(path, schema, **kw), ref)
+            _assertsame_values(_read(path, schema, **kw), ref)
 
 
 STYLES: list[tuple[Any, Any]] = [
@@ -313,7 +303,7 @@ def test_any_wrapper_layout_gives_the_reference_rows(
         (wrapper.MIN_BYTES, wrapper._GLANCE_BYTES, wrapper._OUTLINE_BYTES, blocks.BLOCK_BYTES) = (
             saved
         )
-    _assert_same(got, ref)
+    _assertsame_values(got, ref)
 
 
 def test_a_large_wrapper_takes_the_fast_path_at_default_sizes(tmp_path: Path) -> None:
