@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import importlib
 import json
 import os
 import random
@@ -159,6 +160,18 @@ def download(url: str, dest: Path) -> None:
 
 def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None:
     """One measurement; imports happen before the clock starts, on every side."""
+    for module in ("duckdb", "pandas", "webtask_frames._tables.readers"):
+        importlib.import_module(module)
+    with tempfile.TemporaryDirectory(prefix="wf-matrix-") as tmp:
+        # the download is deleted after each measurement: a full run makes ~70 files
+        path = Path(tmp) / ("r.ndjson" if layout in ("ndjson", "wrong") else "r.json")
+        seconds, rows = _measured(side, layout, url, path, typed, validate)
+    print(json.dumps({"seconds": seconds, "rows": rows}))
+
+
+def _measured(
+    side: str, layout: str, url: str, path: Path, typed: bool, validate: bool
+) -> tuple[float, int]:
     import duckdb
     import pandas as pd
 
@@ -167,8 +180,6 @@ def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None
     from webtask_frames._tables.unify import table_to_pandas
     from webtask_frames._tables.validate import Collector, RecordValidator
 
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / ("r.ndjson" if layout in ("ndjson", "wrong") else "r.json")
     t0 = time.perf_counter()
     download(url, path)
     if side == "pandas":
@@ -212,8 +223,7 @@ def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None
             record_path="companies" if layout == "wrapper" and not typed else None,
         )
         df = table_to_pandas(result.table)
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "rows": len(df)}))
+    return time.perf_counter() - t0, len(df)
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -256,7 +266,11 @@ def main() -> None:
         side, layout, url, typed, val = args.child
         child(side, layout, url, typed == "1", val == "1")
         return
-    root = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory(prefix="wf-matrix-") as tmp:
+        drive(args, Path(tmp))
+
+
+def drive(args: argparse.Namespace, root: Path) -> None:
     server, base = serve(root)
     size = int(args.size_mb * (1 << 20))
     print(

@@ -51,8 +51,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(args: argparse.Namespace, env: dict[str, str], n: int, sink: str) -> dict[str, float]:
-    out = tempfile.mkdtemp(prefix="wf-mem-")
-    target = str(Path(out) / ("db.duckdb" if sink == "duckdb" else "dataset"))
+    with tempfile.TemporaryDirectory(prefix="wf-mem-") as out:
+        target = Path(out) / ("db.duckdb" if sink == "duckdb" else "dataset")
+        return _run_child(env, n, sink, str(target))
+
+
+def _run_child(env: dict[str, str], n: int, sink: str, target: str) -> dict[str, float]:
     cmd = [
         sys.executable,
         __file__,

@@ -23,10 +23,14 @@ from pathlib import Path
 
 
 def child(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="wf-scale-") as tmp:
+        _child(args, str(Path(tmp) / "sweep.db") if args.ledger else None)
+
+
+def _child(args: argparse.Namespace, ledger: str | None) -> None:
     import webtask_frames as wf
 
     grid = [{"item": i, "source": f"s{i % args.keys:03d}"} for i in range(args.items)]
-    ledger = str(Path(tempfile.mkdtemp(prefix="wf-scale-")) / "sweep.db") if args.ledger else None
     client = wf.Client(poll_min_s=0.002, poll_max_s=0.05, max_concurrency=args.concurrency)
     began = time.perf_counter()
     result = wf.run_batch(
