@@ -237,9 +237,7 @@ class Ledger:
     Example:
         >>> from webtask_frames._batch.plan import build_plan
         >>> plan = build_plan("Scrape", {"batch": ["S24"]}, reuse_key="yc")
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "sweep.db"
-        >>> with Ledger.open(path, plan) as ledger:
+        >>> with Ledger.open(Path("sweep.db"), plan) as ledger:
         ...     key = plan.items[0].item_key
         ...     attempt_id = ledger.record_intent(key, attempt=1)
         ...     ledger.record_submitted(attempt_id, "wt_1")
