@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pyarrow as pa
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from webtask_frames import InvalidInputError
-from webtask_frames._tables.records import records_to_table, shape
+from webtask_frames._tables.records import put_rows, records_to_table, shape
 from webtask_frames._tables.schema import layout_for
 
 
@@ -158,3 +161,40 @@ def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops() -> Non
         assert time.monotonic() < deadline, "the reader thread leaked"
         time.sleep(0.01)
     assert closed == [True]
+
+
+@settings(max_examples=60, deadline=None)
+@example(n=300, picks=list(range(0, 300, 2)), chunked=True)  # 150 runs: the take
+@example(n=300, picks=[*range(10, 40), 299], chunked=False)  # 2 runs: the slices
+@given(
+    n=st.integers(min_value=1, max_value=300),
+    picks=st.lists(st.integers(min_value=0, max_value=299), max_size=200),
+    chunked=st.booleans(),
+)
+def test_put_rows_replaces_exactly_those_rows(n: int, picks: list[int], chunked: bool) -> None:
+    """Both ways of putting rows back (slices for a few runs, a take for many) give the
+    table with just those rows replaced, in one chunk, nested and dictionary columns too."""
+    rows = sorted({p for p in picks if p < n})
+    values = [
+        {"i": k, "tag": f"t{k % 3}", "people": [{"name": f"p{k}", "n": j} for j in range(k % 3)]}
+        for k in range(n)
+    ]
+    person = pa.struct([("name", pa.string()), ("n", pa.int64())])
+    schema = pa.schema(
+        [
+            ("i", pa.int64()),
+            ("tag", pa.dictionary(pa.int32(), pa.string())),
+            ("people", pa.list_(person)),
+        ]
+    )
+    table = pa.Table.from_pylist(values, schema=schema)
+    if chunked and n > 1:  # a table of two chunks, as concatenated parts are
+        table = pa.concat_tables([table.slice(0, n // 2), table.slice(n // 2)])
+    fresh = [{"i": -k, "tag": "new", "people": [{"name": "x", "n": k}]} for k in rows]
+    fixed = pa.Table.from_pylist(fresh, schema=schema)
+    out = put_rows(table, rows, fixed)
+    expected = list(values)
+    for k, record in zip(rows, fresh, strict=True):
+        expected[k] = record
+    assert out.to_pylist() == expected
+    assert all(column.num_chunks == 1 for column in out.columns)

@@ -364,15 +364,34 @@ def add_constant_columns(
     return table
 
 
+# Up to this many runs of rows, slices of the two tables are joined (zero-copy, then one
+# copy of their buffers): ~3x faster than a ``take`` for a few rows; ``take`` (a gather
+# per value, nested lists too) wins from a few hundred slices on.
+_MAX_RUNS_SLICED = 64
+
+
 def put_rows(table: pa.Table, rows: Sequence[int], fixed: pa.Table) -> pa.Table:
-    """``table`` with its ``rows`` (sorted) replaced by ``fixed``'s, in order, by one
-    ``take`` (rows a strict or known-schema parse left null, read in Python instead).
+    """``table`` with its ``rows`` (sorted) replaced by ``fixed``'s, in order (rows a
+    strict or known-schema parse left null, read in Python instead), as one chunk.
 
     Example:
         >>> put_rows(pa.table({"a": [1, None, 3]}), [1], pa.table({"a": [2]})).to_pylist()
         [{'a': 1}, {'a': 2}, {'a': 3}]
     """
-    order = np.arange(table.num_rows)
-    order[list(rows)] = table.num_rows + np.arange(len(rows))
-    both = pa.concat_tables([table, fixed]).unify_dictionaries()
-    return both.take(pa.array(order)).combine_chunks()
+    at = np.asarray(rows, dtype=np.int64)
+    # where a run of consecutive rows starts: each run is one slice of ``fixed``
+    starts = np.flatnonzero(np.diff(at, prepend=-2) != 1)
+    if len(starts) > _MAX_RUNS_SLICED:
+        order = np.arange(table.num_rows)
+        order[at] = table.num_rows + np.arange(len(at))
+        both = pa.concat_tables([table, fixed]).unify_dictionaries()
+        return both.take(pa.array(order)).combine_chunks()
+    parts: list[pa.Table] = []
+    kept = 0  # the next row of ``table`` not yet taken
+    ends = np.append(starts[1:], len(at)) if len(at) else starts
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        first = int(at[start])
+        parts += [table.slice(kept, first - kept), fixed.slice(start, end - start)]
+        kept = first + end - start
+    parts.append(table.slice(kept))
+    return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
