@@ -15,9 +15,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+from samevalues import same_values
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.patch as patch
+import webtask_frames._tables.readers as readers
 import webtask_frames._tables.strict as strict
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
@@ -331,3 +333,45 @@ def test_a_byte_order_mark_before_a_null_record(tmp_path: Path) -> None:
     for layout in (layout_for({"type": "array", "items": LIST_ITEM}), None):
         got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
         _same(got.table, records_to_table(records, layout))
+
+
+DUPLICATES = [
+    # json.loads keeps the last value of a key given twice; so must every path
+    '{"id": 1, "price": 5, "price": 7}',
+    '{"id": 2, "hq": {"city": "Lagos", "city": "Kraków"}}',
+    '{"id": 3, "offices": [{"staff": 1, "staff": 2}, {"staff": 3}]}',
+    '{"id": 4, "price": "n/a", "price": 2.5}',
+]
+
+
+@pytest.mark.parametrize("layout", ["ndjson", "array"])
+def test_duplicate_keys_keep_the_last_value_like_json_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """pyarrow refuses a key given twice (top level, nested, in list items): the row
+    takes the reference path, whose ``json.loads`` keeps the last value."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    rng = random.Random(11)
+    lines = [json.dumps(_record(i, rng)) for i in range(10, 400)]
+    for k, text in enumerate(DUPLICATES):
+        lines.insert(37 * k + 5, text)
+    path = tmp_path / "r.bin"
+    if layout == "ndjson":
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        ctype, fmt = "application/x-ndjson", "ndjson"
+    else:
+        path.write_text("[" + ", ".join(lines) + "]", encoding="utf-8")
+        ctype, fmt = "application/json", "json-array"
+    records = [json.loads(line) for line in lines]
+    assert records[5]["price"] == 7 and records[42]["hq"] == {"city": "Kraków"}
+
+    result, collector = _read(path, ctype, validate=True)
+    _same(result.table, _expected(records))
+    checker = jsonschema.Draft202012Validator(ITEM)
+    assert collector.mask().tolist() == [checker.is_valid(r) for r in records]
+
+    untyped = read_file(path, ctype, layout=None, collector=Collector(None)).table
+    reference = readers._read_records_by_block(path, fmt, None, Collector(None)).table
+    assert untyped.schema == reference.schema
+    assert same_values(untyped.to_pylist(), reference.to_pylist())
+    assert untyped.column("price").to_pylist()[5] == 7
