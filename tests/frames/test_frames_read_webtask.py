@@ -259,6 +259,38 @@ def test_cache_dir_reuses_the_raw_file(make_service: MakeService, tmp_path: Path
     assert m.table.column("name").to_pylist() == first["name"].tolist()
 
 
+def test_only_files_that_are_kept_are_flushed_to_disk(
+    make_service: MakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result read once from a temporary file is not fsynced; a cached one is, and so is
+    what a user downloads (``durable=True`` by default)."""
+    import webtask_frames._wire.download as download
+
+    flushed: list[str] = []
+    fsync = download.os.fsync
+
+    def counted(fd: int) -> None:
+        flushed.append(Path(f"/proc/self/fd/{fd}").readlink().name)
+        fsync(fd)
+
+    monkeypatch.setattr(download.os, "fsync", counted)
+    body, content_type = FILES["ndjson"]
+    service = make_service(file_body=body, content_type=content_type)
+    df = read_webtask("t", output_schema=SCHEMA, client=service.client())
+    assert len(df) == len(ROWS) and service.calls("download") == 1
+    assert flushed == []
+    read_webtask("t", output_schema=SCHEMA, client=service.client(), cache_dir=tmp_path / "c")
+    assert service.calls("download") == 2
+    assert len(flushed) == 1 and flushed[0].endswith(".part")
+
+    async def mine() -> Path:
+        async with service.client() as c:
+            return await c.download(await c.result(service.ids[0]), tmp_path / "mine.ndjson")
+
+    assert asyncio.run(mine()).read_bytes() == body
+    assert len(flushed) == 2 and service.calls("download") == 3
+
+
 def test_expired_url_costs_exactly_one_result_call(make_service: MakeService) -> None:
     body, content_type = FILES["json-array"]
     # Seed 5 draws "expired" for the first download and nothing for the second.

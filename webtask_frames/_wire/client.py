@@ -429,6 +429,7 @@ class AsyncClient:
         refresh: bool = True,
         chunk_size: int = 1 << 20,
         timeout: float | None = None,
+        durable: bool = True,
     ) -> Path:
         """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
 
@@ -439,7 +440,9 @@ class AsyncClient:
         known, one fresh ``result()`` call fetches a new URL (``refresh``); a new task is
         never started. Transient faults are retried by the client's ``RetryPolicy``; a body
         slower than its ``min_bytes_per_s`` is cut off. ``timeout`` is a total deadline
-        for all of it (default: none besides the minimum rate).
+        for all of it (default: none besides the minimum rate). ``durable`` flushes the
+        file to disk (``fsync``) before it is renamed into place; ``False`` skips that, for
+        a file read once and deleted (``read_webtask`` without a ``cache_dir`` does).
 
         Example:
             >>> status = await client.run("Export all products")        # doctest: +SKIP
@@ -456,7 +459,7 @@ class AsyncClient:
         target = Path(dest)
         deadline = Deadline.after(self.clock, timeout)
         try:
-            return await self._download_once(file, target, chunk_size, deadline)
+            return await self._download_once(file, target, chunk_size, deadline, durable)
         except ResultExpiredError:
             if not refresh or not file.web_task_id:
                 raise
@@ -464,10 +467,10 @@ class AsyncClient:
             fresh = await self._result(file.web_task_id, deadline)
             if not isinstance(fresh, Completed) or not isinstance(fresh.result, FileResult):
                 raise
-            return await self._download_once(fresh.result, target, chunk_size, deadline)
+            return await self._download_once(fresh.result, target, chunk_size, deadline, durable)
 
     async def _download_once(
-        self, file: FileResult, target: Path, chunk_size: int, deadline: Deadline
+        self, file: FileResult, target: Path, chunk_size: int, deadline: Deadline, durable: bool
     ) -> Path:
         check_signed_url(file)
         check_disk(file, target.parent)
@@ -489,6 +492,7 @@ class AsyncClient:
                 deadline=deadline,
                 rng=self._rng,
                 on_bytes=count,
+                durable=durable,
             )
 
         what = f"GET {redact_url(file.url)}"

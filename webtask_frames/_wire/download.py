@@ -94,10 +94,12 @@ async def download_attempt(
     deadline: Deadline,
     rng: random.Random | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    durable: bool = True,
 ) -> Outcome[Path]:
     """One GET of ``file``'s signed URL with ``files`` (a client that carries no
     credential), streamed to a temporary sibling of ``target``, under ``deadline`` and
     the policy's minimum rate. ``on_bytes`` sees the size of every chunk written.
+    ``durable``: the file is flushed to disk (``fsync``) before its rename.
 
     Example:
         >>> outcome = await download_attempt(files, file, Path("r.json"), chunk_size=1 << 20,
@@ -119,7 +121,7 @@ async def download_attempt(
             decision = decide_download_response(response, file, **retry)
             if not isinstance(decision, Done):
                 return Outcome(decision, note)
-            written = await _write(response, tmp, limits, deadline, chunk_size, on_bytes)
+            written = await _write(response, tmp, limits, deadline, chunk_size, on_bytes, durable)
         finally:
             await response.aclose()
         note = f"{note}, {written} bytes"
@@ -143,8 +145,10 @@ async def _write(
     deadline: Deadline,
     chunk_size: int,
     on_bytes: Callable[[int], None] | None,
+    durable: bool,
 ) -> int:
-    """Stream the body into ``tmp`` and fsync it; the number of bytes written."""
+    """Stream the body into ``tmp`` (and fsync it, when ``durable``); the number of bytes
+    written."""
     with tmp.open("wb") as out:
 
         def write(chunk: bytes) -> None:
@@ -156,5 +160,6 @@ async def _write(
             response, write, deadline=deadline, limits=limits, chunk_size=chunk_size
         )
         out.flush()
-        os.fsync(out.fileno())
+        if durable:
+            os.fsync(out.fileno())
     return written

@@ -200,13 +200,15 @@ class Client:
         refresh: bool = True,
         chunk_size: int = 1 << 20,
         timeout: float | None = None,
+        durable: bool = True,
     ) -> Path:
         """Stream a file result to ``dest`` (atomically) and verify its ``sizeBytes``.
 
         No credential is ever sent with the signed URL. When the URL has expired or is
         refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
         new URL (``refresh``); a new task is never started. Transient faults are retried by
-        the client's ``RetryPolicy``.
+        the client's ``RetryPolicy``. ``durable=False`` skips the ``fsync`` before the
+        rename, for a file read once and deleted.
 
         Example:
             >>> status = client.run("Export all products")        # doctest: +SKIP
@@ -214,7 +216,12 @@ class Client:
         """
         return run_sync(
             self._async.download(
-                file, dest, refresh=refresh, chunk_size=chunk_size, timeout=timeout
+                file,
+                dest,
+                refresh=refresh,
+                chunk_size=chunk_size,
+                timeout=timeout,
+                durable=durable,
             )
         )
 
