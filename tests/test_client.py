@@ -544,14 +544,23 @@ def test_sync_methods_mirror_the_async_signatures(name: str) -> None:
         assert "Example:" in (getattr(Client, name).__doc__ or "")
 
 
-def test_sync_client_passes_every_keyword_through(api: ScriptedAPI, tmp_path: Path) -> None:
+def test_sync_client_passes_every_keyword_through(
+    api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webtask_frames._wire.download as download
+
+    fsyncs: list[int] = []
+    monkeypatch.setattr(download.os, "fsync", fsyncs.append)
     api.script("start", STARTED_OK)
     api.script("result", httpx.Response(200, json=file_status()))
     api.script("file", httpx.Response(200, content=b'[{"a": 1}]\n'))
     with sync_client(api) as client:
         wt_id = client.start("t", start_url="https://example.com", reuse_key="k", model="haiku")
         status = client.wait(wt_id, timeout=5, first_poll_s=0)
-        path = client.download(status, tmp_path / "r.json", refresh=False, chunk_size=4)
+        path = client.download(
+            status, tmp_path / "r.json", refresh=False, chunk_size=4, durable=False
+        )
+    assert fsyncs == []  # durable=False reached the download
     assert api.requests[0].read() == (
         b'{"task":"t","startUrl":"https://example.com","reuseKey":"k","model":"haiku"}'
     )

@@ -265,6 +265,8 @@ def main() -> None:
     )
     ap.add_argument("--child", nargs=5, metavar=("SIDE", "LAYOUT", "URL", "TYPED", "VAL"))
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat: give 1 or more rounds")
     if args.child:
         side, layout, url, typed, val = args.child
         child(side, layout, url, typed == "1", val == "1")

@@ -266,11 +266,11 @@ def test_only_files_that_are_kept_are_flushed_to_disk(
     what a user downloads (``durable=True`` by default)."""
     import webtask_frames._wire.download as download
 
-    flushed: list[str] = []
+    flushed: list[int] = []
     fsync = download.os.fsync
 
     def counted(fd: int) -> None:
-        flushed.append(Path(f"/proc/self/fd/{fd}").readlink().name)
+        flushed.append(fd)
         fsync(fd)
 
     monkeypatch.setattr(download.os, "fsync", counted)
@@ -281,7 +281,7 @@ def test_only_files_that_are_kept_are_flushed_to_disk(
     assert flushed == []
     read_webtask("t", output_schema=SCHEMA, client=service.client(), cache_dir=tmp_path / "c")
     assert service.calls("download") == 2
-    assert len(flushed) == 1 and flushed[0].endswith(".part")
+    assert len(flushed) == 1  # the cache_dir copy
 
     async def mine() -> Path:
         async with service.client() as c:

@@ -196,5 +196,24 @@ def test_put_rows_replaces_exactly_those_rows(n: int, picks: list[int], chunked:
     expected = list(values)
     for k, record in zip(rows, fresh, strict=True):
         expected[k] = record
+    assert out.schema == schema
     assert out.to_pylist() == expected
     assert all(column.num_chunks == 1 for column in out.columns)
+
+
+@pytest.mark.parametrize("runs", [1, 80])  # the slices, the take
+def test_put_rows_keeps_one_dictionary_in_file_order(runs: int) -> None:
+    """Chunks encoded apart (their own dictionaries) come back with one dictionary:
+    the table's values first, then the fixed rows', however the rows were joined."""
+    n = 2 * runs + 2
+    first = pa.table({"tag": pa.array(["x"] * (n // 2)).dictionary_encode()})
+    second = pa.table({"tag": pa.array(["y", "z"] * (n // 4) + ["y"] * (n % 4 // 2))})
+    table = pa.concat_tables(
+        [first, second.set_column(0, "tag", second["tag"].dictionary_encode())]
+    )
+    rows = list(range(0, 2 * runs, 2))
+    fixed = pa.table({"tag": pa.array(["c"] * len(rows)).dictionary_encode()})
+    out = put_rows(table, rows, fixed)
+    assert out.column("tag").num_chunks == 1
+    assert out.column("tag").chunk(0).dictionary.to_pylist() == ["x", "y", "z", "c"]
+    assert [out.column("tag")[r].as_py() for r in rows] == ["c"] * len(rows)

@@ -379,13 +379,16 @@ def put_rows(table: pa.Table, rows: Sequence[int], fixed: pa.Table) -> pa.Table:
         [{'a': 1}, {'a': 2}, {'a': 3}]
     """
     at = np.asarray(rows, dtype=np.int64)
+    n = table.num_rows
+    # one dictionary per column, in the same order whichever way the rows are joined
+    both = pa.concat_tables([table, fixed]).unify_dictionaries()
     # where a run of consecutive rows starts: each run is one slice of ``fixed``
     starts = np.flatnonzero(np.diff(at, prepend=-2) != 1)
     if len(starts) > _MAX_RUNS_SLICED:
-        order = np.arange(table.num_rows)
-        order[at] = table.num_rows + np.arange(len(at))
-        both = pa.concat_tables([table, fixed]).unify_dictionaries()
+        order = np.arange(n)
+        order[at] = n + np.arange(len(at))
         return both.take(pa.array(order)).combine_chunks()
+    table, fixed = both.slice(0, n), both.slice(n)
     parts: list[pa.Table] = []
     kept = 0  # the next row of ``table`` not yet taken
     ends = np.append(starts[1:], len(at)) if len(at) else starts
@@ -394,4 +397,4 @@ def put_rows(table: pa.Table, rows: Sequence[int], fixed: pa.Table) -> pa.Table:
         parts += [table.slice(kept, first - kept), fixed.slice(start, end - start)]
         kept = first + end - start
     parts.append(table.slice(kept))
-    return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+    return pa.concat_tables(parts).combine_chunks()
