@@ -81,8 +81,8 @@ async def _fetch(
         return target, None
     tmp = tempfile.TemporaryDirectory(prefix="webtask-frames-")
     try:
-        # read once, then deleted: flushing it to disk buys nothing (an fsync of 148 MB
-        # took 0.07-0.09 s on this machine's disk; more on slow or network disks)
+        # read once, then deleted: an fsync would wait for the whole file to reach the
+        # disk before the read starts, and buys nothing here
         await client.download(file, Path(tmp.name) / name, timeout=timeout, durable=False)
     except BaseException:
         tmp.cleanup()
