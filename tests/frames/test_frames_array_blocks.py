@@ -403,3 +403,25 @@ def test_ndjson_lines_longer_than_a_block(tmp_path: Path, block_bytes: int) -> N
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": 4}')
     found = [json.loads(t) for b in blocks._ndjson_blocks(path, block_bytes) for t in b.texts()]
     assert found == [*rows, {"id": 4}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),
+    pattern=st.sampled_from([b'}, {"id":', b"},{", b"aa", b"aba", b"}}", b"} ,\t{"]),
+    data=st.data(),
+)
+def test_marking_separators_in_place_is_bytes_replace(
+    text: bytes, pattern: bytes, data: st.DataObject
+) -> None:
+    """The in-place marking rewrites exactly what ``bytes.replace`` does (left to right,
+    never overlapping: ``aa`` in ``aaa`` once) and counts the separators it rewrote."""
+    comma = data.draw(st.integers(min_value=0, max_value=len(pattern) - 1))
+    separator = blocks._Separator(pattern, comma)
+    # salt the text with whole and overlapping separators
+    for at in data.draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=6)):
+        text = text[:at] + pattern + pattern[: data.draw(st.integers(0, len(pattern)))] + text[at:]
+    buffer = bytearray(text)
+    n = blocks._mark(buffer, separator)
+    assert bytes(buffer) == text.replace(pattern, separator.marked)
+    assert n == text.count(pattern)

@@ -8,7 +8,8 @@ parse) plus access to each record's own text (for the reference path).
 * A JSON array whose writer is recognised: the separator between its elements (say
   ``}, {"id":`` or, indented, ``},   {     "id":``) is read off its first MiB and
   confirmed there by the structural scan below; each block's separators then become
-  line breaks with one same-length ``bytes.replace``. Should the separator also occur
+  line breaks in place, their commas overwritten (``_mark``, what a same-length
+  ``bytes.replace`` would do, without its copy). Should the separator also occur
   inside an element further on (a nested array of objects, a string), or an element be
   written differently, a record line no longer parses as JSON on its own: such a
   block's failure makes the reader start over with the scan (``_NotLineDelimited``).
@@ -29,7 +30,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import duckdb
 import numpy as np
@@ -38,6 +39,7 @@ import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
 from .prefetch import prefetch as _prefetch
+from .separators import _AFTER_BRACE, _confirmed, _line_breaks, _mark, _Separator
 from .spans import Span, Window, objects_only
 
 __all__ = ["BLOCK_BYTES", "blocks", "loads", "rows_match", "split_block"]
@@ -222,11 +224,12 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
 
 
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n"
 
 
-def _strip_newlines(data: bytes) -> bytes:
+def _strip_newlines(data: _Bytes) -> _Bytes:
     # Valid JSON holds raw line breaks only as insignificant whitespace.
     return data.translate(_NEWLINES_TO_SPACES) if b"\n" in data or b"\r" in data else data
 
@@ -399,34 +402,9 @@ def _scan_blocks(
         yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)
 
 
-# -- a recognised writer: its separator, replaced ----------------------------------------
+# -- a recognised writer: its separator, marked ----------------------------------------
 
 _HEAD_BYTES = 1 << 20
-# After an element's closing brace: the comma, the next element's brace and, when it
-# has one, its first key. The key keeps arrays of other objects nested in the elements
-# from looking alike; and its opening quote, unescaped and followed by what cannot
-# follow a closing one, puts the whole separator outside any string.
-_AFTER_BRACE = re.compile(rb'[ \t]*,[ \t]*\{([ \t]*"[^"\\\s:,\]}][^"\\]{0,63}"[ \t]*:)?')
-
-
-@dataclass(frozen=True)
-class _Separator:
-    """What a writer puts between two elements, line breaks read as spaces (e.g.
-    ``}, {"id":``), and its comma's offset: replaced by a line break, same length."""
-
-    pattern: bytes
-    comma: int
-
-    @property
-    def marked(self) -> bytes:
-        return self.pattern[: self.comma] + b"\n" + self.pattern[self.comma + 1 :]
-
-
-def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
-    """Whether the separator occurs in ``head`` exactly at the scan's ``commas``."""
-    marked = np.frombuffer(head.replace(separator.pattern, separator.marked), dtype=np.uint8)
-    whole = commas[commas - separator.comma + len(separator.pattern) <= len(head)]
-    return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
 
 
 def _array_separator(path: Path, span: Span | None = None) -> _Separator | None:
@@ -451,7 +429,7 @@ def _array_separator(path: Path, span: Span | None = None) -> _Separator | None:
     return None
 
 
-def _opened(data: bytes) -> bytes:
+def _opened(data: _Bytes) -> _Bytes:
     """The text after the array's opening bracket."""
     data = data.lstrip(_WHITESPACE)
     if not data.startswith(b"["):
@@ -471,12 +449,6 @@ def _guessed_block(marked: memoryview, n: int) -> _Block:
     return block
 
 
-def _line_breaks(data: bytes | bytearray, end: int | None = None) -> int:
-    """How many line breaks ``data[:end]`` holds (numpy counts them ~4x faster)."""
-    view = np.frombuffer(data, dtype=np.uint8, count=-1 if end is None else end)
-    return int(np.count_nonzero(view == 10))
-
-
 def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterator[_Block]:
     """The last block: every element up to the array's closing bracket."""
     body = data.rstrip(_WHITESPACE)
@@ -494,8 +466,9 @@ def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterat
 def _guessed_blocks(
     path: Path, block_bytes: int, separator: _Separator, span: Span | None = None
 ) -> Generator[_Block, None, None]:
-    """The array cut at its writer's separator, rewritten to line breaks by
-    ``bytes.replace`` (same length, so positions hold), blocks cut at the last one.
+    """The array cut at its writer's separator, each comma of one overwritten by a line
+    break in the buffer the block was read into (``_mark``: same length, so positions
+    hold), blocks cut at the last one.
 
     Nothing here proves the separators are the elements' (that would be the scan): the
     blocks are ``guessed``. Where a separator look-alike lies inside an element, or two
@@ -509,22 +482,26 @@ def _guessed_blocks(
         carry = b"" if lead == _BOM else lead
         started = separated = False
         while True:
-            chunk = f.read(block_bytes)
-            more = len(chunk) == block_bytes
-            data = _strip_newlines(carry + chunk)
+            # read behind the carry, in one buffer the separators are then marked in
+            data = bytearray(len(carry) + block_bytes)
+            data[: len(carry)] = carry
+            got = f.readinto(memoryview(data)[len(carry) :])
+            more = got == block_bytes
+            del data[len(carry) + got :]
+            data = _strip_newlines(data)
             text = data if started else _opened(data)
             if not more:
-                yield from _guessed_tail(text, separator, separated)
+                yield from _guessed_tail(bytes(text), separator, separated)
                 return
             cut = text.rfind(separator.pattern)
             if cut < 0:
                 state = _ScanState(1, b"", [91], separated) if started else _ScanState()
-                yield from _scanned(f, block_bytes, state, data)
+                yield from _scanned(f, block_bytes, state, bytes(data))
                 return
             end = cut + separator.comma + 1
-            marked = text.replace(separator.pattern, separator.marked)
-            yield _guessed_block(memoryview(marked)[:end], _line_breaks(marked, end))
-            carry, started, separated = text[end:], True, True
+            n = _mark(text, separator)
+            yield _guessed_block(memoryview(text)[:end], n)
+            carry, started, separated = bytes(text[end:]), True, True
 
 
 def _values_of(column: pa.Array) -> pa.Buffer:

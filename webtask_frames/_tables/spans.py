@@ -53,6 +53,15 @@ class Window:
         self._left -= len(data)
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` from the window (fewer bytes only at its end)."""
+        if self._left is not None and len(buffer) > self._left:
+            buffer = buffer[: self._left]
+        got = self._file.readinto(buffer)
+        if self._left is not None:
+            self._left -= got
+        return got
+
     def close(self) -> None:
         self._file.close()
 

@@ -1,0 +1,73 @@
+r"""A JSON array writer's separator between elements (``}, {"id":``, say): what it is,
+whether the structural scan's commas confirm it, and its commas marked as line breaks in
+place, which makes a block of the array one element per line (``blocks``).
+
+    >>> separator = _Separator(b'}, {"id":', 1)
+    >>> text = bytearray(b'{"id": 1}, {"id": 2}, {"id": 3}')
+    >>> _mark(text, separator), bytes(text)
+    (2, b'{"id": 1}\n {"id": 2}\n {"id": 3}')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__: list[str] = []  # internal to the block readers
+
+# After an element's closing brace: the comma, the next element's brace and, when it
+# has one, its first key. The key keeps arrays of other objects nested in the elements
+# from looking alike; and its opening quote, unescaped and followed by what cannot
+# follow a closing one, puts the whole separator outside any string.
+_AFTER_BRACE = re.compile(rb'[ \t]*,[ \t]*\{([ \t]*"[^"\\\s:,\]}][^"\\]{0,63}"[ \t]*:)?')
+
+
+@dataclass(frozen=True)
+class _Separator:
+    """What a writer puts between two elements, line breaks read as spaces (e.g.
+    ``}, {"id":``), and its comma's offset: replaced by a line break, same length."""
+
+    pattern: bytes
+    comma: int
+
+    @property
+    def marked(self) -> bytes:
+        return self.pattern[: self.comma] + b"\n" + self.pattern[self.comma + 1 :]
+
+
+def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
+    """Whether the separator occurs in ``head`` exactly at the scan's ``commas``."""
+    marked = np.frombuffer(head.replace(separator.pattern, separator.marked), dtype=np.uint8)
+    whole = commas[commas - separator.comma + len(separator.pattern) <= len(head)]
+    return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
+
+
+def _mark(text: bytearray, separator: _Separator) -> int:
+    """Every separator in ``text`` rewritten in place (its comma to a line break), as
+    ``bytes.replace`` would: left to right, never overlapping; how many there were.
+
+    The candidates are the positions of the separator's first byte, kept while each next
+    byte matches: a few vectorised passes instead of a search and a copy, and the count
+    of lines comes with them."""
+    pattern = separator.pattern
+    arr = np.frombuffer(text, dtype=np.uint8)
+    if len(arr) < len(pattern):
+        return 0
+    found = np.flatnonzero(arr[: len(arr) - len(pattern) + 1] == pattern[0])
+    for k in range(1, len(pattern)):
+        found = found[arr[found + k] == pattern[k]]
+    if len(found) > 1 and int(np.diff(found).min()) < len(pattern):
+        # overlapping matches: which of them count is bytes.replace's to decide
+        marked = bytes(text).replace(pattern, separator.marked)
+        text[:] = marked
+        return _line_breaks(marked)
+    arr[found + separator.comma] = 10
+    return len(found)
+
+
+def _line_breaks(data: bytes | bytearray, end: int | None = None) -> int:
+    """How many line breaks ``data[:end]`` holds (numpy counts them ~4x faster)."""
+    view = np.frombuffer(data, dtype=np.uint8, count=-1 if end is None else end)
+    return int(np.count_nonzero(view == 10))
