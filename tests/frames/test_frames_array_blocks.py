@@ -405,6 +405,33 @@ def test_ndjson_lines_longer_than_a_block(tmp_path: Path, block_bytes: int) -> N
     assert found == [*rows, {"id": 4}]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    end=st.sampled_from([b"", b"\n", b" ", b"{}"]),
+    bom=st.booleans(),
+    block_bytes=st.integers(min_value=1, max_value=64),
+)
+def test_ndjson_blocks_are_the_file_cut_at_line_ends(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    end: bytes,
+    bom: bool,
+    block_bytes: int,
+) -> None:
+    """Blocks end at line breaks and hold every line of the file that is not blank, in
+    order (a byte-order mark dropped, a last line without its break given one), each
+    with its count of line breaks, at any block size."""
+    body = b"\n".join(lines) + end
+    path = tmp_path_factory.mktemp("nd") / "r.ndjson"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body)
+    found = list(blocks._ndjson_blocks(path, block_bytes))
+    assert all(bytes(b.data).endswith(b"\n") for b in found)
+    read = b"".join(bytes(b.data) for b in found).split(b"\n")
+    assert [x for x in read if x.strip()] == [x for x in body.split(b"\n") if x.strip()]
+    assert [b.breaks for b in found] == [bytes(b.data).count(b"\n") for b in found]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     text=st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),

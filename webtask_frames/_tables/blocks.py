@@ -179,19 +179,30 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
         lead = f.read(len(_BOM))
-        # a line running over blocks, joined once (a byte-order mark is no record's)
-        pieces: list[bytes | memoryview] = [] if lead == _BOM else [lead]
-        while chunk := f.read(block_bytes):
-            cut = chunk.rfind(b"\n")
+        carry = b"" if lead == _BOM else lead  # a byte-order mark is no record's
+        pieces: list[bytes | bytearray] = []  # a line running over whole blocks
+        while True:
+            # read behind the start of the line the last block cut: the block is a view
+            # of this buffer, not a joined copy
+            data = bytearray(len(carry) + block_bytes)
+            data[: len(carry)] = carry
+            got = f.readinto(memoryview(data)[len(carry) :])
+            if not got:
+                break
+            del data[len(carry) + got :]
+            cut = data.rfind(b"\n")
             if cut < 0:
-                pieces.append(chunk)
+                pieces.append(data)
+                carry = b""
                 continue
-            data = b"".join([*pieces, memoryview(chunk)[: cut + 1]])
-            pieces = [chunk[cut + 1 :]]
-            yield _block_of_lines(memoryview(data), _line_breaks(data))
-        carry = b"".join(pieces)
-        if carry.strip():
-            yield _block_of_lines(memoryview(carry + b"\n"), carry.count(b"\n") + 1)
+            block = memoryview(data)[: cut + 1]
+            if pieces:  # joined once, however many blocks the line ran over
+                block, pieces = memoryview(b"".join([*pieces, block])), []
+            carry = bytes(data[cut + 1 :])
+            yield _block_of_lines(block, _line_breaks(block))
+        tail = b"".join([*pieces, carry])
+        if tail.strip():
+            yield _block_of_lines(memoryview(tail + b"\n"), tail.count(b"\n") + 1)
 
 
 def split_block(block: _Block, parts: int) -> list[_Block]:

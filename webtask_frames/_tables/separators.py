@@ -67,7 +67,7 @@ def _mark(text: bytearray, separator: _Separator) -> int:
     return len(found)
 
 
-def _line_breaks(data: bytes | bytearray, end: int | None = None) -> int:
+def _line_breaks(data: bytes | bytearray | memoryview, end: int | None = None) -> int:
     """How many line breaks ``data[:end]`` holds (numpy counts them ~4x faster)."""
     view = np.frombuffer(data, dtype=np.uint8, count=-1 if end is None else end)
     return int(np.count_nonzero(view == 10))
