@@ -87,4 +87,7 @@ def test_notebook_executes_twice_cleanly(path: Path, monkeypatch: pytest.MonkeyP
         assert shown, "the notebook displayed nothing"
         texts.append([o.get("text", "") for o in _outputs(notebook, "stream")])
         assert _untracked_state() == before, f"run {run} left files under notebooks/"
-    assert len(texts[0]) == len(texts[1])  # the second run prints what the first did
+    # The second run prints what the first did, line for line. Lines, not stream messages:
+    # the kernel sends one text in one or several messages, depending on timing.
+    lines = ["".join(text).splitlines() for text in texts]
+    assert len(lines[0]) == len(lines[1]), lines
