@@ -428,6 +428,7 @@ def test_ndjson_blocks_are_the_file_cut_at_line_ends(
     found = list(blocks._ndjson_blocks(path, block_bytes))
     assert all(bytes(b.data).endswith(b"\n") for b in found)
     read = b"".join(bytes(b.data) for b in found).split(b"\n")
+    body = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # one mark, however it came
     assert [x for x in read if x.strip()] == [x for x in body.split(b"\n") if x.strip()]
     assert [b.breaks for b in found] == [bytes(b.data).count(b"\n") for b in found]
 

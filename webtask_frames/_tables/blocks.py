@@ -190,7 +190,7 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None
             if not got:
                 break
             del data[len(carry) + got :]
-            cut = data.rfind(b"\n")
+            cut = data.rfind(b"\n", len(carry))  # in what was read (a BOM-less lead too)
             if cut < 0:
                 pieces.append(data)
                 carry = b""
