@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from io import BufferedReader
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -176,20 +177,25 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
     return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
+def _read_behind(f: BufferedReader | Window, carry: bytes, size: int) -> tuple[bytearray, int]:
+    """``carry`` (what the last block left), then up to ``size`` bytes of ``f``, in one new
+    buffer that blocks are views of (no joined copy); and how many bytes were read."""
+    data = bytearray(len(carry) + size)
+    data[: len(carry)] = carry
+    got = f.readinto(memoryview(data)[len(carry) :])
+    del data[len(carry) + got :]
+    return data, got
+
+
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
     with path.open("rb") as f:
         lead = f.read(len(_BOM))
         carry = b"" if lead == _BOM else lead  # a byte-order mark is no record's
         pieces: list[bytes | bytearray] = []  # a line running over whole blocks
         while True:
-            # read behind the start of the line the last block cut: the block is a view
-            # of this buffer, not a joined copy
-            data = bytearray(len(carry) + block_bytes)
-            data[: len(carry)] = carry
-            got = f.readinto(memoryview(data)[len(carry) :])
+            data, got = _read_behind(f, carry, block_bytes)
             if not got:
                 break
-            del data[len(carry) + got :]
             cut = data.rfind(b"\n", len(carry))  # in what was read (a BOM-less lead too)
             if cut < 0:
                 pieces.append(data)
@@ -493,12 +499,8 @@ def _guessed_blocks(
         carry = b"" if lead == _BOM else lead
         started = separated = False
         while True:
-            # read behind the carry, in one buffer the separators are then marked in
-            data = bytearray(len(carry) + block_bytes)
-            data[: len(carry)] = carry
-            got = f.readinto(memoryview(data)[len(carry) :])
+            data, got = _read_behind(f, carry, block_bytes)  # the separators marked in it
             more = got == block_bytes
-            del data[len(carry) + got :]
             data = _strip_newlines(data)
             text = data if started else _opened(data)
             if not more:
