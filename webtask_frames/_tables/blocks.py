@@ -466,18 +466,18 @@ def _guessed_block(marked: memoryview, n: int) -> _Block:
     return block
 
 
-def _guessed_tail(data: bytes, separator: _Separator, separated: bool) -> Iterator[_Block]:
+def _guessed_tail(data: bytearray, separator: _Separator, separated: bool) -> Iterator[_Block]:
     """The last block: every element up to the array's closing bracket."""
     body = data.rstrip(_WHITESPACE)
     if not body.endswith(b"]"):
         raise _NotLineDelimited  # the scan reports what is wrong
-    body = body[:-1]
-    if not body.strip(_WHITESPACE):
+    body[-1:] = b"\n"  # the bracket's place ends the last line
+    if not body[:-1].strip(_WHITESPACE):
         if separated:
             raise _NotLineDelimited  # a trailing comma
         return
-    marked = body.replace(separator.pattern, separator.marked) + b"\n"
-    yield _guessed_block(memoryview(marked), _line_breaks(marked))
+    lines = _mark(body, separator) + 1
+    yield _guessed_block(memoryview(body), lines)
 
 
 def _guessed_blocks(
@@ -504,7 +504,7 @@ def _guessed_blocks(
             data = _strip_newlines(data)
             text = data if started else _opened(data)
             if not more:
-                yield from _guessed_tail(bytes(text), separator, separated)
+                yield from _guessed_tail(text, separator, separated)
                 return
             cut = text.rfind(separator.pattern)
             if cut < 0:

@@ -39,7 +39,9 @@ class _Separator:
 
 def _confirmed(head: bytes, commas: np.ndarray, separator: _Separator) -> bool:
     """Whether the separator occurs in ``head`` exactly at the scan's ``commas``."""
-    marked = np.frombuffer(head.replace(separator.pattern, separator.marked), dtype=np.uint8)
+    text = bytearray(head)
+    _mark(text, separator)
+    marked = np.frombuffer(text, dtype=np.uint8)
     whole = commas[commas - separator.comma + len(separator.pattern) <= len(head)]
     return bool(np.array_equal(np.flatnonzero(marked == 10), whole))
 
