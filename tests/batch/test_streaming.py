@@ -105,7 +105,8 @@ def test_a_sink_of_the_wrong_type_is_refused_before_any_request(
 def test_iter_batch_yields_items_as_they_finish(
     fake: FakeAPI, make_client: Callable[..., AsyncClient], tmp_path: Path
 ) -> None:
-    fake.script = lambda body, occ: Behaviour(duration=0.01 * (5 - body["parameters"]["i"]))
+    # 60 ms between finishes: under a loaded CI machine 10 ms let two items swap
+    fake.script = lambda body, occ: Behaviour(duration=0.06 * (5 - body["parameters"]["i"]))
     ledger = tmp_path / "sweep.db"
 
     async def collect(**kw: Any) -> list[tuple[Any, pa.Table]]:
