@@ -157,9 +157,9 @@ def test_separator_read_off_the_head(tmp_path: Path) -> None:
     expected = {
         "default": b'}, {"id":',
         "compact": b'},{"id":',
-        "indent": b'},   {     "id":',
-        "lines": b'}, {"id":',
-        "tabs-crlf": b'},  \t{  \t\t"id":',
+        "indent": b'},\t  {\t    "id":',  # line breaks read as tabs
+        "lines": b'},\t{"id":',
+        "tabs-crlf": b'},\t\t\t{\t\t\t\t"id":',
     }
     for name, write in WRITERS.items():
         path.write_bytes(write(rows).encode())
@@ -271,6 +271,34 @@ def test_an_invalid_array_is_a_protocol_error_on_the_fast_path_too(
     for schema in (ITEM, None):
         with pytest.raises(ProtocolError):
             _read(path, schema)
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize("where", [3, 150])  # in the head, and past it
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n"])
+def test_a_raw_line_break_inside_a_string_is_refused_in_every_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, where: int, brk: str
+) -> None:
+    """Raw line breaks are whitespace between tokens and invalid inside a string; the
+    cutters turn them into something else, which must not make such a string valid
+    (``"x\ny"`` read as ``"x y"``): the file is refused, as ``json.load`` refuses it."""
+    monkeypatch.setattr(blocks, "_HEAD_BYTES", 4096)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1000)
+    records = [_plain(i) for i in range(200)]
+    records[where]["name"] = "x@y"
+    path = tmp_path / "r.json"
+    path.write_bytes(WRITERS[writer](records).replace("@", brk).encode())
+    with pytest.raises(ValueError, match="control character"):
+        json.loads(path.read_bytes())
+    for schema in (ITEM, None):
+        for validate in (True, False):
+            with pytest.raises(ProtocolError):
+                _read(path, schema, validate)
+    if brk == "\n":  # the same file without it is read, line breaks and all
+        records[where]["name"] = "x y"
+        clean = tmp_path / "clean.json"
+        clean.write_text(WRITERS[writer](records))
+        _check(clean, records)
 
 
 # -- random look-alikes, layouts and block sizes --------------------------------------------

@@ -240,15 +240,18 @@ def _block_of_lines(data: memoryview, breaks: int) -> _Block:
     return _Block(data=data, texts=texts, breaks=breaks)
 
 
-_NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+# A raw line break is whitespace in valid JSON, and invalid inside a string. It becomes a
+# tab, not a space: a tab is whitespace too, and invalid inside a string as well, so a
+# string holding a raw line break is still refused (as ``json.loads`` refuses it), not
+# read with a space in its place.
+_LINE_BREAKS_TO_TABS = bytes.maketrans(b"\r\n", b"\t\t")
 _Bytes = TypeVar("_Bytes", bytes, bytearray)
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n"
 
 
 def _strip_newlines(data: _Bytes) -> _Bytes:
-    # Valid JSON holds raw line breaks only as insignificant whitespace.
-    return data.translate(_NEWLINES_TO_SPACES) if b"\n" in data or b"\r" in data else data
+    return data.translate(_LINE_BREAKS_TO_TABS) if b"\n" in data or b"\r" in data else data
 
 
 def _lines(block: bytes | bytearray | memoryview) -> list[bytes]:
@@ -356,10 +359,10 @@ class _Pending:
 
 
 def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _Block | None:
-    """One element per line: raw line breaks (whitespace in valid JSON) and the outer
-    brackets become spaces, separators line breaks. None when only whitespace is left."""
+    """One element per line: raw line breaks become tabs, the outer brackets spaces,
+    separators line breaks. None when only whitespace is left."""
     if b"\r" in text or text.find(b"\n", 0, len(text) - 1) >= 0:
-        text = text.translate(_NEWLINES_TO_SPACES)
+        text = text.translate(_LINE_BREAKS_TO_TABS)
     view = np.frombuffer(text, dtype=np.uint8)
     view[outer] = 32
     view[commas] = 10
@@ -412,8 +415,8 @@ def _scan_blocks(
 ) -> Generator[_Block, None, None]:
     """Any JSON array, whatever its whitespace and separators: a vectorised scan finds
     the commas between the array's elements (outside strings, at depth 1), which become
-    line breaks (raw line breaks, insignificant whitespace in valid JSON, become
-    spaces), so each block holds one element per line and its count is known."""
+    line breaks (raw line breaks become tabs), so each block holds one element per
+    line and its count is known."""
     with Window(path, span) as f:
         lead = f.read(len(_BOM))
         yield from _scanned(f, block_bytes, _ScanState(), b"" if lead == _BOM else lead)

@@ -26,7 +26,7 @@ _AFTER_BRACE = re.compile(rb'[ \t]*,[ \t]*\{([ \t]*"[^"\\\s:,\]}][^"\\]{0,63}"[ 
 
 @dataclass(frozen=True)
 class _Separator:
-    """What a writer puts between two elements, line breaks read as spaces (e.g.
+    """What a writer puts between two elements, line breaks read as tabs (e.g.
     ``}, {"id":``), and its comma's offset: replaced by a line break, same length."""
 
     pattern: bytes
