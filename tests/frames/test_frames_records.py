@@ -139,28 +139,39 @@ def test_tolerant_conversion_along_the_schema() -> None:
     assert "i_extra" not in t  # undeclared fields are not columns with a schema
 
 
-def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops() -> None:
+def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consumer that gives up early (a parse error, a guess that proved wrong) leaves
+    no thread behind, closes the producer, and releases a producer waiting to hand over
+    its next item at once, not at its next poll (so an abandoned read restarts at once)."""
     import threading
-    import time
 
-    from webtask_frames._tables.blocks import _prefetch
+    from webtask_frames._tables import prefetch
 
+    monkeypatch.setattr(prefetch, "_POLL_SECONDS", 60.0)
     closed: list[bool] = []
+    produced: list[int] = []
 
     def producer():  # type: ignore[no-untyped-def]
         try:
-            yield from range(1000)
+            for i in range(1000):
+                produced.append(i)
+                yield i
         finally:
             closed.append(True)
 
-    items = _prefetch(producer())
+    items = prefetch.prefetch(producer())
     assert [next(items), next(items)] == [0, 1]
-    items.close()  # the consumer gives up early (e.g. a parse error downstream)
-    deadline = time.monotonic() + 5
-    while any(t.name == "webtask-frames-reader" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the reader thread leaked"
-        time.sleep(0.01)
+    while len(produced) < 4:  # item 2 waits in the slot, the producer holds item 3
+        threading.Event().wait(0.01)
+    closer = threading.Thread(target=items.close)  # the consumer gives up early
+    closer.start()
+    closer.join(timeout=20)
+    assert not closer.is_alive(), "close waited for the producer's poll"
+    assert not any(t.name == "webtask-frames-reader" for t in threading.enumerate())
     assert closed == [True]
+    assert len(produced) == 4  # it made nothing after the item it held
 
 
 @settings(max_examples=60, deadline=None)

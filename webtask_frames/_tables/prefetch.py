@@ -7,12 +7,16 @@ the one item waiting.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
 __all__ = ["prefetch"]
+
+# How often a waiting producer or consumer looks whether the other side is gone.
+_POLL_SECONDS = 0.1
 
 
 def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
@@ -28,10 +32,11 @@ def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
     def offer(item: Any) -> bool:
         while not stop.is_set():
             try:
-                slots.put(item, timeout=0.1)
-                return True
+                slots.put(item, timeout=_POLL_SECONDS)
             except queue.Full:
                 continue
+            # the slot may have been freed by a consumer on its way out (see below)
+            return not stop.is_set()
         return False
 
     def produce() -> None:
@@ -54,7 +59,7 @@ def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
         # marker (it cannot, but a read of a paid result must not hang on a bug) fails.
         while True:
             try:
-                return slots.get(timeout=0.1)
+                return slots.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 if not thread.is_alive() and slots.empty():
                     raise RuntimeError("the file reader stopped without a result") from None
@@ -68,4 +73,8 @@ def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
             yield item
     finally:
         stop.set()
+        # A producer waiting to hand over its next block is released at once, not at
+        # its next poll: an abandoned read (a guess that proved wrong) restarts sooner.
+        with contextlib.suppress(queue.Empty):
+            slots.get_nowait()
         thread.join()
