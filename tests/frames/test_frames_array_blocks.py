@@ -12,8 +12,10 @@ counted twice. The scan itself must read each byte once, however long an element
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,7 @@ from hypothesis import strategies as st
 
 import webtask_frames._tables.blocks as blocks
 import webtask_frames._tables.readers as readers
+import webtask_frames._tables.scan as scan
 import webtask_frames._tables.strict as strict
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
@@ -336,6 +339,12 @@ def test_look_alikes_anywhere_give_the_reference_rows(data: st.DataObject) -> No
             path = Path(tmp) / "r.json"
             path.write_text(WRITERS[writer](records))
             _check(path, records)
+            _assert_line_ends_known(list(blocks.blocks(path, "json-array-scan")))
+            guessed: list[blocks._Block] = []
+            # cut on, past a wrong cut that a read would have stopped at (its parse fails)
+            with contextlib.suppress(blocks._NotLineDelimited, ProtocolError):
+                guessed.extend(blocks.blocks(path, "json-array"))
+            _assert_line_ends_known(guessed)
     finally:
         blocks._HEAD_BYTES, blocks.BLOCK_BYTES = saved
 
@@ -398,13 +407,13 @@ def test_scan_reads_each_byte_once_however_long_an_element(
     path = tmp_path / "r.json"
     path.write_text(json.dumps(elements))
     scanned: list[int] = []
-    real = blocks._scan
+    real = scan._scan
 
     def counting(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
         scanned.append(len(arr))
         return real(arr, depth)
 
-    monkeypatch.setattr(blocks, "_scan", counting)
+    monkeypatch.setattr(scan, "_scan", counting)
     block_bytes = 64
     assert _scanned_elements(path, block_bytes) == elements
     size = path.stat().st_size
@@ -422,6 +431,39 @@ def test_empty_elements_are_errors_at_every_block_size(
     path.write_text(text)
     with pytest.raises(ProtocolError):
         _scanned_elements(path, block_bytes)
+
+
+@pytest.mark.parametrize("writer", ["compact", "indent", "tabs-crlf"])
+@pytest.mark.parametrize("empty", ["trailing", "middle", "with-missing-comma"])
+def test_an_empty_element_in_a_large_array_is_refused(
+    tmp_path: Path, writer: str, empty: str
+) -> None:
+    """Past the size where a failing block is split into pieces (default sizes), an empty
+    element still makes the array invalid: a piece holding only it parses to no row,
+    which must not pass for a valid read of the others."""
+    records = [_plain(i) for i in range(3000)]
+    text = WRITERS[writer](records)
+
+    def brace(i: int) -> int:  # where element i opens
+        found = re.search(rf'"id":\s*{i},', text)
+        assert found is not None
+        return text.rindex("{", 0, found.start())
+
+    if empty == "trailing":
+        text = text[: text.rindex("]")] + ",]"
+    elif empty == "middle":
+        text = text[: brace(1500)] + ", " + text[brace(1500) :]
+    else:  # a comma missing, another doubled: the count of elements holds
+        text = text[: brace(20)] + ", " + text[brace(20) :]
+        comma = text.rindex(",", 0, brace(10))
+        text = text[:comma] + " " + text[comma + 1 :]
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        json.loads(text)
+    for schema in (ITEM, None):
+        with pytest.raises(ProtocolError):
+            _read(path, schema)
 
 
 @pytest.mark.parametrize("block_bytes", [1, 7, 1 << 20])
@@ -459,6 +501,20 @@ def test_ndjson_blocks_are_the_file_cut_at_line_ends(
     body = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # one mark, however it came
     assert [x for x in read if x.strip()] == [x for x in body.split(b"\n") if x.strip()]
     assert [b.breaks for b in found] == [bytes(b.data).count(b"\n") for b in found]
+    _assert_line_ends_known(found)
+
+
+def _assert_line_ends_known(found: list[blocks._Block]) -> None:
+    """The line ends a cutter hands over with a block (so nobody searches them again)
+    are the block's line breaks, and so are its pieces'."""
+    for block in found:
+        assert block._breaks is not None
+        data = np.frombuffer(block.data, dtype=np.uint8)
+        assert block._breaks.tolist() == np.flatnonzero(data == 10).tolist()
+        for piece in blocks.split_block(block, 3):
+            ends = np.flatnonzero(np.frombuffer(piece.data, dtype=np.uint8) == 10)
+            assert piece.line_ends().tolist() == ends.tolist()
+            assert piece.breaks == len(ends)
 
 
 @settings(max_examples=300, deadline=None)
@@ -471,13 +527,19 @@ def test_marking_separators_in_place_is_bytes_replace(
     text: bytes, pattern: bytes, data: st.DataObject
 ) -> None:
     """The in-place marking rewrites exactly what ``bytes.replace`` does (left to right,
-    never overlapping: ``aa`` in ``aaa`` once) and counts the separators it rewrote."""
+    never overlapping: ``aa`` in ``aaa`` once) and says where the line breaks it made
+    are, whatever line breaks the text held already."""
     comma = data.draw(st.integers(min_value=0, max_value=len(pattern) - 1))
     separator = blocks._Separator(pattern, comma)
     # salt the text with whole and overlapping separators
     for at in data.draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=6)):
         text = text[:at] + pattern + pattern[: data.draw(st.integers(0, len(pattern)))] + text[at:]
+    if data.draw(st.booleans()):  # a line break the text held (the last block's end)
+        text += b"\n"
     buffer = bytearray(text)
-    n = blocks._mark(buffer, separator)
-    assert bytes(buffer) == text.replace(pattern, separator.marked)
-    assert n == text.count(pattern)
+    marks = blocks._mark(buffer, separator)
+    replaced = text.replace(pattern, separator.marked)
+    assert bytes(buffer) == replaced
+    assert len(marks) == text.count(pattern)
+    made = [i for i in range(len(text)) if replaced[i] == 10 and text[i] != 10]
+    assert marks.tolist() == made

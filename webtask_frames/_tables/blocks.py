@@ -6,7 +6,8 @@ parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
 * A JSON array whose writer is recognised: the separator between its elements (say
-  ``}, {"id":`` or, indented, ``},   {     "id":``) is read off its first MiB and
+  ``}, {"id":`` or, indented, ``},\t  {\t    "id":``, line breaks read as tabs) is read off
+  its first MiB and
   confirmed there by the structural scan below; each block's separators then become
   line breaks in place, their commas overwritten (``_mark``, what a same-length
   ``bytes.replace`` would do, without its copy). Should the separator also occur
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from io import BufferedReader
 from pathlib import Path
@@ -40,7 +41,8 @@ import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
 from .prefetch import prefetch as _prefetch
-from .separators import _AFTER_BRACE, _confirmed, _line_breaks, _mark, _Separator
+from .scan import _deep_lines, _scan, _scan_chunk, _ScanState, check_utf8
+from .separators import _AFTER_BRACE, _confirmed, _line_ends, _mark, _Separator
 from .spans import Span, Window, objects_only
 
 __all__ = ["BLOCK_BYTES", "blocks", "loads", "rows_match", "split_block"]
@@ -93,6 +95,7 @@ class _Block:
     _texts: Sequence[str | bytes] | None = None
     _blank: bool | None = None
     _nulls: list[int] | None = None
+    _deep: list[int] | None = None
 
     def has_blank_line(self) -> bool:
         """Whether a line is empty or whitespace: then rows and lines are not one to
@@ -102,12 +105,21 @@ class _Block:
         return bool(self._blank)
 
     def null_lines(self) -> list[int]:
-        """Where the lines that start with ``null`` start. pyarrow must never see them:
-        its JSON reader crashes the process on a chunk that starts with one (and reads
-        the others as rows of nulls, not as the reference's ``null`` records). They go
-        to ``json.loads``: ``null`` is the reference's null record, the rest invalid."""
+        """Where the lines that pyarrow must never see start; they go to ``json.loads``.
+
+        * Lines that start with ``null``: pyarrow's JSON reader crashes the process on a
+          chunk that starts with one (and reads the others as rows of nulls, not as the
+          reference's ``null`` records); ``null`` is the reference's null record, the
+          rest invalid.
+        * Records nested deeper than ``_MAX_DEPTH`` levels: pyarrow's parser recurses
+          per level on its threads' stacks and crashes the process on deep enough ones
+          (``_deep_lines``); Python reads them, or refuses them past its own limit."""
         if self._nulls is None:
             self._check_lines()
+        if self._deep is None:
+            self._deep = _deep_lines(self.data, self.line_ends())
+        if self._deep:
+            return sorted({*(self._nulls or []), *self._deep})
         return self._nulls or []
 
     def inherit(self, block: _Block) -> None:
@@ -118,6 +130,8 @@ class _Block:
             self._blank = False
         if block._nulls == []:
             self._nulls = []
+        if block._deep == []:
+            self._deep = []
 
     def _check_lines(self) -> None:
         """Blank lines and ``null`` lines, in one pass."""
@@ -205,10 +219,13 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None
             if pieces:  # joined once, however many blocks the line ran over
                 block, pieces = memoryview(b"".join([*pieces, block])), []
             carry = bytes(data[cut + 1 :])
-            yield _block_of_lines(block, _line_breaks(block))
+            ends = _line_ends(block)
+            yield _block_of_lines(block, len(ends), ends)
         tail = b"".join([*pieces, carry])
         if tail.strip():
-            yield _block_of_lines(memoryview(tail + b"\n"), tail.count(b"\n") + 1)
+            last = memoryview(tail + b"\n")
+            ends = _line_ends(last)
+            yield _block_of_lines(last, len(ends), ends)
 
 
 def split_block(block: _Block, parts: int) -> list[_Block]:
@@ -224,20 +241,19 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
         cuts.append(int(ends[-1]))
     pieces, start = [], 0
     for cut in cuts:
-        piece = _block_of_lines(
-            data[start : cut + 1], int(np.count_nonzero(ends[(ends >= start) & (ends <= cut)]))
-        )
+        inside = ends[(ends >= start) & (ends <= cut)] - start
+        piece = _block_of_lines(data[start : cut + 1], len(inside), inside)
         piece.inherit(block)
         pieces.append(piece)
         start = cut + 1
     return pieces
 
 
-def _block_of_lines(data: memoryview, breaks: int) -> _Block:
+def _block_of_lines(data: memoryview, breaks: int, ends: np.ndarray | None = None) -> _Block:
     def texts() -> list[bytes]:
         return [line for line in bytes(data).split(b"\n") if line.strip()]
 
-    return _Block(data=data, texts=texts, breaks=breaks)
+    return _Block(data=data, texts=texts, breaks=breaks, _breaks=ends)
 
 
 # A raw line break is whitespace in valid JSON, and invalid inside a string. It becomes a
@@ -259,69 +275,6 @@ def _lines(block: bytes | bytearray | memoryview) -> list[bytes]:
 
 
 # -- any JSON array: a structural scan ---------------------------------------------------
-
-_DEPTH = np.zeros(256, dtype=np.int8)
-_DEPTH[[ord("["), ord("{")]] = 1
-_DEPTH[[ord("]"), ord("}")]] = -1
-
-
-def _real_quotes(arr: np.ndarray) -> np.ndarray:
-    """Positions of the quotes that open or close strings (not escaped ones)."""
-    quotes = np.flatnonzero(arr == 34)
-    maybe = quotes[(arr[quotes - 1] == 92) & (quotes > 0)]  # after a backslash
-    if not len(maybe):
-        return quotes
-    # Escaped when an odd run of backslashes precedes it: vectorised, since escaped
-    # quotes are common in some text (HTML attributes, JSON held in strings).
-    slashes = np.flatnonzero(arr == 92)
-    starts = slashes[np.diff(slashes, prepend=-2) != 1]  # each run's first backslash
-    runs = maybe - starts[np.searchsorted(starts, maybe - 1, side="right") - 1]
-    return np.setdiff1d(quotes, maybe[runs % 2 == 1], assume_unique=True)
-
-
-def _scan(arr: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """``(separators, brackets, depth after, inside a string after)`` of a run of JSON
-    text starting outside any string at ``depth``: the positions of commas at depth 1
-    (between the array's elements) and of the outer array's own brackets."""
-    quotes = _real_quotes(arr)
-    folded = arr | 0x20  # "[" -> "{", "]" -> "}"; nothing else folds onto them
-    found = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (arr == 0x2C))
-    if len(quotes):
-        found = found[np.searchsorted(quotes, found) % 2 == 0]  # outside strings
-    steps = _DEPTH[arr[found]].astype(np.int64)
-    after = depth + np.cumsum(steps)
-    before = after - steps
-    commas = found[(steps == 0) & (before == 1)]
-    outer = found[((steps == 1) & (before == 0)) | ((steps == -1) & (after == 0))]
-    end = int(after[-1]) if len(after) else depth
-    return commas, outer, end, len(quotes) % 2 == 1
-
-
-@dataclass
-class _ScanState:
-    """Where the scan of an array stands at the end of the text scanned so far."""
-
-    depth: int = 0
-    # How the next chunk's scan starts: b'"' inside a string, b'"\\' when, moreover, a
-    # backslash escapes the chunk's first byte (a string or an escape cut by the chunk).
-    prefix: bytes = b""
-    brackets: list[int] = field(default_factory=list)  # the outer array's own, so far
-    separated: bool = False  # a separator was passed (so an empty element is an error)
-
-
-def _scan_chunk(chunk: bytes, state: _ScanState) -> tuple[np.ndarray, np.ndarray]:
-    """The separators and outer brackets of ``chunk`` (positions in it), scanned from
-    where ``state`` stands; ``state`` moves to the chunk's end."""
-    shift = len(state.prefix)
-    arr = np.frombuffer(state.prefix + chunk, dtype=np.uint8)
-    commas, outer, state.depth, in_string = _scan(arr, state.depth)
-    state.prefix = b""
-    if in_string:  # an odd run of backslashes at the end escapes the next chunk's first byte
-        run = len(arr)
-        while run and arr[run - 1] == 92:
-            run -= 1
-        state.prefix = b'"\\' if (len(arr) - run) % 2 else b'"'
-    return commas - shift, outer - shift
 
 
 def _invalid_array() -> ProtocolError:
@@ -360,7 +313,8 @@ class _Pending:
 
 def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _Block | None:
     """One element per line: raw line breaks become tabs, the outer brackets spaces,
-    separators line breaks. None when only whitespace is left."""
+    separators line breaks. None when only whitespace is left; an empty element (a blank
+    line: ``[,``, ``,,`` or a trailing comma) is an invalid array."""
     if b"\r" in text or text.find(b"\n", 0, len(text) - 1) >= 0:
         text = text.translate(_LINE_BREAKS_TO_TABS)
     view = np.frombuffer(text, dtype=np.uint8)
@@ -370,13 +324,17 @@ def _scanned_block(text: bytearray, commas: np.ndarray, outer: np.ndarray) -> _B
     del view  # releases the buffer
     if text.isspace():
         return None
-    return _Block(
+    block = _Block(
         data=memoryview(text),
         texts=partial(_lines, text),
         n=len(commas) + 1,
         breaks=len(commas) + 1,
         one_per_line=True,
+        _breaks=np.append(commas, len(text) - 1),
     )
+    if block.has_blank_line():  # else a failing block's pieces could parse it to no row
+        raise _invalid_array()
+    return block
 
 
 def _scanned(
@@ -457,9 +415,16 @@ def _opened(data: _Bytes) -> _Bytes:
     return data[1:]
 
 
-def _guessed_block(marked: memoryview, n: int) -> _Block:
+def _guessed_block(marked: memoryview, ends: np.ndarray) -> _Block:
+    n = len(ends)
     block = _Block(
-        data=marked, texts=partial(_lines, marked), n=n, breaks=n, one_per_line=True, guessed=True
+        data=marked,
+        texts=partial(_lines, marked),
+        n=n,
+        breaks=n,
+        one_per_line=True,
+        guessed=True,
+        _breaks=ends,
     )
     # Every line but the first starts with the rest of the separator (`` {"id":``):
     # only the first can start with ``null``, or be blank.
@@ -479,8 +444,8 @@ def _guessed_tail(data: bytearray, separator: _Separator, separated: bool) -> It
         if separated:
             raise _NotLineDelimited  # a trailing comma
         return
-    lines = _mark(body, separator) + 1
-    yield _guessed_block(memoryview(body), lines)
+    ends = np.append(_mark(body, separator), len(body) - 1)  # the last line's end too
+    yield _guessed_block(memoryview(body), ends)
 
 
 def _guessed_blocks(
@@ -515,8 +480,8 @@ def _guessed_blocks(
                 yield from _scanned(f, block_bytes, state, bytes(data))
                 return
             end = cut + separator.comma + 1
-            n = _mark(text, separator)
-            yield _guessed_block(memoryview(text)[:end], n)
+            marks = _mark(text, separator)
+            yield _guessed_block(memoryview(text)[:end], marks[marks < end])
             carry, started, separated = bytes(text[end:]), True, True
 
 
@@ -552,17 +517,19 @@ def _array_blocks(path: Path, batch_rows: int) -> Generator[_Block, None, None]:
     for column in _prefetch(_duckdb_batches(path, batch_rows)):
         if _LINE_BREAK.search(memoryview(_values_of(column))) is not None:
             # Raw line breaks can only be insignificant whitespace in valid JSON.
-            column = pc.replace_substring(column, "\n", " ")
-            column = pc.replace_substring(column, "\r", " ")
+            column = pc.replace_substring(column, "\n", "\t")  # tabs: see _LINE_BREAKS_TO_TABS
+            column = pc.replace_substring(column, "\r", "\t")
         lines = pc.binary_join_element_wise(column, "", "\n")
         yield _Block(data=_values_of(lines), texts=column.to_pylist, n=len(column), column=column)
 
 
 def _checked(source: Iterator[_Block]) -> Generator[_Block, None, None]:
-    """The blocks with their lines checked (``null`` lines; blank lines when the count
-    of records is not known), in the producer's thread, ahead of their parse."""
+    """The blocks with their text checked (UTF-8) and their lines (lines pyarrow must
+    not see; blank lines when the count of records is not known), in the producer's
+    thread, ahead of their parse."""
     try:
         for block in source:
+            check_utf8(block.data)
             block.null_lines()
             if block.n is None:
                 block.has_blank_line()

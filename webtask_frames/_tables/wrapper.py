@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ProtocolError
-from .blocks import _scan_chunk, _ScanState, loads
+from .blocks import loads
 from .records import _list_of_objects, add_constant_columns
+from .scan import _scan_chunk, _ScanState
 from .schema import Layout, Node
 from .spans import NotObjects, Span, Window
 from .validate import Collector

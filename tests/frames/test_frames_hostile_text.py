@@ -1,0 +1,162 @@
+"""Result files a hostile or broken server could send, which pyarrow must never be handed
+as they are: records nested deep enough to overflow its parser's stack (a crash of the
+user's process, not an exception), and bytes that are not UTF-8 (pyarrow copies them
+into a table Arrow itself calls invalid). Each is judged as ``json.loads`` judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.scan as scan
+from webtask_frames._exceptions import ProtocolError
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.records import records_to_table
+from webtask_frames._tables.scan import _MAX_DEPTH, _deep_lines, _deepest
+from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.validate import Collector, RecordValidator
+
+ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+}
+PLAN = layout_for({"type": "array", "items": ITEM})
+
+
+def _write(path: Path, records_text: list[str], fmt: str) -> str:
+    if fmt == "ndjson":
+        path.write_text("\n".join(records_text) + "\n")
+        return "application/x-ndjson"
+    path.write_text("[" + ", ".join(records_text) + "]")
+    return "application/json"
+
+
+def _nested(depth: int) -> str:
+    return '{"id": 1, "deep": ' + "[" * depth + "]" * depth + "}"
+
+
+# -- nesting -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("few", [0, 256])  # long lines counted in one pass, or each
+def test_deep_lines_are_found_exactly(monkeypatch: pytest.MonkeyPatch, few: int) -> None:
+    """Lines deeper than the limit, and only they: brackets inside strings do not count,
+    and a long line with many shallow objects is left to pyarrow."""
+    monkeypatch.setattr(scan, "_FEW_LINES", few)
+    lines = [
+        _nested(_MAX_DEPTH + 1).encode(),  # too deep
+        _nested(_MAX_DEPTH - 1).encode(),  # at the limit (the record is a level)
+        json.dumps({"s": "[" * 3000}).encode(),  # brackets in a string
+        json.dumps({"kids": [{"id": i} for i in range(2000)]}).encode(),  # many, shallow
+        b'{"q": "\\"' + b"[" * 2000 + b'"}',  # after an escaped quote, still a string
+        b"[" * 600 + b"]" * 600,  # unterminated last line, too deep
+    ]
+    data = b"\n".join(lines)
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    starts = [0, *(int(e) + 1 for e in ends)]
+    assert _deep_lines(memoryview(data), ends) == [starts[0], starts[5]]
+    assert [_deepest(np.frombuffer(line, dtype=np.uint8)) for line in lines] == [
+        _MAX_DEPTH + 2,
+        _MAX_DEPTH,
+        1,
+        3,
+        1,
+        600,
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["array", "ndjson"])
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_record_nested_past_pythons_limit_is_refused_without_a_crash(
+    tmp_path: Path, fmt: str, typed: bool
+) -> None:
+    """20,000 levels crash pyarrow's parser (the whole process, SIGSEGV): the read runs in
+    a child process so that a regression fails this test instead of killing the suite."""
+    path = tmp_path / "r.json"
+    rows = [json.dumps({"id": i, "name": "x"}) for i in range(3000)]
+    ctype = _write(path, [*rows, _nested(20_000), *rows], fmt)
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from webtask_frames._tables.readers import read_file
+        from webtask_frames._tables.schema import layout_for
+        from webtask_frames._tables.validate import Collector
+        item = {ITEM!r}
+        plan = layout_for({{"type": "array", "items": item}}) if {typed} else None
+        try:
+            read_file(Path({str(path)!r}), {ctype!r}, layout=plan, collector=Collector(None))
+        except RecursionError:
+            print("refused")
+        else:
+            print("read")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # json.loads refuses it (RecursionError); so does the reference path that reads it
+    assert done.stdout.strip() == "refused"
+
+
+@pytest.mark.parametrize("fmt", ["array", "ndjson"])
+@pytest.mark.parametrize("block_bytes", [4096, 1 << 20])
+def test_a_record_past_the_limit_but_within_pythons_is_the_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, block_bytes: int
+) -> None:
+    """Typed, the deep value sits under a key the schema does not list: the reference
+    reads the record (``json.loads`` nests that deep) and keeps its listed fields."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
+    path = tmp_path / "r.json"
+    records = [{"id": i, "name": f"n{i}"} for i in range(2000)]
+    texts = [json.dumps(r) for r in records]
+    texts[1500] = _nested(_MAX_DEPTH + 100).replace('"id": 1', '"id": 1500')
+    ctype = _write(path, texts, fmt)
+    expected = records_to_table([json.loads(t) for t in texts], PLAN)
+    for validate in (False, True):
+        validator = RecordValidator(ITEM) if validate else None
+        collector = Collector(validator)
+        result = read_file(path, ctype, layout=PLAN, collector=collector)
+        assert result.table.equals(expected)
+        assert result.n_records == len(texts)
+        if validator is not None:
+            assert collector.mask().tolist() == [True] * len(texts)
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["array", "ndjson"])
+@pytest.mark.parametrize("where", ["value", "key", "late"])
+@pytest.mark.parametrize("typed", [True, False])
+def test_bytes_that_are_not_utf8_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, where: str, typed: bool
+) -> None:
+    """``json.loads`` refuses the file; pyarrow would have copied the bytes into a table
+    that fails Arrow's own validation (and Python's decoding, later)."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4096)
+    path = tmp_path / "r.json"
+    texts = [
+        json.dumps({"id": i, "name": "caf\u00e9 \u6f22"}, ensure_ascii=False) for i in range(400)
+    ]
+    at = 390 if where == "late" else 3
+    texts[at] = '{"id": 1, "name": "a@b"}' if where != "key" else '{"id": 1, "na@me": "ab"}'
+    ctype = _write(path, texts, fmt)
+    path.write_bytes(path.read_bytes().replace(b"@", b"\xff"))
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(path.read_bytes())
+    plan = PLAN if typed else None
+    with pytest.raises(ProtocolError, match="not valid UTF-8"):
+        read_file(path, ctype, layout=plan, collector=Collector(None))
+    # the same file with valid text (non-ASCII included) reads, and its table is valid
+    path.write_bytes(path.read_bytes().replace(b"\xff", "\u00e9".encode()))
+    result = read_file(path, ctype, layout=plan, collector=Collector(None))
+    result.table.validate(full=True)
+    assert result.n_records == 400
