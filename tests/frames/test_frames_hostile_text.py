@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import webtask_frames._tables.blocks as blocks
+import webtask_frames._tables.readers as readers
 import webtask_frames._tables.scan as scan
 from webtask_frames._exceptions import ProtocolError
 from webtask_frames._tables.readers import read_file
 from webtask_frames._tables.records import records_to_table
-from webtask_frames._tables.scan import _MAX_DEPTH, _deep_lines, _deepest
+from webtask_frames._tables.scan import _deep_lines, _deepest
 from webtask_frames._tables.schema import layout_for
 from webtask_frames._tables.validate import Collector, RecordValidator
 
@@ -30,6 +31,28 @@ ITEM: dict[str, Any] = {
     "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
 }
 PLAN = layout_for({"type": "array", "items": ITEM})
+
+
+# The smallest limit (macOS's): on Linux it follows the stack size, up to 4,096.
+_MAX_DEPTH = 512
+
+
+@pytest.fixture(autouse=True)
+def _limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "_MAX_DEPTH", _MAX_DEPTH)
+
+
+def test_the_limit_follows_the_threads_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    for soft, limit in [(8 << 20, 4096), (2 << 20, 2048), (256 << 10, 512)]:
+        monkeypatch.setattr(resource, "getrlimit", lambda _, s=soft: (s, s))
+        assert scan._max_depth() == limit
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
+    assert scan._max_depth() == 2048  # glibc's 2 MiB then
+    monkeypatch.setattr(sys, "platform", "darwin")  # 512 KiB thread stacks
+    assert scan._max_depth() == 512
 
 
 def _write(path: Path, records_text: list[str], fmt: str) -> str:
@@ -58,35 +81,46 @@ def test_deep_lines_are_found_exactly(monkeypatch: pytest.MonkeyPatch, few: int)
         json.dumps({"s": "[" * 3000}).encode(),  # brackets in a string
         json.dumps({"kids": [{"id": i} for i in range(2000)]}).encode(),  # many, shallow
         b'{"q": "\\"' + b"[" * 2000 + b'"}',  # after an escaped quote, still a string
+        b'{"a": "x}',  # an odd quote: the next line's strings are its own
+        _nested(_MAX_DEPTH + 1).encode(),
         b"[" * 600 + b"]" * 600,  # unterminated last line, too deep
     ]
     data = b"\n".join(lines)
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
     starts = [0, *(int(e) + 1 for e in ends)]
-    assert _deep_lines(memoryview(data), ends) == [starts[0], starts[5]]
+    assert _deep_lines(memoryview(data), ends) == [starts[0], starts[6], starts[7]]
     assert [_deepest(np.frombuffer(line, dtype=np.uint8)) for line in lines] == [
         _MAX_DEPTH + 2,
         _MAX_DEPTH,
         1,
         3,
         1,
+        1,
+        _MAX_DEPTH + 2,
         600,
     ]
 
 
-@pytest.mark.parametrize("fmt", ["array", "ndjson"])
+@pytest.mark.parametrize("fmt", ["array", "ndjson", "ndjson-over-lines"])
 @pytest.mark.parametrize("typed", [True, False])
 def test_a_record_nested_past_pythons_limit_is_refused_without_a_crash(
     tmp_path: Path, fmt: str, typed: bool
 ) -> None:
     """20,000 levels crash pyarrow's parser (the whole process, SIGSEGV): the read runs in
-    a child process so that a regression fails this test instead of killing the suite."""
+    a child process so that a regression fails this test instead of killing the suite.
+    Over lines: pyarrow reads an NDJSON line break as whitespace, so 25,000 levels in
+    lines of 500 brackets, each short, would reach it as one value."""
     path = tmp_path / "r.json"
     rows = [json.dumps({"id": i, "name": "x"}) for i in range(3000)]
-    ctype = _write(path, [*rows, _nested(20_000), *rows], fmt)
+    deep = _nested(20_000)
+    if fmt == "ndjson-over-lines":
+        fmt = "ndjson"
+        deep = '{"d":' + "\n".join(["[" * 500] * 50 + ["]" * 500] * 50) + "}"
+    ctype = _write(path, [*rows, deep, *rows], fmt)
     code = textwrap.dedent(
         f"""
         from pathlib import Path
+        from webtask_frames._exceptions import ProtocolError
         from webtask_frames._tables.readers import read_file
         from webtask_frames._tables.schema import layout_for
         from webtask_frames._tables.validate import Collector
@@ -94,7 +128,7 @@ def test_a_record_nested_past_pythons_limit_is_refused_without_a_crash(
         plan = layout_for({{"type": "array", "items": item}}) if {typed} else None
         try:
             read_file(Path({str(path)!r}), {ctype!r}, layout=plan, collector=Collector(None))
-        except RecursionError:
+        except (RecursionError, ProtocolError):
             print("refused")
         else:
             print("read")
@@ -102,7 +136,7 @@ def test_a_record_nested_past_pythons_limit_is_refused_without_a_crash(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    # json.loads refuses it (RecursionError); so does the reference path that reads it
+    # json.loads refuses it (RecursionError; per line, not JSON); so does the reference
     assert done.stdout.strip() == "refused"
 
 
@@ -160,3 +194,39 @@ def test_bytes_that_are_not_utf8_are_refused(
     result = read_file(path, ctype, layout=plan, collector=Collector(None))
     result.table.validate(full=True)
     assert result.n_records == 400
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_ndjson_lines_that_are_not_records_are_judged_by_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typed: bool
+) -> None:
+    """A line that does not start and end like a record could carry a value over lines
+    (pyarrow would read ``{"id": 1}{`` then ``"id": 2}`` as two rows): Python judges it
+    and refuses the file, as ``json.loads`` per line does. Records with spaces, tabs or
+    CRLF around them stay pyarrow's."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4096)
+    plan = PLAN if typed else None
+    path = tmp_path / "r.ndjson"
+    records = [{"id": i, "name": f"n{i}"} for i in range(400)]
+    lines = [json.dumps(r) for r in records]
+    for i in range(0, 400, 7):
+        lines[i] = " \t" + lines[i] + " \r"
+    path.write_text("\n".join(lines) + "\n")
+    parsed: list[int] = []
+    real = blocks.loads
+
+    def spy(text: str | bytes) -> tuple[Any, bool]:
+        parsed.append(1)
+        return real(text)
+
+    monkeypatch.setattr(blocks, "loads", spy)
+    monkeypatch.setattr(readers, "loads", spy)
+    result = read_file(path, "application/x-ndjson", layout=plan, collector=Collector(None))
+    assert result.table.equals(records_to_table(records, plan))
+    assert not parsed  # no line went to Python
+    for broken in ('{"id": 1}{\n"id": 2}\n', '{"id": 1, "kids": [\n{"id": 2}]}\n'):
+        path.write_text("\n".join(lines[:200]) + "\n" + broken + "\n".join(lines[200:]) + "\n")
+        with pytest.raises(ValueError):
+            [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        with pytest.raises(ProtocolError):
+            read_file(path, "application/x-ndjson", layout=plan, collector=Collector(None))

@@ -91,6 +91,7 @@ class _Block:
     column: pa.Array | None = None
     one_per_line: bool = False
     guessed: bool = False
+    ndjson: bool = False  # its lines are the file's: pyarrow could read a value over several
     _breaks: np.ndarray | None = None
     _texts: Sequence[str | bytes] | None = None
     _blank: bool | None = None
@@ -113,11 +114,13 @@ class _Block:
           rest invalid.
         * Records nested deeper than ``_MAX_DEPTH`` levels: pyarrow's parser recurses
           per level on its threads' stacks and crashes the process on deep enough ones
-          (``_deep_lines``); Python reads them, or refuses them past its own limit."""
+          (``_deep_lines``); Python reads them, or refuses them past its own limit. In
+          NDJSON, lines not shaped like a record too, which could carry a value over
+          lines (``_open_lines``): Python refuses them, as it does lines of the kind."""
         if self._nulls is None:
             self._check_lines()
         if self._deep is None:
-            self._deep = _deep_lines(self.data, self.line_ends())
+            self._deep = _deep_lines(self.data, self.line_ends(), self.ndjson)
         if self._deep:
             return sorted({*(self._nulls or []), *self._deep})
         return self._nulls or []
@@ -126,6 +129,7 @@ class _Block:
         """Take what is known of ``block``, whose whole lines this block's are: how they
         were cut, and that none is blank or starts with ``null`` (when so)."""
         self.guessed = block.guessed
+        self.ndjson = block.ndjson
         if block._blank is False:
             self._blank = False
         if block._nulls == []:
@@ -220,12 +224,12 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None
                 block, pieces = memoryview(b"".join([*pieces, block])), []
             carry = bytes(data[cut + 1 :])
             ends = _line_ends(block)
-            yield _block_of_lines(block, len(ends), ends)
+            yield _block_of_lines(block, len(ends), ends, ndjson=True)
         tail = b"".join([*pieces, carry])
         if tail.strip():
             last = memoryview(tail + b"\n")
             ends = _line_ends(last)
-            yield _block_of_lines(last, len(ends), ends)
+            yield _block_of_lines(last, len(ends), ends, ndjson=True)
 
 
 def split_block(block: _Block, parts: int) -> list[_Block]:
@@ -249,11 +253,13 @@ def split_block(block: _Block, parts: int) -> list[_Block]:
     return pieces
 
 
-def _block_of_lines(data: memoryview, breaks: int, ends: np.ndarray | None = None) -> _Block:
+def _block_of_lines(
+    data: memoryview, breaks: int, ends: np.ndarray | None = None, ndjson: bool = False
+) -> _Block:
     def texts() -> list[bytes]:
         return [line for line in bytes(data).split(b"\n") if line.strip()]
 
-    return _Block(data=data, texts=texts, breaks=breaks, _breaks=ends)
+    return _Block(data=data, texts=texts, breaks=breaks, ndjson=ndjson, _breaks=ends)
 
 
 # A raw line break is whitespace in valid JSON, and invalid inside a string. It becomes a

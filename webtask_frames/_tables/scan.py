@@ -5,9 +5,12 @@ checks): where its structure is, how deep it nests, whether it is UTF-8.
   and the array's own brackets, in chunks whose state (``_ScanState``: depth, inside a
   string, an escape cut by the chunk) carries from one to the next (``blocks`` cuts
   arrays with it).
-* ``_deep_lines``: the records nested deeper than ``_MAX_DEPTH``, which pyarrow must
-  never parse (``_Block.null_lines``).
-* ``check_utf8``: text that ``json.loads`` would refuse for its encoding.
+* ``_deep_lines``: the records nested deeper than ``_MAX_DEPTH``, and the NDJSON lines
+  over which pyarrow could carry a value (``_open_lines``), which pyarrow must never
+  parse (``_Block.null_lines``).
+* ``check_utf8``: bytes that are not UTF-8 (``json.loads`` refuses them; it takes
+  UTF-8-encoded lone surrogates, which Arrow does not, but the reference's tables
+  cannot hold them either).
 
     >>> _deepest(np.frombuffer(b'{"a": [[1]], "b": "[[[["}', dtype=np.uint8))
     3
@@ -15,6 +18,7 @@ checks): where its structure is, how deep it nests, whether it is UTF-8.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,37 +92,95 @@ def _scan_chunk(chunk: bytes, state: _ScanState) -> tuple[np.ndarray, np.ndarray
     return commas - shift, outer - shift
 
 
-# pyarrow's JSON parser recurses once per level of nesting, on its threads' stacks: a
-# record nested 20,000 deep crashes the process here (8 MiB stacks), and a few thousand
-# would where threads get 512 KiB. Python reads deeper records than this (the reference,
-# which refuses them past its recursion limit, about 1,000 levels).
-_MAX_DEPTH = 512
+def _max_depth() -> int:
+    """How deep a record pyarrow may be handed. Its JSON parser recurses once per level
+    of nesting, on its threads' stacks: a record 20,000 deep crashed the process with
+    8 MiB stacks, 1,500 with 512 KiB (macOS gives threads that). Allowed: 1 KiB of stack
+    per level (a level takes about 0.4), between 512 and 4,096 levels. Deeper records
+    go to Python, which refuses them past its recursion limit (about 1,000)."""
+    if sys.platform != "linux":
+        return 512
+    import resource  # POSIX only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)  # glibc's default thread stack
+    stack = soft if soft != resource.RLIM_INFINITY else 2 << 20
+    return max(512, min(4096, stack // 1024))
+
+
+_MAX_DEPTH = _max_depth()
 # Up to this many long lines in a block are counted one by one, more in one pass.
 _FEW_LINES = 256
 
 
-def _deep_lines(data: memoryview | pa.Buffer, ends: np.ndarray) -> list[int]:
-    """Where the lines nested deeper than ``_MAX_DEPTH`` start (``ends``: the line
-    breaks). A line holds at least as many opening brackets as levels, and twice as
-    many bytes: only long lines are counted, and only those with that many brackets
-    are scanned (outside strings) for their depth."""
+def _deep_lines(data: memoryview | pa.Buffer, ends: np.ndarray, ndjson: bool = False) -> list[int]:
+    """Where the lines pyarrow could nest deeper than ``_MAX_DEPTH`` in start (``ends``:
+    the line breaks).
+
+    A line holds at least as many opening brackets as levels, and twice as many bytes:
+    only long lines are counted, and only those with that many brackets are scanned
+    (outside strings) for their depth. That bounds a value within its line; in an array
+    block every line break stands for a comma between elements, so no value goes on past
+    one. NDJSON lines are not so held: pyarrow reads a line break as whitespace and
+    would go on parsing a value over many short lines (``_open_lines``)."""
     arr = np.frombuffer(data, dtype=np.uint8)
     if not len(ends) or ends[-1] != len(arr) - 1:
         ends = np.append(ends, len(arr))  # an unterminated last line
     starts = np.concatenate(([0], ends[:-1] + 1))
+    found = _open_lines(arr, starts, ends) if ndjson else []
     long = np.flatnonzero(ends - starts > 2 * _MAX_DEPTH)
     if not len(long):
-        return []
+        return found
     if len(long) <= _FEW_LINES:  # a few long lines among short ones: only theirs counted
         counts = np.array([_openers(arr[starts[i] : ends[i]]) for i in long.tolist()])
     else:
         openers = np.flatnonzero((arr | 0x20) == 0x7B)  # "[" and "{" (see ``_scan``)
         counts = np.searchsorted(openers, ends[long]) - np.searchsorted(openers, starts[long])
-    return [
-        int(starts[line])
-        for line in long[counts > _MAX_DEPTH].tolist()
-        if _deepest(arr[starts[line] : ends[line]]) > _MAX_DEPTH
-    ]
+    many = long[counts > _MAX_DEPTH]
+    if len(many) > _FEW_LINES:  # bracket-heavy records: their depths in one pass
+        deep = np.intersect1d(many, _lines_deeper(arr, starts, ends)).tolist()
+    else:
+        deep = [i for i in many.tolist() if _deepest(arr[starts[i] : ends[i]]) > _MAX_DEPTH]
+    return sorted({*found, *(int(starts[i]) for i in deep)})
+
+
+def _open_lines(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[int]:
+    """Where the NDJSON lines that could be part of a value running over lines start:
+    those that do not start with ``{`` or ``[`` and end with ``}`` or ``]`` (blank ones
+    aside). A value that went on past a line ending with a closing bracket would need a
+    comma or a closing bracket next, not an opening one; a raw line break inside a string
+    fails the parse. So when every line is shaped so, pyarrow parses no value over two
+    lines, and each line's depth bounds all. The shape is read off two bytes per line
+    (valid records rarely need more), the rest stripped one by one."""
+    filled = starts < ends
+    first = arr[np.minimum(starts, len(arr) - 1)] | 0x20
+    before = np.maximum(ends - 1, starts)
+    last = arr[np.minimum(before, len(arr) - 1)]
+    last = np.where(last == 13, arr[np.maximum(before - 1, 0)], last) | 0x20  # CRLF
+    shaped = (first == 0x7B) & (last == 0x7D)
+    found = []
+    for i in np.flatnonzero(filled & ~shaped).tolist():
+        line = arr[starts[i] : ends[i]].tobytes().strip(b" \t\r")
+        if line and not (line[:1] in b"{[" and line[-1:] in b"}]"):
+            found.append(int(starts[i]))
+    return found
+
+
+def _lines_deeper(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The lines nested deeper than ``_MAX_DEPTH`` (strings skipped, each line from
+    depth 0 and with its own quotes: one line's odd quote does not shift the next's)."""
+    folded = arr | 0x20  # "[" -> "{", "]" -> "}" (see ``_scan``)
+    brackets = np.flatnonzero((folded == 0x7B) | (folded == 0x7D))
+    line = np.searchsorted(ends, brackets)
+    quotes = _real_quotes(arr)
+    before = np.searchsorted(quotes, brackets) - np.searchsorted(quotes, starts)[line]
+    outside = before % 2 == 0
+    brackets, line = brackets[outside], line[outside]
+    steps = np.where(folded[brackets] == 0x7B, 1, -1)
+    total = np.cumsum(steps)
+    # each line counts from its own start: the total before its first bracket comes off
+    firsts = np.flatnonzero(np.diff(line, prepend=-1))
+    base = np.repeat(total[firsts] - steps[firsts], np.diff(firsts, append=len(line)))
+    return np.unique(line[total - base > _MAX_DEPTH])
 
 
 def _openers(arr: np.ndarray) -> int:
@@ -135,7 +197,7 @@ def _deepest(arr: np.ndarray) -> int:
 
 
 def check_utf8(data: memoryview | pa.Buffer) -> None:
-    """Refuse text that is not UTF-8, as ``json.loads`` does: pyarrow's JSON reader
+    """Refuse bytes that are not UTF-8, as ``json.loads`` does: pyarrow's JSON reader
     copies its strings' bytes unchecked, which would make a table Arrow itself calls
     invalid (and Python, DuckDB or Parquet readers fail on later). Arrow's check runs
     at gigabytes per second."""
