@@ -43,14 +43,23 @@ def _limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_limit_follows_the_threads_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
     import resource
+    import threading
 
     monkeypatch.setattr(sys, "platform", "linux")
-    for soft, limit in [(8 << 20, 4096), (2 << 20, 2048), (256 << 10, 512)]:
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(threading, "stack_size", lambda: 0)
+    for soft, limit in [(8 << 20, 1000), (512 << 10, 512), (256 << 10, 256), (64 << 10, 100)]:
         monkeypatch.setattr(resource, "getrlimit", lambda _, s=soft: (s, s))
         assert scan._max_depth() == limit
     monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
-    assert scan._max_depth() == 2048  # glibc's 2 MiB then
+    assert scan._max_depth() == 1000  # glibc's 2 MiB then, and Python's own limit
+    monkeypatch.setattr(threading, "stack_size", lambda: 200 << 10)  # set by the caller
+    assert scan._max_depth() == 200
+    monkeypatch.setattr(threading, "stack_size", lambda: 0)
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))  # musl: 128 KiB threads
+    assert scan._max_depth() == 128
     monkeypatch.setattr(sys, "platform", "darwin")  # 512 KiB thread stacks
     assert scan._max_depth() == 512
 
@@ -230,3 +239,37 @@ def test_ndjson_lines_that_are_not_records_are_judged_by_python(
             [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         with pytest.raises(ProtocolError):
             read_file(path, "application/x-ndjson", layout=plan, collector=Collector(None))
+
+
+def test_pyarrow_is_never_handed_a_value_deeper_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines pyarrow must not see are overwritten before a patched parse; one too short to
+    hold ``{}`` (``[``) makes the block go to pieces, then Python, instead of being left
+    in the copy, where pyarrow read a value over those lines. Every buffer handed to
+    ``pyarrow.json`` is measured."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    seen: list[int] = []
+
+    def measured(real: Any) -> Any:
+        def call(source: Any, *args: Any, **kwargs: Any) -> Any:
+            data = source.read()
+            seen.append(_deepest(np.frombuffer(data, dtype=np.uint8)) if data else 0)
+            return real(pa.BufferReader(data), *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pa_json, "read_json", measured(pa_json.read_json))
+    monkeypatch.setattr(pa_json, "open_json", measured(pa_json.open_json))
+    monkeypatch.setattr(scan, "_MAX_DEPTH", 64)
+    rows = "".join(json.dumps({"id": i}) + "\n" for i in range(20_000))
+    deep = '{"id": 1, "d": [[]\n,\n' + "[\n" * 100 + "]\n" * 100 + "]\n}\n123\n"
+    path = tmp_path / "r.ndjson"
+    path.write_text(rows + deep + rows)
+    for plan in (PLAN, None):
+        seen.clear()
+        with pytest.raises(ProtocolError):
+            read_file(path, "application/x-ndjson", layout=plan, collector=Collector(None))
+        assert seen and max(seen) <= 64

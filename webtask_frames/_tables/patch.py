@@ -127,6 +127,15 @@ class _Patch:
         self.data[start:end] = _PLACEHOLDER.ljust(end - start)
         return True
 
+    def can_hide(self, starts: list[int]) -> bool:
+        """Whether the lines at ``starts`` can all be overwritten (pyarrow must not see
+        them; a line of one byte, ``[`` say, cannot hold ``{}``)."""
+        if not starts:
+            return True
+        ends = np.append(self.ends(), len(self.data))  # an unterminated last line too
+        found = np.asarray(starts)
+        return bool(np.all(ends[np.searchsorted(ends, found)] - found >= len(_PLACEHOLDER)))
+
     def overwrite_row(self, row: int) -> bool:
         """Overwrite line ``row`` (False when there is none, or it cannot hold ``{}``)."""
         ends = self.ends()
@@ -177,7 +186,7 @@ class Patcher:
                 self._learn(exc.message)
             hits = self._hits(block.data, 0, lines)
         patch = _Patch.of(block)
-        if patch is None:
+        if patch is None or not patch.can_hide(block.null_lines()):
             return None
         patch.overwrite_hits(sorted(hits + block.null_lines()))
         return self._patched(block, patch)

@@ -18,7 +18,9 @@ checks): where its structure is, how deep it nests, whether it is UTF-8.
 
 from __future__ import annotations
 
+import platform
 import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,17 +96,22 @@ def _scan_chunk(chunk: bytes, state: _ScanState) -> tuple[np.ndarray, np.ndarray
 
 def _max_depth() -> int:
     """How deep a record pyarrow may be handed. Its JSON parser recurses once per level
-    of nesting, on its threads' stacks: a record 20,000 deep crashed the process with
-    8 MiB stacks, 1,500 with 512 KiB (macOS gives threads that). Allowed: 1 KiB of stack
-    per level (a level takes about 0.4), between 512 and 4,096 levels. Deeper records
-    go to Python, which refuses them past its recursion limit (about 1,000)."""
-    if sys.platform != "linux":
-        return 512
-    import resource  # POSIX only
+    of nesting, on its threads' stacks (or the calling thread's): a record 20,000 deep
+    crashed the process with 8 MiB stacks, 1,500 with 512 KiB (macOS gives threads
+    that), 300 with 128 KiB (musl's). Allowed: 1 KiB of stack per level (a level takes
+    about 0.5 with the caller's frames), at most 1,000 levels, about Python's own limit:
+    deeper records go to Python, which refuses them. Read once, at import."""
+    stack = 512 << 10
+    if sys.platform == "linux":
+        stack = 128 << 10  # musl's thread stacks, whatever the limit says
+        if platform.libc_ver()[0] == "glibc":
+            import resource  # POSIX only
 
-    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)  # glibc's default thread stack
-    stack = soft if soft != resource.RLIM_INFINITY else 2 << 20
-    return max(512, min(4096, stack // 1024))
+            soft, _ = resource.getrlimit(resource.RLIMIT_STACK)  # glibc's thread default
+            stack = soft if soft != resource.RLIM_INFINITY else 2 << 20
+    if threading.stack_size():  # our reader thread's, when the caller set one
+        stack = min(stack, threading.stack_size())
+    return max(100, min(1000, stack // 1024))
 
 
 _MAX_DEPTH = _max_depth()
