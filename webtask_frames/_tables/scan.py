@@ -123,9 +123,10 @@ def _deep_lines(data: memoryview | pa.Buffer, ends: np.ndarray, ndjson: bool = F
     """Where the lines pyarrow could nest deeper than ``_MAX_DEPTH`` in start (``ends``:
     the line breaks).
 
-    A line holds at least as many opening brackets as levels, and twice as many bytes:
-    only long lines are counted, and only those with that many brackets are scanned
-    (outside strings) for their depth. That bounds a value within its line; in an array
+    A value pyarrow parses whole (the crash comes with building it, not with a parse
+    that fails) holds at least as many opening brackets as levels, and as many closing
+    ones: only lines of twice that many bytes are counted, and only those with that many
+    opening brackets are scanned (outside strings) for their depth. That bounds a value within its line; in an array
     block every line break stands for a comma between elements, so no value goes on past
     one. NDJSON lines are not so held: pyarrow reads a line break as whitespace and
     would go on parsing a value over many short lines (``_open_lines``)."""
