@@ -6,14 +6,14 @@ parse) plus access to each record's own text (for the reference path).
 
 * NDJSON: byte blocks cut at line ends.
 * A JSON array whose writer is recognised: the separator between its elements (say
-  ``}, {"id":`` or, indented, ``},\t  {\t    "id":``, line breaks read as tabs) is read off
-  its first MiB and
-  confirmed there by the structural scan below; each block's separators then become
-  line breaks in place, their commas overwritten (``_mark``, what a same-length
-  ``bytes.replace`` would do, without its copy). Should the separator also occur
-  inside an element further on (a nested array of objects, a string), or an element be
-  written differently, a record line no longer parses as JSON on its own: such a
-  block's failure makes the reader start over with the scan (``_NotLineDelimited``).
+  ``}, {"id":`` or, indented, ``},\t  {\t    "id":``, line breaks read as tabs) is read
+  off its first MiB and confirmed there by the structural scan below; each block's
+  separators then become line breaks in place, their commas overwritten (``_mark``,
+  what a same-length ``bytes.replace`` would do, without its copy). Should the
+  separator also occur inside an element further on (a nested array of objects, a
+  string), or an element be written differently, a record line no longer parses as
+  JSON on its own: such a block's failure makes the reader start over with the scan
+  (``_NotLineDelimited``).
 * Any JSON array, whatever its whitespace and separators (compact, tight, indented,
   tabs, CRLF, arrays of objects inside records): a vectorised structural scan finds
   the commas between its elements (outside strings, at depth 1) and rewrites them to

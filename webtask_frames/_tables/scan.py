@@ -126,10 +126,11 @@ def _deep_lines(data: memoryview | pa.Buffer, ends: np.ndarray, ndjson: bool = F
     A value pyarrow parses whole (the crash comes with building it, not with a parse
     that fails) holds at least as many opening brackets as levels, and as many closing
     ones: only lines of twice that many bytes are counted, and only those with that many
-    opening brackets are scanned (outside strings) for their depth. That bounds a value within its line; in an array
-    block every line break stands for a comma between elements, so no value goes on past
-    one. NDJSON lines are not so held: pyarrow reads a line break as whitespace and
-    would go on parsing a value over many short lines (``_open_lines``)."""
+    opening brackets are scanned (outside strings) for their depth. That bounds a value
+    within its line; in an array block every line break stands for a comma between
+    elements, so no value goes on past one. NDJSON lines are not so held: pyarrow reads
+    a line break as whitespace and would go on parsing a value over many short lines
+    (``_open_lines``)."""
     arr = np.frombuffer(data, dtype=np.uint8)
     if not len(ends) or ends[-1] != len(arr) - 1:
         ends = np.append(ends, len(arr))  # an unterminated last line
