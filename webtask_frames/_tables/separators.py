@@ -62,8 +62,7 @@ def _mark(text: bytearray, separator: _Separator) -> np.ndarray:
         # overlapping matches: which of them count is bytes.replace's to decide
         before = _line_ends(text)
         marked = bytes(text).replace(pattern, separator.marked)
-        del arr  # releases the buffer, which the assignment resizes
-        text[:] = marked
+        text[:] = marked  # the same length: no resize, so the view may stay
         return np.setdiff1d(_line_ends(marked), before, assume_unique=True)
     marks = found + separator.comma
     arr[marks] = 10
