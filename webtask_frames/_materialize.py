@@ -8,20 +8,24 @@ runner both build on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import tempfile
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
 from ._exceptions import InvalidInputError, ResultReadError, SchemaValidationError, WebTaskError
 from ._redact import scrub_text
 from ._tables.compiled import SchemaPlan, schema_plan
+from ._tables.growing import OVERLAP, Growing, watching
 from ._tables.readers import ReadResult, extension_for, read_data, read_file
 from ._tables.records import add_constant_columns
 from ._tables.schema import Layout
@@ -65,29 +69,101 @@ def _jsonish(value: Any) -> Any:
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-async def _fetch(
+Reader = Callable[[Path], ReadResult]
+
+
+async def _read_file_result(
     client: AsyncClient,
     file: FileResult,
     web_task_id: str,
+    read: Reader,
+    collector: Collector,
     cache_dir: Path | None,
     timeout: float | None = None,
-) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+) -> tuple[ReadResult, Path | None]:
+    """``read`` of the file result, downloaded into ``cache_dir`` (or taken from it) or
+    into a temporary folder deleted after the read; and the cached file, if any."""
     name = _SAFE_NAME.sub("_", web_task_id) + extension_for(file.content_type)
     if cache_dir is not None:
         target = Path(cache_dir) / name
         if target.is_file() and (file.size_bytes < 0 or target.stat().st_size == file.size_bytes):
-            return target, None
-        await client.download(file, target, timeout=timeout)
-        return target, None
-    tmp = tempfile.TemporaryDirectory(prefix="webtask-frames-")
-    try:
-        # read once, then deleted: an fsync would wait for the whole file to reach the
-        # disk before the read starts, and buys nothing here
-        await client.download(file, Path(tmp.name) / name, timeout=timeout, durable=False)
-    except BaseException:
-        tmp.cleanup()
-        raise
-    return Path(tmp.name) / name, tmp
+            return await asyncio.to_thread(read, target), target
+        read_ = await _download_and_read(client, file, target, read, collector, timeout, True)
+        return read_, target
+    with tempfile.TemporaryDirectory(prefix="webtask-frames-") as tmp:
+        # read once, then deleted: an fsync would hold the end of the read until the
+        # whole file reached the disk, and buys nothing here
+        target = Path(tmp) / name
+        read_ = await _download_and_read(client, file, target, read, collector, timeout, False)
+        return read_, None
+
+
+async def _download_and_read(
+    client: AsyncClient,
+    file: FileResult,
+    target: Path,
+    read: Reader,
+    collector: Collector,
+    timeout: float | None,
+    durable: bool,
+) -> ReadResult:
+    """Download ``file`` to ``target`` and ``read`` it, the read following the download
+    as its bytes land (``growing``). The read is the result only if it followed the
+    attempt that delivered the file; one that followed an abandoned attempt starts over
+    on the finished file. A failed download is the error, whatever the read did."""
+    if not OVERLAP:
+        await client._download_file(file, target, timeout=timeout, durable=durable)
+        return await asyncio.to_thread(read, target)
+    with watching(target, Growing()) as growing:
+        reading = _in_thread(read, target)
+        try:
+            await client._download_file(file, target, timeout=timeout, durable=durable, tap=growing)
+        except BaseException:
+            growing.abandon()  # the read stops at its next wait: it is not the result
+            await _settled(reading)
+            raise
+        await _settled(reading)
+        if growing.delivered:  # it read the file as delivered: its rows, or its error
+            return reading.result()
+    # It followed an attempt that failed (its rows, its error or Abandoned are those
+    # bytes'): the verdicts go, and the finished file is read from scratch.
+    collector.reset()
+    return await asyncio.to_thread(read, target)
+
+
+def _in_thread(read: Reader, target: Path) -> asyncio.Future[ReadResult]:
+    """``read(target)`` on a thread of its own. Not the loop's executor: a read waiting
+    for its bytes would hold one of its few threads, and with as many reads as threads
+    no download could resolve a host name (``getaddrinfo`` runs there) to send them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[ReadResult] = loop.create_future()
+
+    def settle(value: ReadResult | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(ReadResult, value))
+
+    def run() -> None:
+        value, error = None, None
+        try:
+            value = read(target)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="webtask-frames-read", daemon=True).start()
+    return future
+
+
+async def _settled(task: asyncio.Future[ReadResult]) -> None:
+    """Wait for ``task`` to end, its error retrieved (the caller decides what counts)."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 def unreadable(exc: Exception, status: Completed) -> WebTaskError:
@@ -169,20 +245,16 @@ async def _read_result(
         data = result.data if isinstance(result, InlineResult) else None
         read = read_data(data, layout=layout, collector=collector, record_path=record_path)
         return read, None
-    path, tmp = await _fetch(client, result, status.web_task_id, cache_dir, timeout)
-    try:
-        read = await asyncio.to_thread(
-            read_file,
-            path,
-            result.content_type,
-            layout=layout,
-            collector=collector,
-            record_path=record_path,
-        )
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return read, (path if cache_dir is not None else None)
+    reader = partial(
+        read_file,
+        content_type=result.content_type,
+        layout=layout,
+        collector=collector,
+        record_path=record_path,
+    )
+    return await _read_file_result(
+        client, result, status.web_task_id, reader, collector, cache_dir, timeout
+    )
 
 
 def _with_columns(

@@ -6,9 +6,10 @@ written once, served over a local HTTP server, and every measurement runs in a f
 subprocess that downloads the file and reads it into a pandas DataFrame (download
 included on every side), so its peak RSS (``ru_maxrss`` from ``wait4``) is clean:
 
-* ours: ``read_file`` (the path ``read_webtask`` takes for file results) then
-  ``table_to_pandas``; typed (the outputSchema) with validation on (flag mode) and off,
-  and untyped (no schema: validation needs one, so there is no untyped+validation cell);
+* ours: the path ``read_webtask`` takes for a file result (``AsyncClient``'s download,
+  the read following it as its bytes land, ``read_file``) then ``table_to_pandas``;
+  typed (the outputSchema) with validation on (flag mode) and off, and untyped (no
+  schema: validation needs one, so there is no untyped+validation cell);
 * pandas: ``pd.json_normalize(json.load(f))`` (NDJSON: ``json.loads`` per line);
 * DuckDB: ``read_json`` -> Arrow -> pandas (the stretch goal: within 1.5x of it).
 
@@ -25,6 +26,7 @@ Targets per cell: >= 8x faster than pandas at <= 0.5x its peak RSS.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import http.server
 import importlib
@@ -160,7 +162,7 @@ def download(url: str, dest: Path) -> None:
 
 def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None:
     """One measurement; imports happen before the clock starts, on every side."""
-    for module in ("duckdb", "pandas", "webtask_frames._tables.readers"):
+    for module in ("duckdb", "pandas", "webtask_frames._materialize"):
         importlib.import_module(module)
     with tempfile.TemporaryDirectory(prefix="wf-matrix-") as tmp:
         # the download is deleted after each measurement: a full run makes ~70 files
@@ -179,9 +181,11 @@ def _measured(
     from webtask_frames._tables.schema import layout_for
     from webtask_frames._tables.unify import table_to_pandas
     from webtask_frames._tables.validate import Collector, RecordValidator
+    from webtask_frames._wire.models import FileResult
 
     t0 = time.perf_counter()
-    download(url, path)
+    if side != "ours":
+        download(url, path)
     if side == "pandas":
         with path.open("rb") as f:
             if layout in ("ndjson", "wrong"):
@@ -215,15 +219,30 @@ def _measured(
         validator = RecordValidator(plan.record_schema) if plan and validate else None
         ctype = "application/x-ndjson" if layout in ("ndjson", "wrong") else "application/json"
         collector = Collector(validator, keep_messages=validator is not None)
-        result = read_file(
-            path,
-            ctype,
+        read = functools.partial(
+            read_file,
+            content_type=ctype,
             layout=plan,
             collector=collector,
             record_path="companies" if layout == "wrapper" and not typed else None,
         )
+        file = FileResult(url=url, content_type=ctype, size_bytes=-1, expires_at=None)
+        result = asyncio.run(_ours(file, read, collector))
         df = table_to_pandas(result.table)
     return time.perf_counter() - t0, len(df)
+
+
+async def _ours(file: Any, read: Any, collector: Any) -> Any:
+    from webtask_frames import AsyncClient
+    from webtask_frames._materialize import _read_file_result
+
+    # the API origin is never contacted: the file's URL is its own origin
+    async with AsyncClient(api_key="unused", workspace_id="bench", base_url=_NOWHERE) as client:
+        result, _ = await _read_file_result(client, file, "bench", read, collector, None)
+    return result
+
+
+_NOWHERE = "http://127.0.0.1:9"
 
 
 # -- the driver ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._exceptions import ProtocolError
+from .growing import complete, open_bytes
 from .prefetch import prefetch as _prefetch
 from .scan import _deep_lines, _scan, _scan_chunk, _ScanState, check_utf8
 from .separators import _AFTER_BRACE, _confirmed, _line_ends, _mark, _Separator
@@ -206,7 +207,7 @@ def _read_behind(f: BufferedReader | Window, carry: bytes, size: int) -> tuple[b
 
 
 def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None]:
-    with path.open("rb") as f:
+    with open_bytes(path) as f:
         lead = f.read(len(_BOM))
         carry = b"" if lead == _BOM else lead  # a byte-order mark is no record's
         pieces: list[bytes | bytearray] = []  # a line running over whole blocks
@@ -500,6 +501,7 @@ def _values_of(column: pa.Array) -> pa.Buffer:
 
 
 def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
+    complete(path)  # DuckDB opens it by name
     con = duckdb.connect(":memory:", config={"threads": DUCKDB_THREADS})
     try:
         con.execute("SET enable_progress_bar = false")  # nothing printed to the user

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from .._exceptions import ProtocolError
 from .blocks import _Block, _NotLineDelimited, blocks, loads
+from .growing import complete, open_bytes
 from .inference import InferredPart, first_parts, inferred_parts, known_parts, learn
 from .mixed import Overlaid, Part, exact_as_parsed, mixed_table, whole_rows
 from .patch import Patcher
@@ -107,7 +108,7 @@ def sniff_format(path: Path, content_type: str = "application/octet-stream") -> 
     """One of ``FORMATS``, from the content type, else from the first bytes."""
     ct = content_type.split(";")[0].strip().lower()
     ext = extension_for(ct)
-    with path.open("rb") as f:
+    with open_bytes(path) as f:
         head = f.read(1 << 16)
     if head.startswith(b"PAR1") or ext == ".parquet":
         return "parquet"
@@ -338,6 +339,7 @@ def _cell(value: str | None, node: Node) -> Any:
 
 
 def _read_csv(path: Path, layout: Layout | None, collector: Collector) -> ReadResult:
+    complete(path)  # pyarrow opens it by name
     if layout is None:
         table = pa_csv.read_csv(path)
         collector.add(table.num_rows, lambda i: (None, False))
@@ -364,6 +366,7 @@ def _read_csv(path: Path, layout: Layout | None, collector: Collector) -> ReadRe
 
 
 def _read_parquet(path: Path, layout: Layout | None, collector: Collector) -> ReadResult:
+    complete(path)  # pyarrow opens it by name
     table = pq.read_table(path)
     if layout is None:
         collector.add(table.num_rows, lambda i: (None, False))
@@ -412,7 +415,7 @@ def read_file(
             data: Any = [b.load(t)[0] for b in blocks(path, fmt) for t in b.texts()]
             reference: bool | None = None
         else:
-            with path.open("rb") as f:
+            with open_bytes(path) as f:
                 try:
                     raw = f.read()
                     data, reference = loads(raw) if raw.strip() else (None, False)

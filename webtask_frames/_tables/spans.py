@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .growing import open_bytes
+
 __all__ = ["NotObjects", "Span", "Window", "objects_only"]
 
 
@@ -38,7 +40,7 @@ class Window:
     """The file's bytes from ``span.start`` to ``span.end`` (the whole file when None)."""
 
     def __init__(self, path: Path, span: Span | None = None) -> None:
-        self._file = path.open("rb")
+        self._file = open_bytes(path)
         self._left: int | None = None
         if span is not None:
             self._file.seek(span.start)

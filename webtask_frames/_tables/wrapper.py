@@ -32,6 +32,7 @@ from typing import Any
 
 from .._exceptions import ProtocolError
 from .blocks import loads
+from .growing import file_size
 from .records import _list_of_objects, add_constant_columns
 from .scan import _scan_chunk, _ScanState
 from .schema import Layout, Node
@@ -386,7 +387,7 @@ def read_wrapped(
     """The ``ReadResult`` of a wrapper object's records array read by ``read_array``
     (the block readers), with its broadcast columns; None when the file is to be parsed
     whole (see the module docstring), the collector then left empty."""
-    size = path.stat().st_size
+    size = file_size(path)
     if size < MIN_BYTES:
         return None
     if not (record_path or layout is None or layout.wrapper or layout.root_is_array):

@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +38,7 @@ from .._version import __version__
 from .attempts import Outcome, api_attempt, run_with_retries
 from .config import Settings, origin_of
 from .deadline import Deadline
-from .download import check_disk, download_attempt
+from .download import DownloadTap, check_disk, download_attempt
 from .models import Canceled, Completed, FileResult, Pending, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .polling import (
@@ -427,7 +428,7 @@ class AsyncClient:
         dest: str | os.PathLike[str],
         *,
         refresh: bool = True,
-        chunk_size: int = 1 << 20,
+        chunk_size: int | None = None,
         timeout: float | None = None,
         durable: bool = True,
     ) -> Path:
@@ -443,6 +444,8 @@ class AsyncClient:
         for all of it (default: none besides the minimum rate). ``durable`` flushes the
         file to disk (``fsync``) before it is renamed into place; ``False`` skips that, for
         a file read once and deleted (``read_webtask`` without a ``cache_dir`` does).
+        ``chunk_size`` cuts the body into writes of that many bytes; the default writes
+        it as it arrives (cutting it again costs a copy of every byte).
 
         Example:
             >>> status = await client.run("Export all products")        # doctest: +SKIP
@@ -456,10 +459,34 @@ class AsyncClient:
                     web_task_id=file.web_task_id,
                 )
             file = file.result
-        target = Path(dest)
+        return await self._download_file(
+            file,
+            Path(dest),
+            refresh=refresh,
+            chunk_size=chunk_size,
+            timeout=timeout,
+            durable=durable,
+        )
+
+    async def _download_file(
+        self,
+        file: FileResult,
+        target: Path,
+        *,
+        refresh: bool = True,
+        chunk_size: int | None = None,
+        timeout: float | None = None,
+        durable: bool = True,
+        tap: DownloadTap | None = None,
+    ) -> Path:
+        """``download`` of a ``FileResult``, with ``tap`` following the transfer as it lands
+        (``DownloadTap``: ``read_webtask`` parses the file while it downloads)."""
         deadline = Deadline.after(self.clock, timeout)
+        once = partial(
+            self._download_once, chunk_size=chunk_size, deadline=deadline, durable=durable, tap=tap
+        )
         try:
-            return await self._download_once(file, target, chunk_size, deadline, durable)
+            return await once(file, target)
         except ResultExpiredError:
             if not refresh or not file.web_task_id:
                 raise
@@ -467,10 +494,17 @@ class AsyncClient:
             fresh = await self._result(file.web_task_id, deadline)
             if not isinstance(fresh, Completed) or not isinstance(fresh.result, FileResult):
                 raise
-            return await self._download_once(fresh.result, target, chunk_size, deadline, durable)
+            return await once(fresh.result, target)
 
     async def _download_once(
-        self, file: FileResult, target: Path, chunk_size: int, deadline: Deadline, durable: bool
+        self,
+        file: FileResult,
+        target: Path,
+        *,
+        chunk_size: int | None,
+        deadline: Deadline,
+        durable: bool,
+        tap: DownloadTap | None,
     ) -> Path:
         check_signed_url(file)
         check_disk(file, target.parent)
@@ -493,6 +527,7 @@ class AsyncClient:
                 rng=self._rng,
                 on_bytes=count,
                 durable=durable,
+                tap=tap,
             )
 
         what = f"GET {redact_url(file.url)}"

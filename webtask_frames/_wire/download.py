@@ -6,6 +6,10 @@ passes the advertised ``sizeBytes`` (or ``RetryPolicy.max_download_bytes`` when 
 result advertises no size): the partial file is deleted and the overflow is not retried,
 since a server that sends more than it announced will do it again. Free disk space is
 checked before the request is sent.
+
+A ``DownloadTap`` sees the transfer as it happens (``Growing``: the reader parses the file
+while it downloads): the temporary file when it is opened, every chunk once it is
+flushed, and the end, well (complete, checked and renamed into place) or not.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -35,10 +39,23 @@ from .protocol import (
     decide_download_size,
 )
 
-__all__ = ["check_disk", "download_attempt"]
+__all__ = ["DownloadTap", "check_disk", "download_attempt"]
 
 # Room kept free beside a download (metadata, the temporary name, other writers).
 _DISK_MARGIN = 16 << 20
+
+
+class DownloadTap(Protocol):
+    """Follows a download as it lands (see the module docstring)."""
+
+    def begin(self, path: Path) -> None:
+        """The attempt opened its temporary file ``path`` and writes it from byte 0."""
+
+    def wrote(self, n: int) -> None:
+        """``n`` more bytes are flushed to the file."""
+
+    def end(self, ok: bool) -> None:
+        """The attempt is over: the file complete and in place (``ok``), or not."""
 
 
 def check_disk(file: FileResult, directory: Path) -> None:
@@ -87,7 +104,7 @@ async def download_attempt(
     file: FileResult,
     target: Path,
     *,
-    chunk_size: int,
+    chunk_size: int | None,
     attempt: int,
     elapsed: float,
     policy: RetryPolicy,
@@ -95,14 +112,16 @@ async def download_attempt(
     rng: random.Random | None = None,
     on_bytes: Callable[[int], None] | None = None,
     durable: bool = True,
+    tap: DownloadTap | None = None,
 ) -> Outcome[Path]:
     """One GET of ``file``'s signed URL with ``files`` (a client that carries no
     credential), streamed to a temporary sibling of ``target``, under ``deadline`` and
     the policy's minimum rate. ``on_bytes`` sees the size of every chunk written.
-    ``durable``: the file is flushed to disk (``fsync``) before its rename.
+    ``durable``: the file is flushed to disk (``fsync``) before its rename. ``tap``
+    follows the transfer (``DownloadTap``); it is told the end, whatever the outcome.
 
     Example:
-        >>> outcome = await download_attempt(files, file, Path("r.json"), chunk_size=1 << 20,
+        >>> outcome = await download_attempt(files, file, Path("r.json"), chunk_size=None,
         ...                                  attempt=0, elapsed=0.0, policy=RetryPolicy(),
         ...                                  deadline=Deadline.never(clock))  # doctest: +SKIP
     """
@@ -110,6 +129,7 @@ async def download_attempt(
     limits = TransferLimits(policy.min_bytes_per_s, policy.slow_grace_s, _limit(file, policy))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    ok = False
     try:
         try:
             async with asyncio.timeout(deadline.remaining()):
@@ -121,7 +141,9 @@ async def download_attempt(
             decision = decide_download_response(response, file, **retry)
             if not isinstance(decision, Done):
                 return Outcome(decision, note)
-            written = await _write(response, tmp, limits, deadline, chunk_size, on_bytes, durable)
+            written = await _write(
+                response, tmp, limits, deadline, chunk_size, on_bytes, durable, tap
+            )
         finally:
             await response.aclose()
         note = f"{note}, {written} bytes"
@@ -129,6 +151,7 @@ async def download_attempt(
         if not isinstance(decision, Done):
             return Outcome(decision, note)
         os.replace(tmp, target)
+        ok = True
         return Outcome(decision, note, target)
     except httpx.TransportError as exc:
         return Outcome(decide_download_exception(exc, file, **retry), type(exc).__name__)
@@ -136,6 +159,8 @@ async def download_attempt(
         return Outcome(_overflow(file, exc), "size overflow")
     finally:
         tmp.unlink(missing_ok=True)
+        if tap is not None:
+            tap.end(ok)
 
 
 async def _write(
@@ -143,18 +168,24 @@ async def _write(
     tmp: Path,
     limits: TransferLimits,
     deadline: Deadline,
-    chunk_size: int,
+    chunk_size: int | None,
     on_bytes: Callable[[int], None] | None,
     durable: bool,
+    tap: DownloadTap | None,
 ) -> int:
     """Stream the body into ``tmp`` (and fsync it, when ``durable``); the number of bytes
-    written."""
+    written. ``tap`` is told each chunk once it is flushed: what it reads is on file."""
     with tmp.open("wb") as out:
+        if tap is not None:
+            tap.begin(tmp)
 
         def write(chunk: bytes) -> None:
             out.write(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
+            if tap is not None:
+                out.flush()
+                tap.wrote(len(chunk))
 
         written = await read_body(
             response, write, deadline=deadline, limits=limits, chunk_size=chunk_size

@@ -198,7 +198,7 @@ class Client:
         dest: str | os.PathLike[str],
         *,
         refresh: bool = True,
-        chunk_size: int = 1 << 20,
+        chunk_size: int | None = None,
         timeout: float | None = None,
         durable: bool = True,
     ) -> Path:
@@ -208,7 +208,8 @@ class Client:
         refused (403/410) and the task id is known, one fresh ``result()`` call fetches a
         new URL (``refresh``); a new task is never started. Transient faults are retried by
         the client's ``RetryPolicy``. ``durable=False`` skips the ``fsync`` before the
-        rename, for a file read once and deleted.
+        rename, for a file read once and deleted. ``chunk_size`` cuts the body into
+        writes of that many bytes (default: as it arrives, with no copy).
 
         Example:
             >>> status = client.run("Export all products")        # doctest: +SKIP

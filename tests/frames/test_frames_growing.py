@@ -1,0 +1,242 @@
+"""A file read while it downloads (``_tables.growing``): reads wait for the bytes they ask
+for, the file ends only when the download ended well, and a failed download is never
+mistaken for a short file."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from webtask_frames._tables.growing import (
+    Abandoned,
+    Growing,
+    complete,
+    file_size,
+    open_bytes,
+    watching,
+)
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.validate import Collector
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pread"), reason="reads follow with pread")
+
+
+class Writer:
+    """A download's side: the temporary file, written chunk by chunk."""
+
+    def __init__(self, target: Path, growing: Growing) -> None:
+        self.tmp = target.with_name(f".{target.name}.part")
+        self.target = target
+        self.growing = growing
+        self.out = self.tmp.open("wb")
+        growing.begin(self.tmp)
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.out.flush()
+        self.growing.wrote(len(data))
+
+    def finish(self) -> None:
+        self.out.close()
+        os.replace(self.tmp, self.target)
+        self.growing.end(True)
+
+
+def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``fn`` in a thread; its result (or exception) lands in the list."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def settle() -> None:
+    time.sleep(0.05)  # long enough for a thread that is not blocked to finish
+
+
+def test_a_read_waits_for_its_bytes_and_the_end_for_the_download(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    with watching(target, Growing()) as growing:
+        f = open_bytes(target)
+        thread, out = in_thread(lambda: f.read(10))
+        settle()
+        assert thread.is_alive() and not out  # nothing written yet: the read waits
+        writer = Writer(target, growing)
+        writer.write(b"0123")
+        settle()
+        assert thread.is_alive()  # 4 of its 10 bytes: a short read would be an end of file
+        writer.write(b"456789abcdef")
+        thread.join(5)
+        assert out == [b"0123456789"]
+        rest, rest_out = in_thread(f.read)
+        settle()
+        assert rest.is_alive()  # the rest of the file waits for the end of the download
+        writer.finish()
+        rest.join(5)
+        assert rest_out == [b"abcdef"]
+        assert f.read(5) == b""  # now the file ends
+        f.close()
+        assert growing.delivered
+
+
+def test_a_failed_download_raises_in_blocked_and_later_reads(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    with watching(target, Growing()) as growing:
+        writer = Writer(target, growing)
+        writer.write(b"[1, 2")
+        f = open_bytes(target)
+        assert f.read(3) == b"[1,"
+        thread, out = in_thread(lambda: f.read(100))
+        settle()
+        growing.end(False)  # the connection dropped: these bytes are not the result
+        thread.join(5)
+        assert len(out) == 1 and isinstance(out[0], Abandoned)
+        with pytest.raises(Abandoned):
+            f.read(1)
+        with pytest.raises(Abandoned):
+            file_size(target)
+        assert not growing.delivered
+        f.close()
+        writer.out.close()
+
+
+def test_an_attempt_that_failed_before_its_first_byte_leaves_the_read_waiting(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "r.json"
+    with watching(target, Growing()) as growing:
+        f = open_bytes(target)
+        thread, out = in_thread(f.read)
+        growing.end(False)  # a 503 before any byte: the next attempt may still begin
+        settle()
+        assert thread.is_alive()
+        writer = Writer(target, growing)
+        writer.write(b'{"a": 1}\n')
+        writer.finish()
+        thread.join(5)
+        assert out == [b'{"a": 1}\n']
+        f.close()
+
+
+def test_a_second_attempt_after_written_bytes_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    with watching(target, Growing()) as growing:
+        first = Writer(target, growing)
+        first.write(b"[1,")
+        growing.end(False)
+        first.out.close()
+        second = Writer(target.with_name("s.json"), growing)  # ignored: the read restarts
+        second.write(b"[1, 2]")
+        with open_bytes(target) as f, pytest.raises(Abandoned):
+            f.read(1)
+        second.out.close()
+
+
+def test_closing_abandons_and_waits_for_open_readers_before_the_descriptor_goes(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "r.json"
+    growing = Growing()
+    with watching(target, growing):
+        writer = Writer(target, growing)
+        writer.write(b"abc")
+        f = open_bytes(target)
+        fd = growing._fd
+        assert fd is not None
+    # the block ended (the caller left): abandoned, but a reader still holds the file
+    os.fstat(fd)
+    with pytest.raises(Abandoned):
+        f.read(1)
+    f.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the last reader closed it
+    writer.out.close()
+
+
+def test_seek_size_and_complete_wait_for_the_end(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    with watching(target, Growing()) as growing:
+        writer = Writer(target, growing)
+        writer.write(b"0123456789")
+        f = open_bytes(target)
+        f.seek(6)
+        assert f.read(2) == b"67" and f.tell() == 8
+        sized, size_out = in_thread(lambda: file_size(target))
+        completed, complete_out = in_thread(lambda: complete(target))
+        settle()
+        assert sized.is_alive() and completed.is_alive()
+        writer.write(b"ab")
+        writer.finish()
+        sized.join(5)
+        completed.join(5)
+        assert size_out == [12] and complete_out == [None]
+        assert f.seek(-2, os.SEEK_END) == 10 and f.read() == b"ab"
+        f.close()
+
+
+def test_an_unwatched_path_is_the_file_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_bytes(b"[1]")
+    with open_bytes(path) as f:
+        assert f.read() == b"[1]"
+    assert file_size(path) == 3
+    complete(path)  # at once
+
+
+@pytest.mark.parametrize("layout", ["ndjson", "array", "wrapper", "csv"])
+def test_a_read_following_a_download_gives_the_rows_of_a_read_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    # small blocks: the read parses many of them while the file is still arriving
+    monkeypatch.setattr("webtask_frames._tables.blocks.BLOCK_BYTES", 4096)
+    records = [{"id": i, "name": f"n{i}", "tags": ["a", "b"][: i % 3]} for i in range(3000)]
+    if layout == "ndjson":
+        body = "".join(f'{{"id": {r["id"]}, "name": "{r["name"]}"}}\n' for r in records)
+    elif layout == "csv":
+        body = "id,name\n" + "".join(f"{r['id']},{r['name']}\n" for r in records)
+    else:
+        import json
+
+        body = json.dumps(records, indent=2)
+        if layout == "wrapper":
+            body = json.dumps({"source": "x", "companies": records}, indent=1)
+    data = body.encode()
+    ctype = {"ndjson": "application/x-ndjson", "csv": "text/csv"}.get(layout, "application/json")
+    schema = {
+        "type": "array",
+        "items": {"type": "object", "properties": {"id": {"type": "integer"}}},
+    }
+    plan = layout_for(schema)
+    reference = tmp_path / "whole"
+    reference.write_bytes(data)
+    expected = read_file(reference, ctype, layout=plan, collector=Collector(None)).table
+
+    target = tmp_path / "r"
+    with watching(target, Growing()) as growing:
+        reader, out = in_thread(
+            lambda: read_file(target, ctype, layout=plan, collector=Collector(None))
+        )
+        writer = Writer(target, growing)
+        for i in range(0, len(data), 7001):
+            writer.write(data[i : i + 7001])
+            time.sleep(0.001)
+        seen = growing.bytes_read
+        writer.finish()
+        reader.join(30)
+    assert len(out) == 1 and not isinstance(out[0], BaseException), out
+    assert out[0].table.equals(expected)  # type: ignore[attr-defined]
+    if layout in ("ndjson", "array"):
+        assert seen > 4096  # blocks were read before the download ended

@@ -1,0 +1,264 @@
+"""A result file read while it downloads.
+
+A download and the read of what it fetches used to run one after the other. On a
+loopback or LAN link the transfer is a third of a read's time, and on a slow link it is
+most of it; yet the parse needs only the bytes it is at. ``Growing`` lets the readers
+start on the file the moment its first bytes land:
+
+* the download (the writer) calls ``begin(path)`` when it opens its temporary file,
+  ``wrote(n)`` after each chunk is flushed, and ``end(ok)`` when the transfer is over:
+  ``ok`` once the file is complete, checked and renamed into place;
+* a reader opens the file's final name with ``open_bytes`` while ``watching(path,
+  growing)`` is in force. Its reads block until the bytes they ask for are written,
+  and the file ends only once the writer ended well; when the transfer failed, a
+  blocked or later read raises ``Abandoned`` (the caller reads the finished file of the
+  next attempt from scratch). ``file_size`` and ``complete`` wait for the end, for the
+  readers that need the whole file (a wrapper object's outline, CSV, Parquet).
+
+Readers never see a byte the writer has not flushed, nor an end of file before the
+transfer ended well: a read that succeeds saw exactly the file a read after the
+download would see. The bytes are read with ``pread`` on a descriptor opened at
+``begin``, so the rename of the temporary file changes nothing for open readers; where
+``pread`` is missing (Windows) ``OVERLAP`` is False and callers read after the download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "OVERLAP",
+    "Abandoned",
+    "Growing",
+    "complete",
+    "file_size",
+    "open_bytes",
+    "watching",
+]
+
+OVERLAP = hasattr(os, "pread")
+
+# A buffered reader's own buffer: reads of a block's size go straight into the block.
+_BUFFER = 1 << 16
+
+
+class Abandoned(Exception):
+    """The download a read was following failed or was given up: its bytes are not the
+    result's. The caller reads the next attempt's finished file instead."""
+
+
+class Growing:
+    """The state a downloading file shares with its readers (see the module docstring).
+
+    Example:
+        >>> growing = Growing()
+        >>> with watching(Path("r.json"), growing):  # doctest: +SKIP
+        ...     ...  # the download calls growing.begin/wrote/end; readers open_bytes
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._fd: int | None = None
+        self._written = 0
+        self._state = "waiting"  # then "running", "done" or "abandoned"
+        self._readers = 0
+        self._closed = False
+        self.bytes_read = 0  # handed to readers before the end (tests see the overlap)
+
+    # -- the writer's side ---------------------------------------------------------------
+
+    def begin(self, path: Path) -> None:
+        """The download opened ``path`` (its temporary file) and writes it from byte 0.
+        Ignored once an attempt began: a retry after bytes were written abandoned them."""
+        with self._cond:
+            if self._state != "waiting" or self._closed:
+                return
+            self._fd = os.open(path, os.O_RDONLY)
+            self._state = "running"
+            self._cond.notify_all()
+
+    def wrote(self, n: int) -> None:
+        """``n`` more bytes are flushed to the file (ignored once it ended)."""
+        with self._cond:
+            if self._state == "running":
+                self._written += n
+                self._cond.notify_all()
+
+    def end(self, ok: bool) -> None:
+        """The attempt that began is over: the file complete and in place (``ok``), or
+        not (its bytes are abandoned). An attempt that failed before it began (an error
+        status, a refused connection) changes nothing: the next one may begin."""
+        with self._cond:
+            if self._state == "running":
+                self._state = "done" if ok else "abandoned"
+                self._cond.notify_all()
+
+    def abandon(self) -> None:
+        """No attempt will end well (the download gave up, or its caller left): readers
+        raise ``Abandoned``."""
+        with self._cond:
+            if self._state in ("waiting", "running"):
+                self._state = "abandoned"
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Abandon what has not ended and close the descriptor once no reader uses it."""
+        self.abandon()
+        with self._cond:
+            self._closed = True
+            self._release()
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the attempt the readers followed ended well: what they read is the
+        file, an end of file included."""
+        with self._cond:
+            return self._state == "done"
+
+    # -- the readers' side ---------------------------------------------------------------
+
+    def _wait(self, offset: int) -> int:
+        """Block until byte ``offset`` is written or the file ended: the bytes readable
+        from ``offset`` (0 at the end). Raises ``Abandoned``."""
+        with self._cond:
+            while self._state == "waiting" or (
+                self._state == "running" and self._written <= offset
+            ):
+                self._cond.wait()
+            if self._state == "abandoned":
+                raise Abandoned("the download this read followed did not finish")
+            return max(0, self._written - offset)
+
+    def wait_done(self) -> int:
+        """Block until the transfer ended well: the file's size. Raises ``Abandoned``."""
+        with self._cond:
+            while self._state in ("waiting", "running"):
+                self._cond.wait()
+            if self._state == "abandoned":
+                raise Abandoned("the download this read followed did not finish")
+            return self._written
+
+    def _pread(self, buffer: memoryview, offset: int) -> int:
+        assert self._fd is not None
+        if hasattr(os, "preadv"):  # straight into the caller's buffer
+            return os.preadv(self._fd, [buffer], offset)
+        data = os.pread(self._fd, len(buffer), offset)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _opened(self) -> None:
+        with self._cond:
+            self._readers += 1
+
+    def _closed_reader(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            self._release()
+
+    def _release(self) -> None:
+        # A reader still open (a producer thread not yet stopped) keeps the descriptor:
+        # closing it under that reader could let its number name another file.
+        if self._closed and not self._readers and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _Reader(io.RawIOBase):
+    """The growing file from byte 0, each read blocking until its bytes are written."""
+
+    def __init__(self, growing: Growing) -> None:
+        super().__init__()
+        self._growing = growing
+        self._pos = 0
+        growing._opened()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self._growing.wait_done()
+        self._pos = max(0, offset)
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        available = self._growing._wait(self._pos)
+        if not available or not len(buffer):
+            return 0
+        view = memoryview(buffer).cast("B")
+        got = self._growing._pread(view[: min(len(view), available)], self._pos)
+        self._pos += got
+        self._growing.bytes_read += got
+        return got
+
+    def readall(self) -> bytes:
+        size = self._growing.wait_done()
+        data = bytearray(max(0, size - self._pos))
+        got = self._growing._pread(memoryview(data), self._pos) if data else 0
+        self._pos += got
+        return bytes(data[:got])
+
+    def close(self) -> None:
+        if not self.closed:
+            self._growing._closed_reader()
+        super().close()
+
+
+_watched: dict[str, Growing] = {}
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def watching(path: Path, growing: Growing) -> Iterator[Growing]:
+    """Within the block, ``open_bytes(path)`` follows ``growing``'s download; at its end
+    ``growing`` is closed (abandoned, if the download had not ended)."""
+    key = os.fspath(path)
+    with _lock:
+        _watched[key] = growing
+    try:
+        yield growing
+    finally:
+        with _lock:
+            _watched.pop(key, None)
+        growing.close()
+
+
+def _growing(path: Path) -> Growing | None:
+    with _lock:
+        return _watched.get(os.fspath(path))
+
+
+def open_bytes(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading in binary: the downloading file when it is watched
+    (reads block until their bytes land), else the file on disk."""
+    growing = _growing(path)
+    if growing is None:
+        return path.open("rb")
+    return io.BufferedReader(_Reader(growing), _BUFFER)
+
+
+def complete(path: Path) -> None:
+    """Wait until a watched ``path`` is downloaded and in place (at once otherwise), for
+    readers that open it by name (pyarrow's CSV and Parquet readers, DuckDB)."""
+    growing = _growing(path)
+    if growing is not None:
+        growing.wait_done()
+
+
+def file_size(path: Path) -> int:
+    """The size of ``path`` (of a watched one, once its download ended well)."""
+    growing = _growing(path)
+    return growing.wait_done() if growing is not None else path.stat().st_size
