@@ -25,6 +25,7 @@ from webtask_frames import (
     ResultReadError,
     RetryPolicy,
 )
+from webtask_frames import _materialize as materialize_module
 from webtask_frames._materialize import materialize
 from webtask_frames._tables import growing as growing_module
 from webtask_frames._wire.models import Completed, parse_status
@@ -57,8 +58,8 @@ def _small_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 class Spy(growing_module.Growing):
     made: ClassVar[list[Spy]] = []
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, target: Path) -> None:
+        super().__init__(target)
         Spy.made.append(self)
 
 
@@ -299,6 +300,38 @@ def test_reads_waiting_for_bytes_do_not_starve_the_loops_executor(
 
     assert run(go()) == [len(RECORDS)] * 3
     assert api.count("file") == 3  # no transfer stalled (cut off by the minimum rate)
+
+
+def test_reads_parse_a_few_at_a_time_and_the_others_wait_their_turn(
+    api: ScriptedAPI, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("webtask_frames._materialize._READS", threading.BoundedSemaphore(2))
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = materialize_module.read_file
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr("webtask_frames._materialize.read_file", counted)
+    api.script("file", lambda _: httpx.Response(200, content=dripped(BODY)))
+
+    async def go() -> list[int]:
+        client = make_client()
+        reads = [
+            materialize(client, status(n=i), output_schema=SCHEMA, validate="off") for i in range(5)
+        ]
+        return [m.table.num_rows for m in await asyncio.gather(*reads)]
+
+    assert run(go()) == [len(RECORDS)] * 5
+    assert most[0] == 2
 
 
 def test_a_cached_result_is_complete_on_disk_and_read_from_there_next_time(

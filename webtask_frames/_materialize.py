@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import tempfile
 import threading
@@ -114,8 +115,8 @@ async def _download_and_read(
     if not OVERLAP:
         await client._download_file(file, target, timeout=timeout, durable=durable)
         return await asyncio.to_thread(read, target)
-    with watching(target, Growing()) as growing:
-        reading = _in_thread(read, target)
+    with watching(Growing(target)) as growing:
+        reading = _in_thread(read, growing.path)
         try:
             await client._download_file(file, target, timeout=timeout, durable=durable, tap=growing)
         except BaseException:
@@ -131,10 +132,16 @@ async def _download_and_read(
     return await asyncio.to_thread(read, target)
 
 
-def _in_thread(read: Reader, target: Path) -> asyncio.Future[ReadResult]:
-    """``read(target)`` on a thread of its own. Not the loop's executor: a read waiting
+# Reads parsing at once, as many as the loop's default executor would run: a batch
+# downloading many files does not parse them all together (memory, and cores).
+_READS = threading.BoundedSemaphore(min(32, (os.cpu_count() or 1) + 4))
+
+
+def _in_thread(read: Reader, path: Path) -> asyncio.Future[ReadResult]:
+    """``read(path)`` on a thread of its own. Not the loop's executor: a read waiting
     for its bytes would hold one of its few threads, and with as many reads as threads
-    no download could resolve a host name (``getaddrinfo`` runs there) to send them."""
+    no download could resolve a host name (``getaddrinfo`` runs there) to send them.
+    At most ``_READS`` run; the others wait for a turn, their downloads going on."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[ReadResult] = loop.create_future()
 
@@ -149,7 +156,8 @@ def _in_thread(read: Reader, target: Path) -> asyncio.Future[ReadResult]:
     def run() -> None:
         value, error = None, None
         try:
-            value = read(target)
+            with _READS:
+                value = read(path)
         except BaseException as exc:  # handed to the awaiting task
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits

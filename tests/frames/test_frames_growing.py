@@ -30,9 +30,9 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "pread"), reason="reads follow w
 class Writer:
     """A download's side: the temporary file, written chunk by chunk."""
 
-    def __init__(self, target: Path, growing: Growing) -> None:
-        self.tmp = target.with_name(f".{target.name}.part")
-        self.target = target
+    def __init__(self, growing: Growing, tmp: Path | None = None) -> None:
+        self.tmp = tmp or growing.target.with_name(f".{growing.target.name}.part")
+        self.target = growing.target
         self.growing = growing
         self.out = self.tmp.open("wb")
         growing.begin(self.tmp)
@@ -69,12 +69,12 @@ def settle() -> None:
 
 def test_a_read_waits_for_its_bytes_and_the_end_for_the_download(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
-    with watching(target, Growing()) as growing:
-        f = open_bytes(target)
+    with watching(Growing(target)) as growing:
+        f = open_bytes(growing.path)
         thread, out = in_thread(lambda: f.read(10))
         settle()
         assert thread.is_alive() and not out  # nothing written yet: the read waits
-        writer = Writer(target, growing)
+        writer = Writer(growing)
         writer.write(b"0123")
         settle()
         assert thread.is_alive()  # 4 of its 10 bytes: a short read would be an end of file
@@ -94,10 +94,10 @@ def test_a_read_waits_for_its_bytes_and_the_end_for_the_download(tmp_path: Path)
 
 def test_a_failed_download_raises_in_blocked_and_later_reads(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
-    with watching(target, Growing()) as growing:
-        writer = Writer(target, growing)
+    with watching(Growing(target)) as growing:
+        writer = Writer(growing)
         writer.write(b"[1, 2")
-        f = open_bytes(target)
+        f = open_bytes(growing.path)
         assert f.read(3) == b"[1,"
         thread, out = in_thread(lambda: f.read(100))
         settle()
@@ -107,7 +107,7 @@ def test_a_failed_download_raises_in_blocked_and_later_reads(tmp_path: Path) -> 
         with pytest.raises(Abandoned):
             f.read(1)
         with pytest.raises(Abandoned):
-            file_size(target)
+            file_size(growing.path)
         assert not growing.delivered
         f.close()
         writer.out.close()
@@ -117,13 +117,13 @@ def test_an_attempt_that_failed_before_its_first_byte_leaves_the_read_waiting(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "r.json"
-    with watching(target, Growing()) as growing:
-        f = open_bytes(target)
+    with watching(Growing(target)) as growing:
+        f = open_bytes(growing.path)
         thread, out = in_thread(f.read)
         growing.end(False)  # a 503 before any byte: the next attempt may still begin
         settle()
         assert thread.is_alive()
-        writer = Writer(target, growing)
+        writer = Writer(growing)
         writer.write(b'{"a": 1}\n')
         writer.finish()
         thread.join(5)
@@ -131,16 +131,81 @@ def test_an_attempt_that_failed_before_its_first_byte_leaves_the_read_waiting(
         f.close()
 
 
+def test_an_attempt_that_opened_its_file_but_wrote_nothing_is_not_the_end(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as growing:
+        f = open_bytes(growing.path)
+        thread, out = in_thread(f.read)
+        first = Writer(growing, tmp_path / "one.part")  # opened, then an empty failure
+        growing.end(False)
+        first.out.close()
+        settle()
+        assert thread.is_alive() and growing._fd is None  # its descriptor went at once
+        second = Writer(growing)
+        second.write(b"[2]")
+        second.finish()
+        thread.join(5)
+        assert out == [b"[2]"]
+        f.close()
+
+
+def test_a_failed_attempts_file_is_let_go_once_its_readers_stopped(tmp_path: Path) -> None:
+    # Its file was deleted: the descriptor is all that holds its disk space for the retry.
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as growing:
+        writer = Writer(growing)
+        writer.write(b"[1,")
+        f = open_bytes(growing.path)
+        fd = growing._fd
+        assert fd is not None
+        growing.end(False)
+        os.fstat(fd)  # a reader still holds it
+        with pytest.raises(Abandoned):
+            f.read(10)
+        f.close()
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed before the watch ends
+        writer.out.close()
+
+
+def test_a_whole_read_takes_as_many_preads_as_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as Linux caps one read at about 2 GiB
+    real_pread, real_preadv = os.pread, os.preadv
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        return real_pread(fd, min(size, 5), offset)
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        return real_preadv(fd, [memoryview(buffers[0])[:5]], offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "preadv", preadv)
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as growing:
+        writer = Writer(growing)
+        writer.write(b'{"a": [1, 2, 3], "b": "xyz"}')
+        writer.finish()
+        with open_bytes(growing.path) as f:
+            assert f.read(2) == b'{"'
+            assert f.read() == b'a": [1, 2, 3], "b": "xyz"}'
+        with open_bytes(growing.path) as f:
+            assert f.read() == b'{"a": [1, 2, 3], "b": "xyz"}'
+
+
 def test_a_second_attempt_after_written_bytes_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
-    with watching(target, Growing()) as growing:
-        first = Writer(target, growing)
+    with watching(Growing(target)) as growing:
+        first = Writer(growing)
         first.write(b"[1,")
         growing.end(False)
         first.out.close()
-        second = Writer(target.with_name("s.json"), growing)  # ignored: the read restarts
+        second = Writer(growing, target.with_name("s.json"))  # ignored: the read restarts
         second.write(b"[1, 2]")
-        with open_bytes(target) as f, pytest.raises(Abandoned):
+        with open_bytes(growing.path) as f, pytest.raises(Abandoned):
             f.read(1)
         second.out.close()
 
@@ -149,11 +214,11 @@ def test_closing_abandons_and_waits_for_open_readers_before_the_descriptor_goes(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "r.json"
-    growing = Growing()
-    with watching(target, growing):
-        writer = Writer(target, growing)
+    growing = Growing(target)
+    with watching(growing):
+        writer = Writer(growing)
         writer.write(b"abc")
-        f = open_bytes(target)
+        f = open_bytes(growing.path)
         fd = growing._fd
         assert fd is not None
     # the block ended (the caller left): abandoned, but a reader still holds the file
@@ -168,23 +233,38 @@ def test_closing_abandons_and_waits_for_open_readers_before_the_descriptor_goes(
 
 def test_seek_size_and_complete_wait_for_the_end(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
-    with watching(target, Growing()) as growing:
-        writer = Writer(target, growing)
+    with watching(Growing(target)) as growing:
+        writer = Writer(growing)
         writer.write(b"0123456789")
-        f = open_bytes(target)
+        f = open_bytes(growing.path)
         f.seek(6)
         assert f.read(2) == b"67" and f.tell() == 8
-        sized, size_out = in_thread(lambda: file_size(target))
-        completed, complete_out = in_thread(lambda: complete(target))
+        sized, size_out = in_thread(lambda: file_size(growing.path))
+        completed, complete_out = in_thread(lambda: complete(growing.path))
         settle()
         assert sized.is_alive() and completed.is_alive()
         writer.write(b"ab")
         writer.finish()
         sized.join(5)
         completed.join(5)
-        assert size_out == [12] and complete_out == [None]
+        assert size_out == [12] and complete_out == [target]  # the name to open
+        assert target.read_bytes() == b"0123456789ab"
         assert f.seek(-2, os.SEEK_END) == 10 and f.read() == b"ab"
         f.close()
+
+
+def test_two_reads_of_one_target_each_follow_their_own_download(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as first, watching(Growing(target)) as second:
+        assert first.path != second.path and not first.path.exists()
+        one = Writer(first, tmp_path / "one.part")
+        two = Writer(second, tmp_path / "two.part")
+        one.write(b"[1]")
+        two.write(b"[2]")
+        with open_bytes(first.path) as a, open_bytes(second.path) as b:
+            assert a.read(3) == b"[1]" and b.read(3) == b"[2]"
+        one.out.close()
+        two.out.close()
 
 
 def test_an_unwatched_path_is_the_file_on_disk(tmp_path: Path) -> None:
@@ -193,7 +273,7 @@ def test_an_unwatched_path_is_the_file_on_disk(tmp_path: Path) -> None:
     with open_bytes(path) as f:
         assert f.read() == b"[1]"
     assert file_size(path) == 3
-    complete(path)  # at once
+    assert complete(path) == path  # at once
 
 
 @pytest.mark.parametrize("layout", ["ndjson", "array", "wrapper", "csv"])
@@ -225,11 +305,11 @@ def test_a_read_following_a_download_gives_the_rows_of_a_read_after_it(
     expected = read_file(reference, ctype, layout=plan, collector=Collector(None)).table
 
     target = tmp_path / "r"
-    with watching(target, Growing()) as growing:
+    with watching(Growing(target)) as growing:
         reader, out = in_thread(
-            lambda: read_file(target, ctype, layout=plan, collector=Collector(None))
+            lambda: read_file(growing.path, ctype, layout=plan, collector=Collector(None))
         )
-        writer = Writer(target, growing)
+        writer = Writer(growing)
         for i in range(0, len(data), 7001):
             writer.write(data[i : i + 7001])
             time.sleep(0.001)

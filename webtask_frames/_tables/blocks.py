@@ -501,7 +501,7 @@ def _values_of(column: pa.Array) -> pa.Buffer:
 
 
 def _duckdb_batches(path: Path, batch_rows: int) -> Iterator[pa.Array]:
-    complete(path)  # DuckDB opens it by name
+    path = complete(path)  # DuckDB opens it by name
     con = duckdb.connect(":memory:", config={"threads": DUCKDB_THREADS})
     try:
         con.execute("SET enable_progress_bar = false")  # nothing printed to the user

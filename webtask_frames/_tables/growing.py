@@ -8,12 +8,14 @@ start on the file the moment its first bytes land:
 * the download (the writer) calls ``begin(path)`` when it opens its temporary file,
   ``wrote(n)`` after each chunk is flushed, and ``end(ok)`` when the transfer is over:
   ``ok`` once the file is complete, checked and renamed into place;
-* a reader opens the file's final name with ``open_bytes`` while ``watching(path,
-  growing)`` is in force. Its reads block until the bytes they ask for are written,
-  and the file ends only once the writer ended well; when the transfer failed, a
-  blocked or later read raises ``Abandoned`` (the caller reads the finished file of the
-  next attempt from scratch). ``file_size`` and ``complete`` wait for the end, for the
-  readers that need the whole file (a wrapper object's outline, CSV, Parquet).
+* a reader opens ``growing.path`` with ``open_bytes`` while ``watching(growing)`` is in
+  force: a name of its own that exists on no disk, so two reads of one target never
+  follow each other's download. Its reads block until the bytes they ask for are
+  written, and the file ends only once the writer ended well; when the transfer
+  failed, a blocked or later read raises ``Abandoned`` (the caller reads the finished
+  file of the next attempt from scratch). ``file_size`` and ``complete`` wait for the
+  end, for the readers that need the whole file (a wrapper object's outline) or open
+  it by name (CSV, Parquet, DuckDB: ``complete`` gives the downloaded file's name).
 
 Readers never see a byte the writer has not flushed, nor an end of file before the
 transfer ended well: a read that succeeds saw exactly the file a read after the
@@ -28,6 +30,7 @@ import contextlib
 import io
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,7 @@ OVERLAP = hasattr(os, "pread")
 
 # A buffered reader's own buffer: reads of a block's size go straight into the block.
 _BUFFER = 1 << 16
+_MOST = 1 << 30  # bytes asked of one pread (Linux returns at most 0x7ffff000)
 
 
 class Abandoned(Exception):
@@ -56,12 +60,13 @@ class Growing:
     """The state a downloading file shares with its readers (see the module docstring).
 
     Example:
-        >>> growing = Growing()
-        >>> with watching(Path("r.json"), growing):  # doctest: +SKIP
-        ...     ...  # the download calls growing.begin/wrote/end; readers open_bytes
+        >>> with watching(Growing(Path("r.json"))) as growing:  # doctest: +SKIP
+        ...     ...  # the download calls growing.begin/wrote/end; readers open growing.path
     """
 
-    def __init__(self) -> None:
+    def __init__(self, target: Path) -> None:
+        self.target = target  # where the download puts the file
+        self.path = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.reading")
         self._cond = threading.Condition()
         self._fd: int | None = None
         self._written = 0
@@ -91,12 +96,19 @@ class Growing:
 
     def end(self, ok: bool) -> None:
         """The attempt that began is over: the file complete and in place (``ok``), or
-        not (its bytes are abandoned). An attempt that failed before it began (an error
-        status, a refused connection) changes nothing: the next one may begin."""
+        not (its bytes are abandoned). An attempt that failed before its first byte (an
+        error status, a refused connection, an empty body) changes nothing: readers saw
+        no byte of it, and the next attempt may begin."""
         with self._cond:
-            if self._state == "running":
-                self._state = "done" if ok else "abandoned"
-                self._cond.notify_all()
+            if self._state != "running":
+                return
+            if not ok and not self._written:
+                self._state = "waiting"  # no reader is past _wait: none uses the descriptor
+                self._close_fd()
+                return
+            self._state = "done" if ok else "abandoned"
+            self._cond.notify_all()
+            self._release()
 
     def abandon(self) -> None:
         """No attempt will end well (the download gave up, or its caller left): readers
@@ -105,6 +117,7 @@ class Growing:
             if self._state in ("waiting", "running"):
                 self._state = "abandoned"
                 self._cond.notify_all()
+                self._release()
 
     def close(self) -> None:
         """Abandon what has not ended and close the descriptor once no reader uses it."""
@@ -144,12 +157,18 @@ class Growing:
             return self._written
 
     def _pread(self, buffer: memoryview, offset: int) -> int:
-        assert self._fd is not None
+        if self._fd is None:  # a reader opened after its download's watch was closed
+            raise Abandoned("the download this read followed is no longer watched")
         if hasattr(os, "preadv"):  # straight into the caller's buffer
             return os.preadv(self._fd, [buffer], offset)
         data = os.pread(self._fd, len(buffer), offset)
         buffer[: len(data)] = data
         return len(data)
+
+    def _read_at(self, size: int, offset: int) -> bytes:
+        if self._fd is None:
+            raise Abandoned("the download this read followed is no longer watched")
+        return os.pread(self._fd, size, offset)
 
     def _opened(self) -> None:
         with self._cond:
@@ -162,8 +181,15 @@ class Growing:
 
     def _release(self) -> None:
         # A reader still open (a producer thread not yet stopped) keeps the descriptor:
-        # closing it under that reader could let its number name another file.
-        if self._closed and not self._readers and self._fd is not None:
+        # closing it under that reader could let its number name another file. An
+        # abandoned attempt's goes as soon as it can: it holds a deleted file's disk
+        # space, which the retry may need.
+        done_with = self._closed or self._state == "abandoned"
+        if done_with and not self._readers:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
@@ -206,10 +232,14 @@ class _Reader(io.RawIOBase):
 
     def readall(self) -> bytes:
         size = self._growing.wait_done()
-        data = bytearray(max(0, size - self._pos))
-        got = self._growing._pread(memoryview(data), self._pos) if data else 0
-        self._pos += got
-        return bytes(data[:got])
+        pieces = []
+        while self._pos < size:  # one read returns at most about 2 GiB (Linux)
+            piece = self._growing._read_at(min(size - self._pos, _MOST), self._pos)
+            if not piece:
+                break
+            pieces.append(piece)
+            self._pos += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def close(self) -> None:
         if not self.closed:
@@ -222,10 +252,10 @@ _lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def watching(path: Path, growing: Growing) -> Iterator[Growing]:
-    """Within the block, ``open_bytes(path)`` follows ``growing``'s download; at its end
-    ``growing`` is closed (abandoned, if the download had not ended)."""
-    key = os.fspath(path)
+def watching(growing: Growing) -> Iterator[Growing]:
+    """Within the block, ``open_bytes(growing.path)`` follows ``growing``'s download; at
+    its end ``growing`` is closed (abandoned, if the download had not ended)."""
+    key = os.fspath(growing.path)
     with _lock:
         _watched[key] = growing
     try:
@@ -250,12 +280,14 @@ def open_bytes(path: Path) -> io.BufferedReader:
     return io.BufferedReader(_Reader(growing), _BUFFER)
 
 
-def complete(path: Path) -> None:
-    """Wait until a watched ``path`` is downloaded and in place (at once otherwise), for
-    readers that open it by name (pyarrow's CSV and Parquet readers, DuckDB)."""
+def complete(path: Path) -> Path:
+    """The file to open by name (pyarrow's CSV and Parquet readers, DuckDB): ``path``
+    itself, or for a watched one its download's target, once it is in place."""
     growing = _growing(path)
-    if growing is not None:
-        growing.wait_done()
+    if growing is None:
+        return path
+    growing.wait_done()
+    return growing.target
 
 
 def file_size(path: Path) -> int:

@@ -339,7 +339,7 @@ def _cell(value: str | None, node: Node) -> Any:
 
 
 def _read_csv(path: Path, layout: Layout | None, collector: Collector) -> ReadResult:
-    complete(path)  # pyarrow opens it by name
+    path = complete(path)  # pyarrow opens it by name
     if layout is None:
         table = pa_csv.read_csv(path)
         collector.add(table.num_rows, lambda i: (None, False))
@@ -366,7 +366,7 @@ def _read_csv(path: Path, layout: Layout | None, collector: Collector) -> ReadRe
 
 
 def _read_parquet(path: Path, layout: Layout | None, collector: Collector) -> ReadResult:
-    complete(path)  # pyarrow opens it by name
+    path = complete(path)  # pyarrow opens it by name
     table = pq.read_table(path)
     if layout is None:
         collector.add(table.num_rows, lambda i: (None, False))

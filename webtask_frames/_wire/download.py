@@ -158,9 +158,11 @@ async def download_attempt(
     except BodyTooLarge as exc:
         return Outcome(_overflow(file, exc), "size overflow")
     finally:
-        tmp.unlink(missing_ok=True)
-        if tap is not None:
-            tap.end(ok)
+        try:
+            tmp.unlink(missing_ok=True)
+        finally:
+            if tap is not None:  # whatever happens here: a reader waits for the end
+                tap.end(ok)
 
 
 async def _write(
