@@ -186,17 +186,12 @@ def _cell(url: str, ctype: str, layout: str, mbit: float, pairs: int) -> None:
         following.append(f)
         ratios.append(f / a)
     ratios.sort()
+    median = _matrix()._median
     link = f"{mbit:g} Mbit/s" if mbit else "unlimited"
     print(
-        f"{link:>10} {layout:<8} {_median(after):8.2f} {_median(following):12.2f} "
-        f"{_median(ratios):8.2f}x [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+        f"{link:>10} {layout:<8} {median(after):8.2f} {median(following):12.2f} "
+        f"{median(ratios):8.2f}x [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
     )
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -113,61 +114,27 @@ def test_a_failed_download_raises_in_blocked_and_later_reads(tmp_path: Path) -> 
         writer.out.close()
 
 
+@pytest.mark.parametrize("opened", [False, True], ids=["no-file", "empty-file"])
 def test_an_attempt_that_failed_before_its_first_byte_leaves_the_read_waiting(
-    tmp_path: Path,
+    tmp_path: Path, opened: bool
 ) -> None:
+    # a 503 before any byte (no file), or a body that broke before its first byte
     target = tmp_path / "r.json"
     with watching(Growing(target)) as growing:
         f = open_bytes(growing.path)
         thread, out = in_thread(f.read)
-        growing.end(False)  # a 503 before any byte: the next attempt may still begin
+        first = Writer(growing, tmp_path / "one.part") if opened else None
+        growing.end(False)
+        if first is not None:
+            first.out.close()
         settle()
-        assert thread.is_alive()
-        writer = Writer(growing)
-        writer.write(b'{"a": 1}\n')
-        writer.finish()
+        assert thread.is_alive() and growing._fd is None  # its descriptor went at once
+        second = Writer(growing)  # the next attempt may still begin
+        second.write(b'{"a": 1}\n')
+        second.finish()
         thread.join(5)
         assert out == [b'{"a": 1}\n']
         f.close()
-
-
-def test_an_attempt_that_opened_its_file_but_wrote_nothing_is_not_the_end(
-    tmp_path: Path,
-) -> None:
-    target = tmp_path / "r.json"
-    with watching(Growing(target)) as growing:
-        f = open_bytes(growing.path)
-        thread, out = in_thread(f.read)
-        first = Writer(growing, tmp_path / "one.part")  # opened, then an empty failure
-        growing.end(False)
-        first.out.close()
-        settle()
-        assert thread.is_alive() and growing._fd is None  # its descriptor went at once
-        second = Writer(growing)
-        second.write(b"[2]")
-        second.finish()
-        thread.join(5)
-        assert out == [b"[2]"]
-        f.close()
-
-
-def test_a_failed_attempts_file_is_let_go_once_its_readers_stopped(tmp_path: Path) -> None:
-    # Its file was deleted: the descriptor is all that holds its disk space for the retry.
-    target = tmp_path / "r.json"
-    with watching(Growing(target)) as growing:
-        writer = Writer(growing)
-        writer.write(b"[1,")
-        f = open_bytes(growing.path)
-        fd = growing._fd
-        assert fd is not None
-        growing.end(False)
-        os.fstat(fd)  # a reader still holds it
-        with pytest.raises(Abandoned):
-            f.read(10)
-        f.close()
-        with pytest.raises(OSError):
-            os.fstat(fd)  # closed before the watch ends
-        writer.out.close()
 
 
 def test_a_whole_read_takes_as_many_preads_as_it_needs(
@@ -210,25 +177,35 @@ def test_a_second_attempt_after_written_bytes_is_not_followed(tmp_path: Path) ->
         second.out.close()
 
 
-def test_closing_abandons_and_waits_for_open_readers_before_the_descriptor_goes(
-    tmp_path: Path,
+@pytest.mark.parametrize("how", ["attempt-failed", "caller-left"])
+def test_a_descriptor_goes_once_the_download_ended_badly_and_its_readers_stopped(
+    tmp_path: Path, how: str
 ) -> None:
+    # A failed attempt's file was deleted: the descriptor is all that holds its disk
+    # space for the retry. A caller that left closes the watch under a running reader.
     target = tmp_path / "r.json"
     growing = Growing(target)
     with watching(growing):
         writer = Writer(growing)
-        writer.write(b"abc")
+        writer.write(b"[1,")
         f = open_bytes(growing.path)
         fd = growing._fd
         assert fd is not None
-    # the block ended (the caller left): abandoned, but a reader still holds the file
-    os.fstat(fd)
+        if how == "attempt-failed":
+            growing.end(False)
+            _let_go_after_its_reader(f, fd)  # within the watch: while the retry runs
+    if how == "caller-left":
+        _let_go_after_its_reader(f, fd)
+    writer.out.close()
+
+
+def _let_go_after_its_reader(f: BinaryIO, fd: int) -> None:
+    os.fstat(fd)  # a reader still holds it: closing it could let its number name another
     with pytest.raises(Abandoned):
-        f.read(1)
+        f.read(10)
     f.close()
     with pytest.raises(OSError):
         os.fstat(fd)  # the last reader closed it
-    writer.out.close()
 
 
 def test_seek_size_and_complete_wait_for_the_end(tmp_path: Path) -> None:
