@@ -9,10 +9,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
+from webtask_frames._tables import wrapper as wrapper_module
 from webtask_frames._tables.growing import (
     Abandoned,
     Growing,
@@ -297,3 +298,97 @@ def test_a_read_following_a_download_gives_the_rows_of_a_read_after_it(
     assert out[0].table.equals(expected)  # type: ignore[attr-defined]
     if layout in ("ndjson", "array"):
         assert seen > 4096  # blocks were read before the download ended
+
+
+def _companies(n: int) -> list[dict[str, object]]:
+    return [{"id": i, "name": f"n{i}", "tags": ["a", "b"][: i % 3]} for i in range(n)]
+
+
+COMPANY = {"type": "object", "properties": {"id": {"type": "integer"}}}
+# (document, schema's wrapper or None, record_path, whether the read that followed the
+# download is the result; False: the finished file is read again)
+WRAPPERS = {
+    "typed": ({"source": "x", "companies": "ROWS"}, "companies", None, True),
+    "untyped": ({"source": "x", "companies": "ROWS"}, None, None, True),
+    # 20 KB after the array, within the last glance: reads stop short of it until the end
+    "siblings-after": (
+        {"companies": "ROWS", "count": 7, "src": {"a": "y" * 20_000}},
+        "companies",
+        None,
+        True,
+    ),
+    "record-path": ({"meta": 1, "data": {"page": 2, "items": "ROWS"}}, None, "data.items", True),
+    # the array's end is not in the last glance: the finished file is outlined
+    "big-member-after": ({"companies": "ROWS", "note": "x" * 300_000}, "companies", None, False),
+    # the head promised the only array of objects; the tail shows another
+    "two-arrays-of-objects": ({"companies": "ROWS", "more": [{"a": 1}]}, None, None, False),
+    # an element that is no object: the object itself is the row
+    "not-objects": ({"source": "x", "companies": "ROWS", "extra": 1}, None, None, False),
+}
+
+
+@pytest.mark.parametrize("shape", list(WRAPPERS))
+def test_a_wrapper_read_following_its_download_gives_the_rows_of_a_read_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    import json
+
+    # small blocks, and a glance of 64 KiB: the read runs well ahead of the file's end
+    monkeypatch.setattr("webtask_frames._tables.blocks.BLOCK_BYTES", 4096)
+    monkeypatch.setattr("webtask_frames._tables.wrapper._GLANCE_BYTES", 64 << 10)
+    monkeypatch.setattr("webtask_frames._tables.wrapper.MIN_BYTES", 64 << 10)
+    monkeypatch.setattr("webtask_frames._tables.blocks._HEAD_BYTES", 16 << 10)
+    document, wrapper, record_path, follows = WRAPPERS[shape]
+    outcomes: list[object] = []
+    real = wrapper_module._read_following
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        outcomes.append(real(*args, **kwargs))
+        return outcomes[-1]
+
+    monkeypatch.setattr(wrapper_module, "_read_following", spied)
+    rows: list[object] = list(_companies(6000))
+    if shape == "not-objects":
+        rows[4000] = 5
+    text = json.dumps(document, indent=1).replace('"ROWS"', json.dumps(rows, indent=1))
+    data = text.encode()
+    layout = None
+    if wrapper is not None:
+        schema = {"type": "object", "properties": {wrapper: {"type": "array", "items": COMPANY}}}
+        layout = layout_for(schema)
+    reference = tmp_path / "whole.json"
+    reference.write_bytes(data)
+    expected = read_file(
+        reference,
+        "application/json",
+        layout=layout,
+        collector=Collector(None),
+        record_path=record_path,
+    )
+
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as growing:
+        reader, out = in_thread(
+            lambda: read_file(
+                growing.path,
+                "application/json",
+                layout=layout,
+                collector=Collector(None),
+                record_path=record_path,
+            )
+        )
+        writer = Writer(growing)
+        for i in range(0, len(data), 8192):
+            writer.write(data[i : i + 8192])
+            time.sleep(0.0005)
+        time.sleep(0.2)  # every byte written, the end not yet told: reads must stop short
+        seen = growing.bytes_read
+        writer.finish()
+        reader.join(30)
+    assert len(out) == 1 and not isinstance(out[0], BaseException), out
+    result = out[0]
+    assert result.table.equals(expected.table)  # type: ignore[attr-defined]
+    assert result.n_records == expected.n_records  # type: ignore[attr-defined]
+    assert len(outcomes) == 1 and (outcomes[0] is not wrapper_module._AGAIN) == follows
+    if follows:
+        assert seen > len(data) // 2  # most of the array was read before the end

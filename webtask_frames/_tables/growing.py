@@ -40,6 +40,7 @@ __all__ = [
     "Growing",
     "complete",
     "file_size",
+    "following",
     "open_bytes",
     "watching",
 ]
@@ -146,6 +147,16 @@ class Growing:
             if self._state == "abandoned":
                 raise Abandoned("the download this read followed did not finish")
             return max(0, self._written - offset)
+
+    def wait_written(self, n: int) -> bool:
+        """Block until ``n`` bytes are written or the transfer ended; whether it ended
+        well (then ``wait_done`` gives the size). Raises ``Abandoned``."""
+        with self._cond:
+            while self._state == "waiting" or (self._state == "running" and self._written < n):
+                self._cond.wait()
+            if self._state == "abandoned":
+                raise Abandoned("the download this read followed did not finish")
+            return self._state == "done"
 
     def wait_done(self) -> int:
         """Block until the transfer ended well: the file's size. Raises ``Abandoned``."""
@@ -278,6 +289,15 @@ def open_bytes(path: Path) -> io.BufferedReader:
     if growing is None:
         return path.open("rb")
     return io.BufferedReader(_Reader(growing), _BUFFER)
+
+
+def following(path: Path) -> Growing | None:
+    """The download a watched ``path`` still follows (None once it ended, or unwatched)."""
+    growing = _growing(path)
+    if growing is None:
+        return None
+    with growing._cond:
+        return growing if growing._state in ("waiting", "running") else None
 
 
 def complete(path: Path) -> Path:

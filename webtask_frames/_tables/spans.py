@@ -11,25 +11,36 @@ file whole).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .growing import open_bytes
 
-__all__ = ["NotObjects", "Span", "Window", "objects_only"]
+__all__ = ["Limit", "NotObjects", "Span", "Window", "objects_only"]
+
+
+class Limit(Protocol):
+    """Where a span whose end is not known yet may be read to (a wrapper's array in a
+    file still downloading)."""
+
+    def room(self, pos: int, want: int | None) -> int:
+        """The position reads from ``pos`` may go to, blocking as needed: ``pos + want``
+        (all of it: None), or less only at the span's end."""
 
 
 @dataclass(frozen=True)
 class Span:
-    """Bytes ``[start, end)`` of a file; ``objects``: every element must be an object."""
+    """Bytes ``[start, end)`` of a file; ``objects``: every element must be an object.
+    With a ``limit``, ``end`` is not known yet: the limit says where reads may go."""
 
     start: int
     end: int
     objects: bool = False
+    limit: Limit | None = field(default=None, compare=False)
 
 
 class NotObjects(Exception):
@@ -42,27 +53,40 @@ class Window:
     def __init__(self, path: Path, span: Span | None = None) -> None:
         self._file = open_bytes(path)
         self._left: int | None = None
+        self._limit: Limit | None = None
+        self._pos = 0
         if span is not None:
             self._file.seek(span.start)
-            self._left = span.end - span.start
+            self._pos = span.start
+            self._limit = span.limit
+            if self._limit is None:
+                self._left = span.end - span.start
+
+    def _room(self, size: int) -> int:
+        """How many of ``size`` bytes (all that are left: -1) the next read may take."""
+        if self._limit is not None:
+            stop = self._limit.room(self._pos, None if size < 0 else size)
+            return stop - self._pos
+        if self._left is None:
+            return size
+        return self._left if size < 0 or size > self._left else size
 
     def read(self, size: int = -1) -> bytes:
-        if self._left is None:
-            return self._file.read(size)
-        if size < 0 or size > self._left:
-            size = self._left
-        data = self._file.read(size)
-        self._left -= len(data)
+        data = self._file.read(self._room(size))
+        self._moved(len(data))
         return data
 
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` from the window (fewer bytes only at its end)."""
-        if self._left is not None and len(buffer) > self._left:
-            buffer = buffer[: self._left]
-        got = self._file.readinto(buffer)
-        if self._left is not None:
-            self._left -= got
+        room = self._room(len(buffer))
+        got = self._file.readinto(buffer[:room] if room < len(buffer) else buffer)
+        self._moved(got)
         return got
+
+    def _moved(self, n: int) -> None:
+        self._pos += n
+        if self._left is not None:
+            self._left -= n
 
     def close(self) -> None:
         self._file.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any
 
 from .._exceptions import ProtocolError
 from .blocks import loads
-from .growing import file_size
+from .growing import Growing, file_size, following
 from .records import _list_of_objects, add_constant_columns
 from .scan import _scan_chunk, _ScanState
 from .schema import Layout, Node
@@ -376,6 +377,112 @@ def _target(
 ArrayReader = Callable[[Path, Layout | None, Collector, Span], Any]
 
 
+# -- while the file downloads ----------------------------------------------------------
+
+
+class _Mispredicted(Exception):
+    """The finished file's glance does not find the array the head promised."""
+
+
+class _Following:
+    """The ``Limit`` of a wrapper's array read while its file downloads (see
+    ``read_wrapped``). The glance puts the array's end within the file's last MiB, so
+    every byte more than a MiB before the bytes written lies in the array: reads go
+    there freely. Past that, they wait for the end of the download; the whole glance
+    then gives the end, and must find the array the head promised."""
+
+    def __init__(
+        self,
+        growing: Growing,
+        guess: _Target,
+        *,
+        path: Path,
+        parts: list[str] | None,
+        layout: Layout | None,
+        record_path: str | None,
+    ) -> None:
+        self._growing = growing
+        self._guess = guess
+        self._glance = (path, parts, layout, record_path)
+        self._lock = threading.Lock()
+        self.target: _Target | None = None
+
+    def room(self, pos: int, want: int | None) -> int:
+        if self.target is None:
+            if want is not None and not self._growing.wait_written(pos + want + _GLANCE_BYTES):
+                return pos + want
+            self._resolve()
+        assert self.target is not None
+        end = self.target.span.end
+        return end if want is None else max(pos, min(end, pos + want))
+
+    def _resolve(self) -> None:
+        with self._lock:  # the first reader to reach the end resolves it for all
+            if self.target is not None:
+                return
+            path, parts, layout, record_path = self._glance
+            size = self._growing.wait_done()
+            found = _glance(path, size, parts) if size >= MIN_BYTES else None
+            target = None if found is None else _choose(found, layout, record_path)
+            if target is None or (target.span.start, target.span.objects) != (
+                self._guess.span.start,
+                self._guess.span.objects,
+            ):
+                raise _Mispredicted
+            self.target = target
+
+
+def _read_following(
+    path: Path,
+    growing: Growing,
+    *,
+    layout: Layout | None,
+    collector: Collector,
+    record_path: str | None,
+    read_array: ArrayReader,
+) -> Any:
+    """``read_wrapped`` of a file still downloading: the array's start and the choice of
+    it from the head (the first MiB, as the glance reads it), its end once the download
+    ended (``_Following``). ``_AGAIN`` when the read must be made on the finished file
+    (the collector then left empty): a head the glance would not take, a guess the
+    finished file does not confirm, a read that failed (its error is the other path's
+    to find)."""
+    parts = record_path.split(".") if record_path else None
+    text = _head_text(path, _GLANCE_BYTES)
+    head = _open_member(text, parts) if text is not None else None
+    if text is None or head is None:
+        return _AGAIN
+    start = len(text[: head.at].encode())
+    guess = _choose(_Found(head.key, Span(start, start), head.before[-1]), layout, record_path)
+    if guess is None:
+        return _AGAIN
+    limit = _Following(
+        growing, guess, path=path, parts=parts, layout=layout, record_path=record_path
+    )
+    try:
+        result = read_array(path, layout, collector, Span(start, -1, guess.span.objects, limit))
+    except (NotObjects, ProtocolError, _Mispredicted):
+        collector.reset()
+        return _AGAIN
+    if limit.target is None:  # the read stopped short of the end: not this path's
+        collector.reset()
+        return _AGAIN
+    return _finish(result, limit.target, layout, collector)
+
+
+_AGAIN = object()
+
+
+def _finish(result: Any, target: _Target, layout: Layout | None, collector: Collector) -> Any:
+    if target.span.objects and not result.n_records:
+        collector.reset()  # an empty array is no wrapper's: the object is the row
+        return None
+    if target.broadcast:
+        nodes: dict[str, Node] = dict(layout.broadcast) if layout is not None else {}
+        result.table = add_constant_columns(result.table, target.broadcast, nodes)
+    return result
+
+
 def read_wrapped(
     path: Path,
     *,
@@ -386,12 +493,26 @@ def read_wrapped(
 ) -> Any:
     """The ``ReadResult`` of a wrapper object's records array read by ``read_array``
     (the block readers), with its broadcast columns; None when the file is to be parsed
-    whole (see the module docstring), the collector then left empty."""
+    whole (see the module docstring), the collector then left empty. A file still
+    downloading is read as it lands when its head shows the array (``_read_following``),
+    else once it is complete."""
+    if not (record_path or layout is None or layout.wrapper or layout.root_is_array):
+        return None  # the schema says the object itself is the record
+    growing = following(path)
+    if growing is not None:
+        found = _read_following(
+            path,
+            growing,
+            layout=layout,
+            collector=collector,
+            record_path=record_path,
+            read_array=read_array,
+        )
+        if found is not _AGAIN:
+            return found
     size = file_size(path)
     if size < MIN_BYTES:
         return None
-    if not (record_path or layout is None or layout.wrapper or layout.root_is_array):
-        return None  # the schema says the object itself is the record
     target = _target(path, size, layout, record_path)
     if target is None:
         return None
@@ -400,10 +521,4 @@ def read_wrapped(
     except (NotObjects, ProtocolError):
         collector.reset()  # the reference path gives the rows (or the error)
         return None
-    if target.span.objects and not result.n_records:
-        collector.reset()  # an empty array is no wrapper's: the object is the row
-        return None
-    if target.broadcast:
-        nodes: dict[str, Node] = dict(layout.broadcast) if layout is not None else {}
-        result.table = add_constant_columns(result.table, target.broadcast, nodes)
-    return result
+    return _finish(result, target, layout, collector)
