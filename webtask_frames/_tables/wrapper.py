@@ -17,6 +17,12 @@ The array's bytes are then read by the block readers like a top-level array file
 through a list, a schema taking the object itself as the record, many members,
 duplicate keys, an array of something else, invalid JSON) returns None: the caller
 parses the file whole, as before, so rows, columns and errors stay the reference's.
+
+A file still downloading (``growing``) is read as it lands when its head shows the
+array: the glance's start and choice are taken from the head, and its end, which the
+glance always finds within the file's last ``_GLANCE_BYTES``, from the finished file
+(``_Following``). Reads stay that far behind the bytes written, so they never pass the
+end; a finished file that does not confirm the head's guess is read again, as above.
 """
 
 from __future__ import annotations
