@@ -420,7 +420,7 @@ class _Following:
             self._resolve()
         assert self.target is not None
         end = self.target.span.end
-        return end if want is None else max(pos, min(end, pos + want))
+        return max(pos, end if want is None else min(end, pos + want))
 
     def _resolve(self) -> None:
         with self._lock:  # the first reader to reach the end resolves it for all
