@@ -275,17 +275,26 @@ def _closing(tail: bytes, c: int, levels: int) -> list[dict[str, Any]] | None:
     return after[::-1]
 
 
+def _opened(path: Path, size: int, parts: list[str] | None) -> tuple[_Head, int] | None:
+    """The member the head (the first ``_GLANCE_BYTES`` of ``size``) ends in, and the
+    byte where its array starts."""
+    text = _head_text(path, size)
+    head = _open_member(text, parts) if text is not None else None
+    if text is None or head is None:
+        return None
+    return head, len(text[: head.at].encode())
+
+
 def _glance(path: Path, size: int, parts: list[str] | None) -> _Found | None:
     """The array's bounds and its siblings from the file's first and last MiB: the
     head parsed down to the member it ends in, the array's end the last ``]`` after
     which the rest of the file parses as the end of its object(s). Nothing else is
     read: the array's reader then proves the guess (the text between is one valid array
     only if its end is the array's own, a JSON parse of a prefix being unique)."""
-    text = _head_text(path, size)
-    head = _open_member(text, parts) if text is not None else None
-    if text is None or head is None:
+    opened = _opened(path, size, parts)
+    if opened is None:
         return None
-    start = len(text[: head.at].encode())
+    head, start = opened
     low = max(start + 1, size - _GLANCE_BYTES)
     tail = _read_at(path, low, size)
     c = len(tail)
@@ -454,11 +463,10 @@ def _read_following(
     finished file does not confirm, a read that failed (its error is the other path's
     to find)."""
     parts = record_path.split(".") if record_path else None
-    text = _head_text(path, _GLANCE_BYTES)
-    head = _open_member(text, parts) if text is not None else None
-    if text is None or head is None:
+    opened = _opened(path, _GLANCE_BYTES, parts)  # what the glance will read first
+    if opened is None:
         return _AGAIN
-    start = len(text[: head.at].encode())
+    head, start = opened
     guess = _choose(_Found(head.key, Span(start, start), head.before[-1]), layout, record_path)
     if guess is None:
         return _AGAIN
