@@ -136,50 +136,48 @@ class Growing:
 
     # -- the readers' side ---------------------------------------------------------------
 
-    def _wait(self, offset: int) -> int:
-        """Block until byte ``offset`` is written or the file ended: the bytes readable
-        from ``offset`` (0 at the end). Raises ``Abandoned``."""
+    def _until(self, n: int | None) -> int:
+        """Block until ``n`` bytes are written (None: until the end) or the transfer
+        ended: the bytes written. Raises ``Abandoned``."""
         with self._cond:
             while self._state == "waiting" or (
-                self._state == "running" and self._written <= offset
+                self._state == "running" and (n is None or self._written < n)
             ):
-                self._cond.wait()
-            if self._state == "abandoned":
-                raise Abandoned("the download this read followed did not finish")
-            return max(0, self._written - offset)
-
-    def wait_written(self, n: int) -> bool:
-        """Block until ``n`` bytes are written or the transfer ended; whether it ended
-        well (then ``wait_done`` gives the size). Raises ``Abandoned``."""
-        with self._cond:
-            while self._state == "waiting" or (self._state == "running" and self._written < n):
-                self._cond.wait()
-            if self._state == "abandoned":
-                raise Abandoned("the download this read followed did not finish")
-            return self._state == "done"
-
-    def wait_done(self) -> int:
-        """Block until the transfer ended well: the file's size. Raises ``Abandoned``."""
-        with self._cond:
-            while self._state in ("waiting", "running"):
                 self._cond.wait()
             if self._state == "abandoned":
                 raise Abandoned("the download this read followed did not finish")
             return self._written
 
-    def _pread(self, buffer: memoryview, offset: int) -> int:
+    def _wait(self, offset: int) -> int:
+        """Block until byte ``offset`` is written or the file ended: the bytes readable
+        from ``offset`` (0 at the end). Raises ``Abandoned``."""
+        return max(0, self._until(offset + 1) - offset)
+
+    def wait_written(self, n: int) -> bool:
+        """Block until ``n`` bytes are written or the transfer ended; whether it ended
+        well (then ``wait_done`` gives the size). Raises ``Abandoned``."""
+        self._until(n)
+        return self.delivered
+
+    def wait_done(self) -> int:
+        """Block until the transfer ended well: the file's size. Raises ``Abandoned``."""
+        return self._until(None)
+
+    def _descriptor(self) -> int:
         if self._fd is None:  # a reader opened after its download's watch was closed
             raise Abandoned("the download this read followed is no longer watched")
+        return self._fd
+
+    def _pread(self, buffer: memoryview, offset: int) -> int:
+        fd = self._descriptor()
         if hasattr(os, "preadv"):  # straight into the caller's buffer
-            return os.preadv(self._fd, [buffer], offset)
-        data = os.pread(self._fd, len(buffer), offset)
+            return os.preadv(fd, [buffer], offset)
+        data = os.pread(fd, len(buffer), offset)
         buffer[: len(data)] = data
         return len(data)
 
     def _read_at(self, size: int, offset: int) -> bytes:
-        if self._fd is None:
-            raise Abandoned("the download this read followed is no longer watched")
-        return os.pread(self._fd, size, offset)
+        return os.pread(self._descriptor(), size, offset)
 
     def _opened(self) -> None:
         with self._cond:
