@@ -164,6 +164,51 @@ def test_a_whole_read_takes_as_many_preads_as_it_needs(
             assert f.read() == b'{"a": [1, 2, 3], "b": "xyz"}'
 
 
+def test_a_large_read_waits_once_for_all_its_bytes_and_takes_one_pread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A block reader asks for 16 MiB while the download writes 64 KiB at a time: one
+    # wake-up per chunk would take the GIL from the loop that downloads, 256 times a block.
+    real_preadv = os.preadv
+    preads: list[int] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        preads.append(len(buffers[0]))
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    target = tmp_path / "r.json"
+    with watching(Growing(target)) as growing:
+        waits = 0
+        real_wait = growing._cond.wait
+
+        def wait(timeout: float | None = None) -> bool:
+            nonlocal waits
+            waits += 1
+            return real_wait(timeout)
+
+        monkeypatch.setattr(growing._cond, "wait", wait)
+        writer = Writer(growing)
+        f = open_bytes(growing.path)
+        buffer = bytearray(32 << 16)
+        thread, out = in_thread(lambda: f.readinto(buffer))
+        settle()
+        for i in range(32):
+            writer.write(bytes([i]) * (1 << 16))
+            time.sleep(0.002)  # the reader could wake between two chunks
+        thread.join(5)
+        assert out == [len(buffer)]
+        assert buffer == b"".join(bytes([i]) * (1 << 16) for i in range(32))
+        assert preads == [len(buffer)]
+        assert waits <= 2  # woken when its bytes were all there (once more, spuriously)
+        small, small_out = in_thread(lambda: f.read(3))  # a small read takes what is there
+        writer.write(b"abc")
+        small.join(5)
+        assert small_out == [b"abc"]
+        f.close()
+        writer.out.close()
+
+
 def test_a_second_attempt_after_written_bytes_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
     with watching(Growing(target)) as growing:

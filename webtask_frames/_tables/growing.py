@@ -50,6 +50,7 @@ OVERLAP = hasattr(os, "pread")
 # A buffered reader's own buffer: reads of a block's size go straight into the block.
 _BUFFER = 1 << 16
 _MOST = 1 << 30  # bytes asked of one pread (Linux returns at most 0x7ffff000)
+_END = 1 << 62  # waiting for the end: more bytes than any download writes
 
 
 class Abandoned(Exception):
@@ -73,6 +74,7 @@ class Growing:
         self._written = 0
         self._state = "waiting"  # then "running", "done" or "abandoned"
         self._readers = 0
+        self._wants: list[int] = []  # what each blocked reader waits for (bytes written)
         self._closed = False
         self.bytes_read = 0  # handed to readers before the end (tests see the overlap)
 
@@ -93,7 +95,11 @@ class Growing:
         with self._cond:
             if self._state == "running":
                 self._written += n
-                self._cond.notify_all()
+                # Only a reader whose bytes are all there is woken: a 16 MiB block waits
+                # for one wake-up, not one per 64 KiB chunk of the download (each would
+                # take the GIL from the loop that downloads).
+                if self._wants and self._written >= min(self._wants):
+                    self._cond.notify_all()
 
     def end(self, ok: bool) -> None:
         """The attempt that began is over: the file complete and in place (``ok``), or
@@ -139,19 +145,24 @@ class Growing:
     def _until(self, n: int | None) -> int:
         """Block until ``n`` bytes are written (None: until the end) or the transfer
         ended: the bytes written. Raises ``Abandoned``."""
+        want = _END if n is None else n
         with self._cond:
-            while self._state == "waiting" or (
-                self._state == "running" and (n is None or self._written < n)
-            ):
-                self._cond.wait()
+            self._wants.append(want)
+            try:
+                while self._state == "waiting" or (
+                    self._state == "running" and self._written < want
+                ):
+                    self._cond.wait()
+            finally:
+                self._wants.remove(want)
             if self._state == "abandoned":
                 raise Abandoned("the download this read followed did not finish")
             return self._written
 
-    def _wait(self, offset: int) -> int:
-        """Block until byte ``offset`` is written or the file ended: the bytes readable
-        from ``offset`` (0 at the end). Raises ``Abandoned``."""
-        return max(0, self._until(offset + 1) - offset)
+    def _wait(self, offset: int, size: int) -> int:
+        """Block until ``size`` bytes from ``offset`` are written or the file ended: the
+        bytes readable from ``offset`` (0 at the end). Raises ``Abandoned``."""
+        return max(0, self._until(offset + size) - offset)
 
     def wait_written(self, n: int) -> bool:
         """Block until ``n`` bytes are written or the transfer ended; whether it ended
@@ -230,10 +241,16 @@ class _Reader(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        available = self._growing._wait(self._pos)
-        if not available or not len(buffer):
-            return 0
         view = memoryview(buffer).cast("B")
+        if not len(view):
+            return 0
+        # A read larger than the buffer's own goes straight into the caller's buffer, and
+        # ``BufferedReader`` would ask again until it is full: wait for all of it, one
+        # wake-up and one pread. Smaller ones (filling the buffer) take what is there.
+        size = len(view) if len(view) > _BUFFER else 1
+        available = self._growing._wait(self._pos, size)
+        if not available:
+            return 0
         got = self._growing._pread(view[: min(len(view), available)], self._pos)
         self._pos += got
         self._growing.bytes_read += got
