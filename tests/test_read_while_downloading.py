@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -123,6 +124,14 @@ def no_read_thread_left() -> bool:
     return False
 
 
+def no_download_left() -> bool:
+    """The temporary downloads deleted, once their deleting threads ended."""
+    for thread in threading.enumerate():
+        if thread.name == "webtask-frames-discard":
+            thread.join(5)
+    return os.listdir(tempfile.tempdir or "") == []
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -147,7 +156,31 @@ def test_the_read_starts_before_the_last_byte_and_gives_every_row(
     assert m.table.column("id").to_pylist() == [r["id"] for r in RECORDS]
     assert m.n_invalid == INVALID
     assert no_read_thread_left()
-    assert os.listdir(tempfile.tempdir or "") == []  # the temporary download is gone
+    assert no_download_left()  # the temporary download is gone
+
+
+def test_the_rows_do_not_wait_for_the_temporary_download_to_be_deleted(
+    api: ScriptedAPI, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Freeing a large file's blocks takes tens of milliseconds: on the loop it would
+    # stall every other download of a batch, and the caller has its rows already.
+    go_on = threading.Event()
+    deleted: list[str] = []
+    real_rmtree = shutil.rmtree
+
+    def slow_rmtree(path: str, **kwargs: Any) -> None:
+        go_on.wait(5)
+        real_rmtree(path, **kwargs)
+        deleted.append(path)
+
+    monkeypatch.setattr("webtask_frames._materialize.shutil.rmtree", slow_rmtree)
+    api.script("file", httpx.Response(200, content=BODY))
+    m = read(make_client(), status())
+    assert m.table.num_rows == len(RECORDS)
+    assert deleted == [] and os.listdir(tempfile.tempdir or "") != []  # not yet
+    go_on.set()
+    assert no_download_left()
+    assert len(deleted) == 1
 
 
 def test_a_connection_dropped_mid_file_is_read_again_from_the_next_attempt(
@@ -232,7 +265,7 @@ def test_a_download_that_fails_for_good_raises_its_error_and_stops_the_read(
     assert info.value.web_task_id == "wt_1"  # type: ignore[attr-defined]
     assert api.count("file") == 2
     assert no_read_thread_left()
-    assert os.listdir(tempfile.tempdir or "") == []
+    assert no_download_left()
 
 
 def test_a_size_overflow_is_the_error_even_when_the_bytes_parse(
@@ -272,7 +305,7 @@ def test_a_caller_that_leaves_mid_download_stops_the_read(
     run(go())
     assert Spy.made[0].bytes_read > 0
     assert no_read_thread_left()
-    assert os.listdir(tempfile.tempdir or "") == []
+    assert no_download_left()
 
 
 def test_reads_waiting_for_bytes_do_not_starve_the_loops_executor(
