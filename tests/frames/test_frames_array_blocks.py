@@ -520,7 +520,14 @@ def _assert_line_ends_known(found: list[blocks._Block]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     text=st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),
-    pattern=st.sampled_from([b'}, {"id":', b"},{", b"aa", b"aba", b"}}", b"} ,\t{"]),
+    pattern=st.sampled_from(
+        # short ones byte by byte; 8 bytes and more a word at a time (8, 9, 16, 19:
+        # whole words, and a last word overlapping the one before it)
+        [
+            *(b'}, {"id":', b"},{", b"aa", b"aba", b"}}", b"} ,\t{"),
+            *(b"abababab", b"aaaaaaaaa", b'},{"id":', b'},\t  {\t    "name":', b"}, {" * 4),
+        ]
+    ),
     data=st.data(),
 )
 def test_marking_separators_in_place_is_bytes_replace(

@@ -55,9 +55,7 @@ def _mark(text: bytearray, separator: _Separator) -> np.ndarray:
     arr = np.frombuffer(text, dtype=np.uint8)
     if len(arr) < len(pattern):
         return np.zeros(0, dtype=np.intp)
-    found = np.flatnonzero(arr[: len(arr) - len(pattern) + 1] == pattern[0])
-    for k in range(1, len(pattern)):
-        found = found[arr[found + k] == pattern[k]]
+    found = _starts(arr, pattern)
     if len(found) > 1 and int(np.diff(found).min()) < len(pattern):
         # overlapping matches: which of them count is bytes.replace's to decide
         before = _line_ends(text)
@@ -67,6 +65,24 @@ def _mark(text: bytearray, separator: _Separator) -> np.ndarray:
     marks = found + separator.comma
     arr[marks] = 10
     return marks
+
+
+def _starts(arr: np.ndarray, pattern: bytes) -> np.ndarray:
+    """Where ``pattern`` occurs in ``arr`` (sorted, overlapping ones too): the positions
+    of its first byte, kept while the next bytes match. A pattern of 8 bytes or more is
+    compared 8 at a time, as one unaligned 64-bit word read at each candidate (a stride
+    1 view): a separator with a key (``}, {"id":``) takes two gathers, not nine."""
+    found = np.flatnonzero(arr[: len(arr) - len(pattern) + 1] == pattern[0])
+    if len(pattern) < 8:
+        for k in range(1, len(pattern)):
+            found = found[arr[found + k] == pattern[k]]
+        return found
+    words = np.ndarray((len(arr) - 7,), dtype=np.uint64, buffer=arr, strides=(1,))
+    # the pattern in whole words, the last one overlapping the one before it
+    for at in [*range(0, len(pattern) - 7, 8), len(pattern) - 8]:
+        word = np.frombuffer(pattern[at : at + 8], dtype=np.uint64)[0]
+        found = found[words[found + at] == word]
+    return found
 
 
 def _line_ends(data: bytes | bytearray | memoryview) -> np.ndarray:
