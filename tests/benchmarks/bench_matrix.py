@@ -160,9 +160,14 @@ def download(url: str, dest: Path) -> None:
             f.write(part)
 
 
+_HTTP_STACK = ("httpcore", "h11", "anyio._backends._asyncio", "certifi", "encodings.idna")
+
+
 def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None:
-    """One measurement; imports happen before the clock starts, on every side."""
-    for module in ("duckdb", "pandas", "webtask_frames._materialize"):
+    """One measurement; imports happen before the clock starts, on every side (httpx's
+    too: it imports httpcore when a client is made, and anyio its asyncio backend on the
+    first request)."""
+    for module in ("duckdb", "pandas", "webtask_frames._materialize", *_HTTP_STACK):
         importlib.import_module(module)
     with tempfile.TemporaryDirectory(prefix="wf-matrix-") as tmp:
         # the download is deleted after each measurement: a full run makes ~70 files
