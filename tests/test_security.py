@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from webtask_frames import (
     TransportError,
     WebTaskError,
 )
+from webtask_frames._wire.client import _tls_context
 from webtask_frames._wire.config import Settings
 
 MakeClient = Callable[..., AsyncClient]
@@ -130,6 +132,34 @@ def test_client_does_not_read_netrc(api: ScriptedAPI, make_client: MakeClient) -
     client = make_client()
     assert client._api().trust_env is False
     assert client._file_client().trust_env is False
+
+
+def test_every_client_verifies_tls_with_one_context_built_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Building a context loads the CA bundle (~50 ms); each httpx client built its own,
+    # two per read_webtask call. No request is sent: clients connect lazily.
+    made: list[ssl.SSLContext] = []
+    real = ssl.create_default_context
+
+    def counted(*args: object, **kwargs: object) -> ssl.SSLContext:
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    _tls_context.cache_clear()
+    try:
+        for _ in range(2):
+            client = AsyncClient(
+                api_key=API_KEY, workspace_id=WORKSPACE, base_url="https://api.example.invalid"
+            )
+            client._api(), client._file_client()
+            asyncio.run(client.aclose())
+        assert len(made) == 1
+        assert made[0].verify_mode == ssl.CERT_REQUIRED and made[0].check_hostname
+        assert made[0].get_ca_certs()  # a CA bundle is loaded
+    finally:
+        _tls_context.cache_clear()
 
 
 def test_exceptions_pickle_without_losing_fields() -> None:

@@ -12,9 +12,11 @@ no redirects; the file client, used for signed result URLs, never carries a cred
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -58,6 +60,17 @@ install_log_filter()
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The verifying TLS context of every client in the process: httpx's own default
+    without ``trust_env`` (certifi's CA bundle), built once. Building one loads the
+    bundle (about 50 ms), and each client would build its own: two per ``read_webtask``
+    call (the API's and the files')."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 # Right after a start, the result endpoint may not know the new id yet: a 404 within this
 # many seconds of the start is the service catching up, not a missing task.
 NOT_FOUND_GRACE_S = 30.0
@@ -149,6 +162,7 @@ class AsyncClient:
                 timeout=self.timeout,
                 follow_redirects=False,  # a redirect must never carry the key elsewhere
                 trust_env=False,  # no .netrc, no proxy variables picking up the key
+                verify=_tls_context(),
                 transport=self._transport,
                 headers={"user-agent": _USER_AGENT},
                 event_hooks={"request": [self._guard_origin]},
@@ -161,6 +175,7 @@ class AsyncClient:
                 timeout=self.timeout,
                 follow_redirects=True,  # object stores redirect; no credential to leak here
                 trust_env=False,
+                verify=_tls_context(),
                 transport=self._transport,
                 headers={"user-agent": _USER_AGENT},
             )
