@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webtask_frames._tables.certify import Certifier
+from webtask_frames._tables.certify import Certifier, _printable_ascii
 from webtask_frames._tables.readers import read_data, read_file
 from webtask_frames._tables.records import records_to_table
-from webtask_frames._tables.schema import layout_for
+from webtask_frames._tables.schema import layout_for, parse_type
 from webtask_frames._tables.validate import Collector, RecordValidator, json_path
 
 JSON = st.recursive(
@@ -195,6 +197,48 @@ def test_certifier_proves_plain_rows_without_python() -> None:
     assert seen == [50]  # only the invalid row went to the record-by-record validators
     assert collector.n_invalid == 1
     assert collector.errors[0][0] == 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=30),
+    cut=st.integers(min_value=0, max_value=30),
+)
+def test_printable_ascii_is_the_regular_expressions_verdict(
+    values: list[str | None], cut: int
+) -> None:
+    """One pass over a string array's bytes says what ``[^\\x20-\\x7e]`` says per
+    string (nulls count as printable), on slices of an array too."""
+    array = pa.array(values, pa.string()).slice(min(cut, len(values)) // 2)
+    expected = [v is None or all(" " <= c <= "~" for c in v) for v in array.to_pylist()]
+    assert _printable_ascii(array).tolist() == expected
+
+
+def test_a_block_parsed_in_chunks_is_certified_as_a_whole() -> None:
+    layout = layout_for({"type": "array", "items": ITEM})
+    certifier = Certifier.build(layout)
+    assert certifier is not None and layout is not None
+    rows = [
+        {"id": i, "name": "ab" if i % 3 else "", "price": 1.5, "geo": {"lat": 1.0, "lon": None}}
+        for i in range(60)
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    parsed = pa_json.read_json(  # as a block is parsed: in chunks of block_size
+        pa.BufferReader(text),
+        read_options=pa_json.ReadOptions(block_size=1 << 10, use_threads=False),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=pa.schema(list(parse_type(layout.node)))
+        ),
+    )
+    assert parsed.column(0).num_chunks > 2
+    combined = parsed.combine_chunks()
+    # which rows' text holds a null is known for the whole block: each chunk must see
+    # its own rows' flags
+    flags = np.array([i % 4 == 0 for i in range(60)])
+    got = certifier.certify(parsed, lambda: flags)
+    assert got.tolist() == certifier.certify(combined, lambda: flags).tolist()
+    assert got.tolist() == [i % 3 != 0 and i % 4 != 0 for i in range(60)]
+    assert certifier.certify(parsed.slice(0, 0)).tolist() == []
 
 
 def test_explain_paths_and_messages() -> None:

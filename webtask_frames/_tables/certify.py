@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -294,14 +295,31 @@ def _strings_ok(check: _Check, arr: pa.Array, _maybe_null: _MaybeNull) -> np.nda
     if check.pattern is not None:
         # Proven only on printable-ASCII strings, where RE2 and Python's re agree on
         # classes and "." (and RE2's "$", end of text only, matching implies Python's).
-        plain = pc.invert(pc.match_substring_regex(arr, _NOT_PRINTABLE_ASCII))
-        found = pc.and_(plain, pc.match_substring_regex(arr, check.pattern))
-        ok &= _np(pc.fill_null(found, True))
+        found = _np(pc.fill_null(pc.match_substring_regex(arr, check.pattern), True))
+        ok &= found & _printable_ascii(arr)
     if check.enum is not None:
         ok &= _np(pc.fill_null(pc.is_in(arr, value_set=pa.array(check.enum, pa.string())), True))
     if check.min_len is not None or check.max_len is not None:
         lengths = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
         ok &= _within(lengths, check.min_len, check.max_len)
+    return ok
+
+
+def _printable_ascii(arr: pa.Array) -> np.ndarray:
+    """Per string: every character printable ASCII (nulls: True). One pass over the
+    array's bytes, not a regular expression per string."""
+    if arr.type != pa.string():
+        found = pc.invert(pc.match_substring_regex(arr, _NOT_PRINTABLE_ASCII))
+        return _np(pc.fill_null(found, True))
+    ok = np.ones(len(arr), dtype=bool)
+    offsets_buffer, data = arr.buffers()[1], arr.buffers()[2]
+    if not len(arr) or offsets_buffer is None or data is None:
+        return ok
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    values = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    outside = np.flatnonzero((values < 0x20) | (values > 0x7E)) + offsets[0]
+    if len(outside):  # the string each such byte is in (a null's range is empty)
+        ok[np.searchsorted(offsets, outside, side="right") - 1] = False
     return ok
 
 
@@ -410,12 +428,21 @@ class Certifier:
         """A boolean per row: True where the row is certainly valid. ``maybe_null``
         computes, when a check needs it, which rows' text may hold a JSON ``null`` (see
         ``rows_with_null``); without it an Arrow null may always be a JSON null."""
-        if isinstance(batch, pa.Table):
-            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-            if batch is None:
-                return np.ones(0, dtype=bool)
-        lazy = _MaybeNull(maybe_null or _unknown)
-        return _evaluate(self._check, batch.to_struct_array(), None, lazy)
+        whole = _MaybeNull(maybe_null or _unknown)
+        # Chunk by chunk (pyarrow.json parses a block in several): combining them first
+        # would copy the whole block.
+        parts = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+        verdicts, start = [np.ones(0, dtype=bool)], 0
+        for part in parts:
+            lazy = whole if len(parts) == 1 else _MaybeNull(partial(_rows, whole, start, len(part)))
+            verdicts.append(_evaluate(self._check, part.to_struct_array(), None, lazy))
+            start += len(part)
+        return np.concatenate(verdicts)
+
+
+def _rows(whole: _MaybeNull, start: int, n: int) -> np.ndarray | None:
+    flags = whole.get()
+    return None if flags is None else flags[start : start + n]
 
 
 def rows_with_null(data: Any, n_rows: int) -> np.ndarray | None:
