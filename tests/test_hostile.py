@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpcore
 import pytest
 from hostileserver import HostileServer, Reply, Request
 
@@ -36,7 +35,6 @@ from webtask_frames import (
 )
 from webtask_frames._redact import register_secret
 from webtask_frames._wire.models import parse_status
-from webtask_frames._wire.transport import READ_BYTES
 
 CANARY = "canary-hostile-5e1f0c9a7b3d"
 SIGNED = "sig-hostile-0badc0ffee"
@@ -209,46 +207,6 @@ def test_an_overflowing_file_stops_at_the_size_and_is_not_retried(
     limit = advertised if advertised is not None else 4096
     assert client.counts.download_bytes <= limit + 64 * 1024
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_download_reads_the_socket_a_mib_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # httpcore asks 64 KiB per read, and each read costs a pass through anyio, h11 and
-    # httpx: a large file cost more client CPU there than in its bytes.
-    asked: list[int] = []
-    real_connect = httpcore.AnyIOBackend.connect_tcp
-
-    async def connect_tcp(self: Any, *args: Any, **kwargs: Any) -> Any:
-        stream = await real_connect(self, *args, **kwargs)
-        real_read = stream.read
-
-        async def read(max_bytes: int, timeout: float | None = None) -> bytes:
-            asked.append(max_bytes)
-            return await real_read(max_bytes, timeout)
-
-        stream.read = read
-        return stream
-
-    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect_tcp)
-    body = os.urandom(3 << 20)
-    with HostileServer(lambda req: Reply(200, body)) as srv:
-        client = client_for(srv)
-        file = wf.FileResult(
-            url=f"{srv.url}/f.bin?sig={SIGNED}",
-            content_type="application/octet-stream",
-            size_bytes=len(body),
-            expires_at=None,
-            web_task_id="wt_wide",
-        )
-
-        async def go() -> Path:
-            async with client:
-                return await client.download(file, tmp_path / "r.bin")
-
-        path = asyncio.run(go())
-    assert path.read_bytes() == body
-    assert asked and min(asked) >= READ_BYTES  # every socket read, headers included
 
 
 def test_the_disk_check_happens_before_the_download(tmp_path: Path) -> None:

@@ -52,7 +52,6 @@ from .polling import (
     poll_until_terminal,
 )
 from .protocol import RequestKind, build_start_body, check_signed_url
-from .transport import FileTransport
 
 __all__ = ["NOT_FOUND_GRACE_S", "AsyncClient", "RequestCounts"]
 
@@ -177,12 +176,7 @@ class AsyncClient:
                 follow_redirects=True,  # object stores redirect; no credential to leak here
                 trust_env=False,
                 verify=_tls_context(),
-                # reads of up to a MiB: a large body costs half the client CPU
-                transport=(
-                    self._transport
-                    if self._transport is not None
-                    else FileTransport(verify=_tls_context())
-                ),
+                transport=self._transport,
                 headers={"user-agent": _USER_AGENT},
             )
         return self._files
