@@ -13,6 +13,8 @@ import logging
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -206,6 +208,53 @@ def test_an_overflowing_file_stops_at_the_size_and_is_not_retried(
     assert isinstance(exc, DownloadError) and exc.code == "size-overflow"
     limit = advertised if advertised is not None else 4096
     assert client.counts.download_bytes <= limit + 64 * 1024
+    assert list(tmp_path.iterdir()) == []
+
+
+_EXIT_MID_READ = """
+import functools, os, sys, time
+from webtask_frames import AsyncClient
+from webtask_frames._materialize import _read_file_result
+from webtask_frames._tables.readers import read_file
+from webtask_frames._tables.validate import Collector
+from webtask_frames._wire.models import FileResult
+from webtask_frames._wire.portal import submit
+
+file = FileResult(url=sys.argv[1], content_type="application/json", size_bytes=100_000,
+                  expires_at=None, web_task_id="wt_exit")
+collector = Collector(None)
+read = functools.partial(read_file, content_type="application/json", layout=None,
+                         collector=collector)
+
+async def go():
+    async with AsyncClient(api_key="k", workspace_id="w", base_url="http://127.0.0.1:9") as c:
+        return await _read_file_result(c, file, "wt_exit", read, collector, None)
+
+def downloading():  # a partial file in the read's temporary folder
+    return any(os.listdir(e.path) for e in os.scandir(os.environ["TMPDIR"]) if e.is_dir())
+
+submit(go())  # on the sync facade's loop thread, as read_webtask runs
+for _ in range(1000):
+    if downloading():
+        break
+    time.sleep(0.01)
+print("downloading" if downloading() else "no download", flush=True)
+"""  # and the program ends, the read still waiting for bytes
+
+
+def test_a_program_that_ends_mid_read_leaves_no_download_behind(tmp_path: Path) -> None:
+    # At exit the loop is stopped under the read, which never reaches its own cleanup:
+    # the temporary folder's exit hook deletes it (a download can be gigabytes).
+    stalled = Reply(200, b"[" + b" " * 99_999, drip=(100, 30.0), length=100_000)
+    with HostileServer(lambda req: stalled) as srv:
+        done = subprocess.run(
+            [sys.executable, "-c", _EXIT_MID_READ, f"{srv.url}/r.json?sig={SIGNED}"],
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.stdout.strip() == "downloading", done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -166,14 +165,14 @@ def test_the_rows_do_not_wait_for_the_temporary_download_to_be_deleted(
     # stall every other download of a batch, and the caller has its rows already.
     go_on = threading.Event()
     deleted: list[str] = []
-    real_rmtree = shutil.rmtree
+    real_cleanup = tempfile.TemporaryDirectory.cleanup
 
-    def slow_rmtree(path: str, **kwargs: Any) -> None:
+    def slow_cleanup(self: tempfile.TemporaryDirectory[str]) -> None:
         go_on.wait(5)
-        real_rmtree(path, **kwargs)
-        deleted.append(path)
+        real_cleanup(self)
+        deleted.append(self.name)
 
-    monkeypatch.setattr("webtask_frames._materialize.shutil.rmtree", slow_rmtree)
+    monkeypatch.setattr(tempfile.TemporaryDirectory, "cleanup", slow_cleanup)
     api.script("file", httpx.Response(200, content=BODY))
     m = read(make_client(), status())
     assert m.table.num_rows == len(RECORDS)

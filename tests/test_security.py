@@ -8,6 +8,7 @@ import pickle
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,15 +139,16 @@ def test_every_client_verifies_tls_with_one_context_built_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Building a context loads the CA bundle (~50 ms); each httpx client built its own,
-    # two per read_webtask call. No request is sent: clients connect lazily.
-    made: list[ssl.SSLContext] = []
-    real = ssl.create_default_context
+    # two per read_webtask call. No request is sent: clients connect lazily. (Counted at
+    # the bundle's loading: httpx 0.27 and 0.28 build their contexts differently.)
+    loaded: list[ssl.SSLContext] = []
+    real = ssl.SSLContext.load_verify_locations
 
-    def counted(*args: object, **kwargs: object) -> ssl.SSLContext:
-        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return made[-1]
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loaded.append(self)
+        real(self, *args, **kwargs)
 
-    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
     _tls_context.cache_clear()
     try:
         for _ in range(2):
@@ -155,9 +157,10 @@ def test_every_client_verifies_tls_with_one_context_built_once(
             )
             client._api(), client._file_client()
             asyncio.run(client.aclose())
-        assert len(made) == 1
-        assert made[0].verify_mode == ssl.CERT_REQUIRED and made[0].check_hostname
-        assert made[0].get_ca_certs()  # a CA bundle is loaded
+        assert len(loaded) == 1
+        assert loaded[0] is _tls_context()
+        assert loaded[0].verify_mode == ssl.CERT_REQUIRED and loaded[0].check_hostname
+        assert loaded[0].get_ca_certs()  # a CA bundle is loaded
     finally:
         _tls_context.cache_clear()
 

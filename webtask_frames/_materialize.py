@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import tempfile
 import threading
 import warnings
@@ -92,29 +91,33 @@ async def _read_file_result(
             return await asyncio.to_thread(read, target), target
         read_ = await _download_and_read(client, file, target, read, collector, timeout, True)
         return read_, target
-    tmp = tempfile.mkdtemp(prefix="webtask-frames-")
+    # ``TemporaryDirectory``: its own hook deletes the folder at exit should this read
+    # never reach ``finally`` (a loop stopped under it at interpreter exit)
+    tmp = tempfile.TemporaryDirectory(prefix="webtask-frames-", ignore_cleanup_errors=True)
     try:
         # read once, then deleted: an fsync would hold the end of the read until the
         # whole file reached the disk, and buys nothing here
-        target = Path(tmp) / name
+        target = Path(tmp.name) / name
         read_ = await _download_and_read(client, file, target, read, collector, timeout, False)
         return read_, None
     finally:
         _discard(tmp)
 
 
-def _discard(folder: str) -> None:
+def _discard(folder: tempfile.TemporaryDirectory[str]) -> None:
     """Delete ``folder`` (a read's temporary download) on a thread of its own. Freeing a
     large file's blocks takes a while (40-50 ms for 150 MB on an ext4 disk here), which
     neither the loop (other downloads go on there) nor the caller (its rows are ready)
-    should wait for. Not a daemon: the interpreter waits for it at exit, so no download
-    is left behind."""
-    threading.Thread(
-        target=shutil.rmtree,
-        args=(folder,),
-        kwargs={"ignore_errors": True},
-        name="webtask-frames-discard",
-    ).start()
+    should wait for. Not a daemon: the interpreter waits for it at exit. Once the program
+    is exiting (the loop stopped under a read), no thread would be waited for, or could
+    start: it is deleted here."""
+    if not threading.main_thread().is_alive():
+        folder.cleanup()
+        return
+    try:
+        threading.Thread(target=folder.cleanup, name="webtask-frames-discard").start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        folder.cleanup()
 
 
 async def _download_and_read(

@@ -111,9 +111,9 @@ def child(side: str, url: str, ctype: str) -> None:
         ) as client:
             if side == "following":
                 return (await _read_file_result(client, file, "bench", read, collector, None))[0]
-            tmp = tempfile.mkdtemp(prefix="wf-bench-")
+            tmp = tempfile.TemporaryDirectory(prefix="wf-bench-")
             try:
-                path = await client.download(file, Path(tmp) / "r", durable=False)
+                path = await client.download(file, Path(tmp.name) / "r", durable=False)
                 return await asyncio.to_thread(read, path)
             finally:
                 _discard(tmp)  # deleted as the product does: the overlap alone differs

@@ -306,8 +306,9 @@ def _strings_ok(check: _Check, arr: pa.Array, _maybe_null: _MaybeNull) -> np.nda
 
 
 def _printable_ascii(arr: pa.Array) -> np.ndarray:
-    """Per string: every character printable ASCII (nulls: True). One pass over the
-    array's bytes, not a regular expression per string."""
+    """Per string: every character printable ASCII. One pass over the array's bytes,
+    not a regular expression per string. Nulls are not judged here (the caller gives
+    them their own verdict): a null's slot says whatever bytes its range holds."""
     if arr.type != pa.string():
         found = pc.invert(pc.match_substring_regex(arr, _NOT_PRINTABLE_ASCII))
         return _np(pc.fill_null(found, True))

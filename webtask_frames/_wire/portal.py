@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -60,13 +62,34 @@ class _LoopThread:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None and thread.is_alive():
+            # Work still running (the program is exiting mid-read) is cancelled and given
+            # a moment to clean up, as ``asyncio.run`` does: a temporary download is
+            # deleted, a read thread stopped. Stopped as it stood, a download could even
+            # make its folder again after the interpreter's own hooks deleted it.
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(_EXIT_GRACE_S)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
             if not thread.is_alive():
                 loop.close()
 
 
+_EXIT_GRACE_S = 5.0  # the most an exit waits for cancelled work to clean up
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 _PORTAL = _LoopThread()
+# Exit hooks run last registered first. ``weakref.finalize``'s (it deletes the folders of
+# TemporaryDirectory objects still alive) is made sure to be registered before ours, so
+# work still running is cancelled, and cleans up, before its folder is deleted under it.
+weakref.finalize(_PORTAL, lambda: None)
 atexit.register(_PORTAL.stop)
 
 
