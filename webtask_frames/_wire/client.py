@@ -12,14 +12,13 @@ no redirects; the file client, used for signed result URLs, never carries a cred
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,7 +61,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = f"webtask-frames/{__version__}"
 
 
-@functools.cache
+@cache
 def _tls_context() -> ssl.SSLContext:
     """The verifying TLS context of every client in the process: httpx's own default
     without ``trust_env`` (certifi's CA bundle), built once. Building one loads the
