@@ -375,3 +375,35 @@ def test_duplicate_keys_keep_the_last_value_like_json_loads(
     assert untyped.schema == reference.schema
     assert same_values(untyped.to_pylist(), reference.to_pylist())
     assert untyped.column("price").to_pylist()[5] == 7
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_failure_that_names_no_row_is_not_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typed: bool
+) -> None:
+    """A fraction in an integer column names no row: the patched copy, streamed, would
+    fail the same way after parsing all before it, so it is never streamed."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 64 << 10)
+    # fractions from the second block on: its first parse has an integer column
+    fraction = {i for i in range(3000, 5000, 250)}
+    lines = [json.dumps({"id": i, "n": i + 0.5 if i in fraction else i}) for i in range(5000)]
+    assert sum(len(line) + 1 for line in lines[:3000]) > 64 << 10
+    path = _lines_file(tmp_path / "r.ndjson", lines)
+    streams = 0
+    open_json = patch.pa_json.open_json
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal streams
+        streams += 1
+        return open_json(*args, **kwargs)
+
+    monkeypatch.setattr(patch.pa_json, "open_json", counted)
+    item = {"type": "object", "properties": {"id": {"type": "integer"}, "n": {"type": "integer"}}}
+    layout = layout_for({"type": "array", "items": item}) if typed else None
+    got = read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+    records = [json.loads(x) for x in lines]
+    if typed:
+        _same(got.table, records_to_table(records, layout))
+    else:
+        assert got.table.column("n").to_pylist() == [r["n"] for r in records]
+    assert streams == 0

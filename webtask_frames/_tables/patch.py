@@ -192,6 +192,11 @@ class Patcher:
         return self._patched(block, patch)
 
     def _may_patch(self, message: str) -> bool:
+        """Whether a failure can be patched. One that names no row (a fraction in an
+        integer column, a field a closed schema lacks) cannot: the patched copy, parsed
+        as a stream, would fail the same way, after parsing all that precedes it."""
+        if message and _ROW_HINT.search(message) is None:
+            return False
         return self.null_fields_fault or "changed from null" not in message
 
     def parse(self, block: _Block, data: Any) -> pa.Table:
