@@ -239,6 +239,57 @@ def test_later_blocks_reuse_an_earlier_schema_and_agree(
 
 
 @pytest.mark.parametrize(
+    "later",
+    [
+        {},  # same shape: the block parsed once with its head's schema
+        {"new": "x"},  # a field the head lacks
+        {"price": 2.5},  # an int column promoted to float
+        {"hq": {"city": "a", "zip": 1}},  # a nested field the head lacks
+        {"tags": []},  # empty lists
+        {"tags": [None]},  # a list of nulls
+        {"hq": {}},  # an empty struct
+        {"when": "2024-01-01T00:00:00"},  # a timestamp-like string
+        {"price": None, "hq": None},  # nulls
+        {"price": "n/a"},  # values of another kind: patched out
+        {"price": 2**70},  # beyond int64
+    ],
+)
+def test_a_large_first_block_is_parsed_with_its_heads_schema_and_agrees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, later: dict[str, Any]
+) -> None:
+    """Inference parses a block twice; a large first block is parsed once with its
+    head's schema when its values fit it, else inferred whole: the same table."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 1 << 20)  # one block
+    monkeypatch.setattr(inference, "_HEAD_BYTES", 2 << 10)
+    monkeypatch.setattr(inference, "_HEAD_FIRST_BYTES", 8 << 10)
+    rows = [{"id": i, "price": i, "hq": {"city": "c"}, "tags": ["t"]} for i in range(1000)]
+    for i in range(600, 1000, 7):
+        rows[i].update(later)
+    path = _write(tmp_path / "m.ndjson", rows, "ndjson")
+    assert sum(1 for _ in blocks.blocks(path, "ndjson")) == 1
+    expected = _reference(path, "ndjson")
+    parsed: list[int] = []
+    original = inference.pa_json.read_json
+
+    def counted(source: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(source.size())
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(inference.pa_json, "read_json", counted)
+    got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None)).table
+    assert got.schema == expected.schema
+    assert same_values(got.to_pylist(), expected.to_pylist())
+    size = path.stat().st_size
+    if not later:
+        # the head twice (inference, then explicit), the whole block once
+        assert parsed.count(size) == 1
+        assert sum(parsed) < 1.1 * size
+    if "new" in later or later.get("price") == 2.5:
+        # the head's schema does not fit: the block is inferred whole, as before
+        assert parsed.count(size) == 3
+
+
+@pytest.mark.parametrize(
     ("block_bytes", "first_bad", "most_parses"),
     [
         # the first block clean, each later one with rows at fault: about one parse a

@@ -215,24 +215,45 @@ def learn(patcher: Patcher, table: pa.Table) -> None:
 
 
 _HEAD_BYTES = 1 << 20
+# From this size on, the first block is tried with its head's schema before it is
+# inferred whole (inference parses a block twice; see ``first_parts``).
+_HEAD_FIRST_BYTES = 4 * _HEAD_BYTES
+
+
+def _head_schema_parts(block: _Block) -> tuple[list[InferredPart] | None, Patcher | None]:
+    """The block parsed with its head's schema (first MiB, itself cut at its failures),
+    patched (``known_parts``), and that schema's patcher; parts None when it does not fit."""
+    ends = block.line_ends()
+    lines = max(1, int(np.searchsorted(ends, _HEAD_BYTES)))
+    if lines >= len(ends):
+        return None, None
+    patcher = patcher_from(list(inferred_parts(_lines_of(block, ends, 0, lines)[1])))
+    return (known_parts(block, patcher) if patcher is not None else None), patcher
 
 
 def first_parts(block: _Block) -> tuple[list[InferredPart], Patcher | None]:
-    """The first block's parts, and a patcher for the next blocks. Inferred whole,
-    when it can be; else its head (first MiB, itself cut at its failures) gives a
-    schema that is tried on the whole block, patched (``known_parts``); else the block
-    is cut at its failures (each costs a parse of what precedes it, on one core)."""
+    """The first block's parts, and a patcher for the next blocks.
+
+    A large block is parsed once with its head's schema when its values fit it
+    (``known_parts``, as every later block is; values of another kind patched out):
+    inferring it whole takes two parses, one to infer and one with the schema made
+    explicit. A head that does not speak for the block (a field first seen further on,
+    an integer column with a fraction later) fails that parse with no row to patch, and
+    the block is inferred whole, as a small one is (a strict parse lost, on the first
+    block only). Failing that too, the block is cut at its failures (each costs a
+    parse of what precedes it, on one core).
+    """
+    head: tuple[list[InferredPart] | None, Patcher | None] | None = None
+    if len(block.data) >= _HEAD_FIRST_BYTES:
+        head = _head_schema_parts(block)
+        if head[0] is not None:
+            return head[0], head[1]
     table = inferred_table(block)
     if table is not None or len(block.data) < _MIN_SPLIT_BYTES:
         parts: list[InferredPart] = [(0, block, table)]
         return parts, patcher_from(parts)
-    ends = block.line_ends()
-    lines = max(1, int(np.searchsorted(ends, _HEAD_BYTES)))
-    patcher = None
-    if lines < len(ends):
-        patcher = patcher_from(list(inferred_parts(_lines_of(block, ends, 0, lines)[1])))
-        found = known_parts(block, patcher) if patcher is not None else None
-        if found is not None:
-            return found, patcher
+    found, patcher = head if head is not None else _head_schema_parts(block)
+    if found is not None:
+        return found, patcher
     parts = list(_cut_at_failures(block, 0))
     return parts, patcher_from(parts) or patcher
