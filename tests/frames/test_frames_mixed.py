@@ -252,6 +252,7 @@ def test_later_blocks_reuse_an_earlier_schema_and_agree(
         {"price": None, "hq": None},  # nulls
         {"price": "n/a"},  # values of another kind: patched out
         {"price": 2**70},  # beyond int64
+        {"note": "x"},  # a field the head holds only as null
     ],
 )
 def test_a_large_first_block_is_parsed_with_its_heads_schema_and_agrees(
@@ -262,12 +263,15 @@ def test_a_large_first_block_is_parsed_with_its_heads_schema_and_agrees(
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 1 << 20)  # one block
     monkeypatch.setattr(inference, "_HEAD_BYTES", 2 << 10)
     monkeypatch.setattr(inference, "_HEAD_FIRST_BYTES", 8 << 10)
-    rows = [{"id": i, "price": i, "hq": {"city": "c"}, "tags": ["t"]} for i in range(1000)]
+    rows = [
+        {"id": i, "price": i, "hq": {"city": "c"}, "tags": ["t"], "note": None} for i in range(1000)
+    ]
     for i in range(600, 1000, 7):
         rows[i].update(later)
     path = _write(tmp_path / "m.ndjson", rows, "ndjson")
     assert sum(1 for _ in blocks.blocks(path, "ndjson")) == 1
     expected = _reference(path, "ndjson")
+    loads = _Calls(monkeypatch, blocks._Block, "load")
     parsed: list[int] = []
     original = inference.pa_json.read_json
 
@@ -284,9 +288,31 @@ def test_a_large_first_block_is_parsed_with_its_heads_schema_and_agrees(
         # the head twice (inference, then explicit), the whole block once
         assert parsed.count(size) == 1
         assert sum(parsed) < 1.1 * size
-    if "new" in later or later.get("price") == 2.5:
-        # the head's schema does not fit: the block is inferred whole, as before
+    if "new" in later or "note" in later or later.get("price") == 2.5:
+        # the head's schema does not fit: the block is inferred whole, no row in Python
         assert parsed.count(size) == 3
+        assert loads.n == 0
+
+
+def test_columns_keep_the_order_they_are_first_seen_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block inferred in many chunks: the columns (and a struct's fields) in the order
+    the records first show them, whatever order later chunks write them in."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 << 20)  # one block
+    monkeypatch.setattr(inference, "_HEAD_FIRST_BYTES", 1 << 40)  # inferred whole
+    monkeypatch.setattr(inference, "_INFER_CHUNK_BYTES", 16 << 10)
+    # a first chunk slower to parse than the others: with threads, a later chunk's
+    # order wins about every other time
+    first = [{"a": i, "b": "s", "h": {"x": 1, "y": "q"}, "l": list(range(400))} for i in range(8)]
+    later = [{"b": "s", "h": {"y": "q", "x": 1}, "a": i, "l": [1]} for i in range(30000)]
+    path = _write(tmp_path / "m.ndjson", first + later, "ndjson")
+    assert 1 << 20 < path.stat().st_size < 4 << 20
+    expected = _reference(path, "ndjson").schema
+    assert expected.names == ["a", "b", "h", "l"]
+    for _ in range(8):
+        got = read_file(path, "application/x-ndjson", layout=None, collector=Collector(None))
+        assert got.table.schema == expected
 
 
 @pytest.mark.parametrize(

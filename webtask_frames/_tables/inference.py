@@ -63,6 +63,8 @@ def _nested_null(dtype: pa.DataType) -> bool:
 
 
 _ROW_HINT = re.compile(r"in row (\d+)")
+# The chunks pyarrow infers (and parses) a block in.
+_INFER_CHUNK_BYTES = 4 << 20
 
 
 def inferred_table(block: _Block, hint: list[int] | None = None) -> pa.Table | None:
@@ -70,14 +72,19 @@ def inferred_table(block: _Block, hint: list[int] | None = None) -> pa.Table | N
     failure's message names its row in the block (appended to ``hint``)."""
     if block.null_lines():
         return None  # pyarrow must never see them (see ``_Block.null_lines``)
+    chunk = max(_INFER_CHUNK_BYTES, len(block.data) + 1) if hint is not None else _INFER_CHUNK_BYTES
     # a small piece (a block split around a value of another kind) parses faster
     # without the thread pool's start-up
     read_options = pa_json.ReadOptions(
-        block_size=max(4 << 20, len(block.data) + 1) if hint is not None else 4 << 20,
-        use_threads=hint is None and len(block.data) >= (1 << 20),
+        block_size=chunk, use_threads=hint is None and len(block.data) >= (1 << 20)
     )
     try:
-        table = pa_json.read_json(pa.BufferReader(block.data), read_options=read_options)
+        # Inferred on one thread: on several, the chunks' schemas are merged in the
+        # order they finish, and a column (or a struct's field) can take the place it
+        # has in a later chunk's records, not the place it was first seen at (the
+        # reference's order). The explicit parse below uses the threads.
+        inferring = pa_json.ReadOptions(block_size=chunk, use_threads=False)
+        table = pa_json.read_json(pa.BufferReader(block.data), read_options=inferring)
         plain = pa.schema([pa.field(f.name, _temporal_as_string(f.type)) for f in table.schema])
         if not plain.types or any(_nested_null(t) for t in plain.types):
             return None  # pyarrow mis-builds null-typed children: the reference path decides
