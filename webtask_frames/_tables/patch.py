@@ -249,6 +249,8 @@ class Patcher:
             try:
                 table = self.parse(block, patch.data)
             except Refused as exc:
+                if not self._may_patch(exc.message):
+                    return None
                 self._learn(exc.message)
         if table is None:
             batches = self._stream(patch)
