@@ -168,6 +168,13 @@ def test_separator_read_off_the_head(tmp_path: Path) -> None:
         path.write_bytes(write(rows).encode())
         separator = blocks._array_separator(path)
         assert separator is not None and separator.pattern == expected[name], name
+    # its candidates are found by its rarest pair of bytes: the key's, once per element,
+    # where the braces and commas of nested objects are many
+    offices = [{"city": "a"}, {"city": "b"}, {"city": "c"}]
+    nested = [{"id": i, "offices": offices} for i in range(50)]
+    path.write_text(json.dumps(nested))
+    separator = blocks._array_separator(path)
+    assert separator is not None and separator.pattern[separator.anchor :].startswith(b'"i')
     # first keys vary: the separator without them
     path.write_text(json.dumps([{"id": 1}, {"name": "a"}, {"id": 2}]))
     separator = blocks._array_separator(path)
@@ -185,6 +192,31 @@ def test_separator_read_off_the_head(tmp_path: Path) -> None:
     # as many look-alikes as separators, but not where they are
     path.write_text('[{"id": 0}, {"id": 1, "kids": [{"id": 2}, {"id": 3}]},{"id": 4}]')
     assert blocks._array_separator(path) is None
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json-array", "json-array-scan"])
+def test_the_first_block_is_small_and_each_next_twice_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The first parse starts once ``FIRST_BLOCK_BYTES`` are read (or downloaded), not a
+    whole ``BLOCK_BYTES``: blocks double from there, and no record is lost or doubled."""
+    monkeypatch.setattr(blocks, "FIRST_BLOCK_BYTES", 1 << 10)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)
+    rows = [_plain(i) for i in range(1500)]
+    path = tmp_path / "r.json"
+    if fmt == "ndjson":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    found = list(blocks.blocks(path, fmt))
+    assert [b.load(t)[0] for b in found for t in b.texts()] == rows
+    longest = max(len(json.dumps(r)) for r in rows) + 2  # what one block leaves the next
+    sizes = [len(b.data) for b in found]
+    limits = [min((1 << 10) << k, 8 << 10) for k in range(len(sizes))]
+    assert all(size <= limit + longest for size, limit in zip(sizes, limits, strict=True))
+    assert sizes[0] <= (1 << 10) + longest  # not 8 KiB
+    assert max(sizes) > (4 << 10)  # the later ones do grow to the full size
+    assert sizes[3] > (4 << 10) - 2 * longest
 
 
 def _late(kind: str) -> tuple[list[Any], str]:
@@ -535,9 +567,11 @@ def test_marking_separators_in_place_is_bytes_replace(
 ) -> None:
     """The in-place marking rewrites exactly what ``bytes.replace`` does (left to right,
     never overlapping: ``aa`` in ``aaa`` once) and says where the line breaks it made
-    are, whatever line breaks the text held already."""
+    are, whatever line breaks the text held already, from whichever pair of the
+    separator's bytes its candidates are found by."""
     comma = data.draw(st.integers(min_value=0, max_value=len(pattern) - 1))
-    separator = blocks._Separator(pattern, comma)
+    anchor = data.draw(st.integers(min_value=0, max_value=len(pattern) - 2))
+    separator = blocks._Separator(pattern, comma, anchor)
     # salt the text with whole and overlapping separators
     for at in data.draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=6)):
         text = text[:at] + pattern + pattern[: data.draw(st.integers(0, len(pattern)))] + text[at:]

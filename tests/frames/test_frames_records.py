@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -172,6 +174,133 @@ def test_prefetch_stops_and_closes_its_producer_when_the_consumer_stops(
     assert not any(t.name == "webtask-frames-reader" for t in threading.enumerate())
     assert closed == [True]
     assert len(produced) == 4  # it made nothing after the item it held
+
+
+def test_mapped_ahead_runs_the_next_item_while_the_consumer_holds_this_one() -> None:
+    """The next block's parse overlaps the checks of this one: ``fn`` already runs on
+    item k+1 while the consumer still holds result k. ``fn`` runs on one item at a time,
+    in order (a patcher's state goes from block to block as in a plain loop)."""
+    import threading
+
+    from webtask_frames._tables.prefetch import mapped_ahead
+
+    before = set(threading.enumerate())
+    started = {i: threading.Event() for i in range(6)}
+    calls: list[int] = []
+    running: list[int] = []
+    overlapped: list[bool] = []
+
+    def fn(i: int) -> int:
+        running.append(i)
+        assert len(running) == 1, "two calls at once"
+        calls.append(i)
+        started[i].set()
+        threading.Event().wait(0.01)
+        running.remove(i)
+        return i * 10
+
+    results = []
+    for result in mapped_ahead(fn, iter(range(6))):
+        k = result // 10
+        if k + 1 < 6:  # while result k is held, item k+1 is being (or has been) mapped
+            overlapped.append(started[k + 1].wait(timeout=5))
+        results.append(result)
+    assert results == [0, 10, 20, 30, 40, 50]
+    assert calls == list(range(6))
+    assert overlapped == [True] * 5
+    assert set(threading.enumerate()) <= before  # the worker is gone
+
+
+def test_mapped_ahead_stops_cleanly_on_an_error_or_an_early_stop() -> None:
+    """An error of ``fn`` comes out at its item, after the results before it; a consumer
+    that stops early waits for the call under way (no parse outlives the read) and
+    starts no other. Either way the items are closed and no worker is left."""
+    import threading
+
+    from webtask_frames._tables.prefetch import mapped_ahead
+
+    before = set(threading.enumerate())
+    closed: list[bool] = []
+    calls: list[int] = []
+
+    def items():  # type: ignore[no-untyped-def]
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    def fn(i: int) -> int:
+        calls.append(i)
+        if i == 3:
+            raise ValueError("bad block 3")
+        return i
+
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="bad block 3"):
+        seen.extend(mapped_ahead(fn, items()))
+    assert seen == [0, 1, 2]
+    assert closed == [True] and max(calls) <= 4  # at most the item after the error
+    assert set(threading.enumerate()) <= before
+
+    closed.clear()
+    finished: list[int] = []
+    release = threading.Event()
+
+    def slow(i: int) -> int:
+        if i == 1:
+            release.wait(timeout=20)
+        finished.append(i)
+        return i
+
+    ahead = mapped_ahead(slow, items())
+    assert next(ahead) == 0  # item 1 is being mapped, and waits
+    timer = threading.Timer(0.2, release.set)
+    timer.start()
+    ahead.close()
+    timer.join()
+    assert finished == [0, 1]  # close waited for the call under way, started no other
+    assert closed == [True]
+    assert set(threading.enumerate()) <= before
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "object", "properties": {"id": {"type": "integer"}}},  # strict
+        {"type": "object", "properties": {"id": {}}},  # records in Python
+        None,  # inferred
+    ],
+)
+def test_a_failed_read_leaves_no_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, item: dict[str, Any] | None
+) -> None:
+    """A kept traceback (a notebook's last error) holds the failed read's frames: the
+    reader and parse threads, and the blocks they read ahead, go when the read fails."""
+    import gc
+    import json
+    import threading
+
+    from webtask_frames import ProtocolError
+    from webtask_frames._tables import blocks
+    from webtask_frames._tables.readers import read_file
+    from webtask_frames._tables.validate import Collector
+
+    monkeypatch.setattr(blocks, "FIRST_BLOCK_BYTES", 4 << 10)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 << 10)
+    lines = [json.dumps({"id": i}) for i in range(5000)]
+    lines[1000] = '{"id": 1'  # not JSON: the read fails there, with blocks after it
+    path = tmp_path / "r.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    layout = layout_for({"type": "array", "items": item}) if item is not None else None
+    before = set(threading.enumerate())
+    gc.disable()  # nothing collected behind the test's back
+    try:
+        with pytest.raises(ProtocolError) as caught:
+            read_file(path, "application/x-ndjson", layout=layout, collector=Collector(None))
+        assert caught.traceback  # the frames are still held
+        assert set(threading.enumerate()) <= before
+    finally:
+        gc.enable()
 
 
 @settings(max_examples=60, deadline=None)

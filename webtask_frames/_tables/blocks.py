@@ -49,6 +49,9 @@ from .spans import Span, Window, objects_only
 __all__ = ["BLOCK_BYTES", "blocks", "loads", "rows_match", "split_block"]
 
 BLOCK_BYTES = 16 << 20
+# The first block is this small, each next one twice the last up to BLOCK_BYTES: the
+# first parse starts once 4 MiB are read and cut (or downloaded), not 16.
+FIRST_BLOCK_BYTES = 4 << 20
 ARRAY_BATCH_ROWS = 50000
 DUCKDB_THREADS = 1
 # DuckDB sizes its read buffers from this (a larger element fails with ProtocolError).
@@ -196,6 +199,14 @@ def rows_match(block: _Block, table: pa.Table) -> bool:
     return bool(block.one_per_line or table.num_rows == len(block.texts()))
 
 
+def _sizes(block_bytes: int) -> Iterator[int]:
+    """How much each block reads: ``FIRST_BLOCK_BYTES`` doubling up to ``block_bytes``."""
+    size = min(FIRST_BLOCK_BYTES, block_bytes)
+    while True:
+        yield size
+        size = min(2 * size, block_bytes)
+
+
 def _read_behind(f: BufferedReader | Window, carry: bytes, size: int) -> tuple[bytearray, int]:
     """``carry`` (what the last block left), then up to ``size`` bytes of ``f``, in one new
     buffer that blocks are views of (no joined copy); and how many bytes were read."""
@@ -211,8 +222,8 @@ def _ndjson_blocks(path: Path, block_bytes: int) -> Generator[_Block, None, None
         lead = f.read(len(_BOM))
         carry = b"" if lead == _BOM else lead  # a byte-order mark is no record's
         pieces: list[bytes | bytearray] = []  # a line running over whole blocks
-        while True:
-            data, got = _read_behind(f, carry, block_bytes)
+        for size in _sizes(block_bytes):
+            data, got = _read_behind(f, carry, size)
             if not got:
                 break
             cut = data.rfind(b"\n", len(carry))  # in what was read (a BOM-less lead too)
@@ -351,9 +362,9 @@ def _scanned(
     cut at its separators by the scan; ``state`` says where ``text`` starts. Each byte
     is scanned once: an element spanning many chunks waits, scanned, in ``_Pending``."""
     pending = _Pending()
-    while True:
-        chunk = f.read(block_bytes)
-        more = len(chunk) == block_bytes  # a short read is the end of the file
+    for size in _sizes(block_bytes):
+        chunk = f.read(size)
+        more = len(chunk) == size  # a short read is the end of the file
         chunk, text = (text + chunk, b"") if text else (chunk, text)
         commas, outer = _scan_chunk(chunk, state)
         if more and not len(commas):
@@ -408,7 +419,7 @@ def _array_separator(path: Path, span: Span | None = None) -> _Separator | None:
         return None
     ends = [after.end()] + ([after.start(1)] if after.group(1) else [])
     for end in ends:
-        separator = _Separator(head[brace:end], first - brace)
+        separator = _Separator(head[brace:end], first - brace).anchored(head)
         if _confirmed(head, commas, separator):
             return separator
     return None
@@ -473,9 +484,9 @@ def _guessed_blocks(
         lead = f.read(len(_BOM))
         carry = b"" if lead == _BOM else lead
         started = separated = False
-        while True:
-            data, got = _read_behind(f, carry, block_bytes)  # the separators marked in it
-            more = got == block_bytes
+        for size in _sizes(block_bytes):
+            data, got = _read_behind(f, carry, size)  # the separators marked in it
+            more = got == size
             data = _strip_newlines(data)
             text = data if started else _opened(data)
             if not more:

@@ -223,8 +223,9 @@ def learn(patcher: Patcher, table: pa.Table) -> None:
 
 _HEAD_BYTES = 1 << 20
 # From this size on, the first block is tried with its head's schema before it is
-# inferred whole (inference parses a block twice; see ``first_parts``).
-_HEAD_FIRST_BYTES = 4 * _HEAD_BYTES
+# inferred whole (inference parses a block twice; see ``first_parts``): the first
+# block of a large file (``FIRST_BLOCK_BYTES``, cut at its last whole record) is.
+_HEAD_FIRST_BYTES = 3 * _HEAD_BYTES
 
 
 def _head_schema_parts(block: _Block) -> tuple[list[InferredPart] | None, Patcher | None]:

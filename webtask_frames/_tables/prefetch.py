@@ -1,19 +1,24 @@
-"""Running a producer of blocks one item ahead, in a thread.
+"""Running work one item ahead, in a thread: a producer of blocks (``prefetch``), and
+the parse of the blocks (``mapped_ahead``).
 
 Cutting the next block (reading, scanning, replacing separators) overlaps the parse of
-this one: DuckDB and pyarrow release the GIL while they work. Memory stays bounded by
-the one item waiting.
+this one, and that parse the checks of the block before: DuckDB and pyarrow release the
+GIL while they work. Memory stays bounded by the one item waiting at each stage.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import queue
 import threading
-from collections.abc import Generator, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, TypeVar
 
-__all__ = ["prefetch"]
+__all__ = ["mapped_ahead", "prefetch"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # How often a waiting producer or consumer looks whether the other side is gone.
 _POLL_SECONDS = 0.1
@@ -78,3 +83,34 @@ def prefetch(items: Iterator[Any]) -> Generator[Any, None, None]:
         with contextlib.suppress(queue.Empty):
             slots.get_nowait()
         thread.join()
+
+
+def mapped_ahead(fn: Callable[[T], R], items: Iterator[T]) -> Generator[R, None, None]:
+    """``fn(item)`` for each of ``items``, in order, one item ahead on a worker thread.
+
+    While the consumer handles one result, ``fn`` already runs on the next item: the
+    parse of one block (pyarrow works on both cores, its Python thread mostly waiting)
+    overlaps the checks of the one before it, which hold a core between two parses.
+    ``fn`` runs on one item at a time, in their order, so state it keeps from item to
+    item (what a patcher learnt) is as a plain loop would leave it. ``items`` is
+    iterated and closed in the consumer's thread; a consumer that stops early waits
+    for the ``fn`` call under way, so no work outlives the read.
+
+        >>> list(mapped_ahead(str.upper, iter(["a", "b"])))
+        ['A', 'B']
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="webtask-frames-parse")
+    pending: concurrent.futures.Future[R] | None = None
+    try:
+        for item in items:
+            following = pool.submit(fn, item)
+            if pending is not None:
+                yield pending.result()
+            pending = following
+        if pending is not None:
+            yield pending.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()

@@ -6,10 +6,15 @@ and only they, take the reference path (``json.loads``, the reference converter)
 are put back at their positions by one ``take``; their verdicts come from their original
 text, so they are the reference's. A block that cannot be patched is split into pieces,
 recursively, and only the pieces a strict parse refuses take the reference path.
+
+Blocks are parsed one ahead, on a thread of their own (``mapped_ahead``): while one
+block's rows are certified and its columns finished, the next is parsed, so neither
+core waits between two parses.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -21,6 +26,7 @@ import pyarrow.compute as pc
 from .blocks import _Block, blocks, split_block
 from .certify import Certifier, rows_with_null
 from .patch import Patched, Patcher, Refused
+from .prefetch import mapped_ahead
 from .records import put_rows, records_to_table, to_array
 from .schema import Layout, Node, arrow_type, parse_type
 from .spans import Span
@@ -59,6 +65,11 @@ def _parts(patcher: Patcher, block: _Block) -> Iterator[tuple[_Block, pa.Table |
         yield block, found
         return
     yield from _pieces(patcher, block)
+
+
+def _parsed(patcher: Patcher, block: _Block) -> list[tuple[_Block, pa.Table | Patched | None]]:
+    """``_parts``, all of them: what the parse thread hands over for one block."""
+    return list(_parts(patcher, block))
 
 
 def _pieces(patcher: Patcher, block: _Block) -> Iterator[tuple[_Block, pa.Table | None]]:
@@ -137,12 +148,17 @@ def read_strict(
     closed = certifier is not None and certifier.closed
     parts: list[pa.Table] = []
     patcher = Patcher(schema, closed)
-    for whole in blocks(path, fmt, span):
-        for block, parsed in _parts(patcher, whole):
-            if parsed is None:
-                parts.append(_reference_part(block, layout, collector))
-            else:
-                parts.append(_strict_part(block, parsed, layout, collector, certifier))
+    # The next block is parsed while this one is certified and finished (a core each).
+    # Closed on the way out, whatever holds this frame: a traceback kept (a notebook's
+    # last error) must not keep the parse and reader threads, or the blocks they hold.
+    parse = partial(_parsed, patcher)
+    with contextlib.closing(mapped_ahead(parse, blocks(path, fmt, span))) as parsed_blocks:
+        for parsed_parts in parsed_blocks:
+            for block, parsed in parsed_parts:
+                if parsed is None:
+                    parts.append(_reference_part(block, layout, collector))
+                else:
+                    parts.append(_strict_part(block, parsed, layout, collector, certifier))
     if not parts:
         return records_to_table([], layout), 0
     table = pa.concat_tables(parts).unify_dictionaries() if len(parts) > 1 else parts[0]
