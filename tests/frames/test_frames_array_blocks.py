@@ -269,6 +269,31 @@ def test_a_late_look_alike_restarts_the_read_with_the_scan(
     assert reads[0] == "json-array"
 
 
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_look_alike_before_an_element_larger_than_a_block_restarts_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: list[str], typed: bool
+) -> None:
+    """A block that ends at a look-alike (inside a nested array) proves the guess wrong;
+    the next block, holding no separator (one element larger than a block), goes on
+    with a scan started from the guess's wrong state and fails. The first failure
+    decides, as in a plain loop, even with the next block cut and parsed ahead: the read
+    restarts with the scan and every record comes back."""
+    monkeypatch.setattr(blocks, "_HEAD_BYTES", 16 << 10)
+    monkeypatch.setattr(blocks, "FIRST_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 64 << 10)
+    small = [{"id": i, "kids": []} for i in range(1500)]  # ~32 KiB
+    big = {"id": -1, "kids": [{"id": 1}, {"id": 2}], "s": "a" * (200 << 10)}
+    records = [*small, big, *({"id": 10000 + j, "kids": []} for j in range(100))]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    assert blocks._array_separator(path) is not None  # the head did confirm a guess
+    item = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    layout = layout_for({"type": "array", "items": item}) if typed else None
+    got = read_file(path, "application/json", layout=layout, collector=Collector(None))
+    assert got.table.column("id").to_pylist() == [r["id"] for r in records]
+    assert reads[0] == "json-array" and "json-array-scan" in reads
+
+
 @pytest.mark.parametrize("writer", list(WRITERS))
 def test_a_clean_array_is_read_by_its_separator_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: list[str], writer: str

@@ -263,6 +263,22 @@ def test_mapped_ahead_stops_cleanly_on_an_error_or_an_early_stop() -> None:
     assert set(threading.enumerate()) <= before
 
 
+def test_mapped_ahead_hands_over_the_held_result_before_the_next_items_error() -> None:
+    """Errors in the items' order, as a plain loop has them: when making item k+1 fails,
+    result k reaches the consumer first, whose check of it may be what explains the
+    failure (a block proving a guess wrong restarts the read with the scan)."""
+    from webtask_frames._tables.prefetch import mapped_ahead
+
+    def items():  # type: ignore[no-untyped-def]
+        yield from range(3)
+        raise ValueError("cutting block 3 failed")
+
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="block 3"):
+        seen.extend(mapped_ahead(lambda i: i * 10, items()))
+    assert seen == [0, 10, 20]
+
+
 @pytest.mark.parametrize(
     "item",
     [

@@ -94,15 +94,30 @@ def mapped_ahead(fn: Callable[[T], R], items: Iterator[T]) -> Generator[R, None,
     ``fn`` runs on one item at a time, in their order, so state it keeps from item to
     item (what a patcher learnt) is as a plain loop would leave it. ``items`` is
     iterated and closed in the consumer's thread; a consumer that stops early waits
-    for the ``fn`` call under way, so no work outlives the read.
+    for the ``fn`` call under way, so no work outlives the read. Errors come in the
+    items' order, as in a plain loop: when making the next item fails, the result held
+    is handed over first (its check may be what explains the failure).
 
         >>> list(mapped_ahead(str.upper, iter(["a", "b"])))
         ['A', 'B']
     """
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="webtask-frames-parse")
     pending: concurrent.futures.Future[R] | None = None
+    source = iter(items)
     try:
-        for item in items:
+        while True:
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except BaseException:
+                # The item held is the consumer's before the failure to make the next:
+                # its result (or error) may decide what the failure means (a block
+                # that proves a guess wrong restarts the read, whatever comes next).
+                if pending is not None:
+                    held, pending = pending, None
+                    yield held.result()
+                raise
             following = pool.submit(fn, item)
             if pending is not None:
                 yield pending.result()
