@@ -110,10 +110,11 @@ def mapped_ahead(fn: Callable[[T], R], items: Iterator[T]) -> Generator[R, None,
                 item = next(source)
             except StopIteration:
                 break
-            except BaseException:
+            except Exception:
                 # The item held is the consumer's before the failure to make the next:
                 # its result (or error) may decide what the failure means (a block
                 # that proves a guess wrong restarts the read, whatever comes next).
+                # An interrupt is no such failure: it goes at once.
                 if pending is not None:
                     held, pending = pending, None
                     yield held.result()
