@@ -419,9 +419,9 @@ def _array_separator(path: Path, span: Span | None = None) -> _Separator | None:
         return None
     ends = [after.end()] + ([after.start(1)] if after.group(1) else [])
     for end in ends:
-        separator = _Separator(head[brace:end], first - brace).anchored(head)
+        separator = _Separator(head[brace:end], first - brace)
         if _confirmed(head, commas, separator):
-            return separator
+            return separator.anchored(head)  # the head's pairs counted once
     return None
 
 

@@ -41,10 +41,8 @@ class _Separator:
         if len(self.pattern) < 2 or len(text) < 3:
             return self
         arr = np.frombuffer(text, dtype=np.uint8)
-        counts = np.zeros(1 << 16, dtype=np.int64)
-        for at in (0, 1):
-            words = arr[at : at + (len(arr) - at) // 2 * 2].view(np.uint16)
-            counts += np.bincount(words, minlength=1 << 16)
+        even, odd = _words(arr)
+        counts = np.bincount(even, minlength=1 << 16) + np.bincount(odd, minlength=1 << 16)
         # each of the pattern's pairs as the 16-bit word the views read it as
         pattern = self.pattern
         pairs = b"".join(pattern[k : k + 2] for k in range(len(pattern) - 1))
@@ -116,13 +114,21 @@ def _pairs(arr: np.ndarray, pair: bytes) -> np.ndarray:
     """Where the two bytes ``pair`` occur in ``arr`` (sorted): compared as 16-bit words,
     at even places and at odd ones, two passes over half as many items as a byte's."""
     value = np.frombuffer(pair, dtype=np.uint16)[0]
-    even = arr[: len(arr) // 2 * 2].view(np.uint16)
-    odd = arr[1 : 1 + (len(arr) - 1) // 2 * 2].view(np.uint16)
+    even, odd = _words(arr)
     found = np.concatenate(
         (np.flatnonzero(even == value) * 2, np.flatnonzero(odd == value) * 2 + 1)
     )
     found.sort()
     return found
+
+
+def _words(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``arr``'s bytes as 16-bit words (native order) starting at even places, and at
+    odd ones: between them, every pair of adjacent bytes once."""
+    return (
+        arr[: len(arr) // 2 * 2].view(np.uint16),
+        arr[1 : 1 + (len(arr) - 1) // 2 * 2].view(np.uint16),
+    )
 
 
 def _line_ends(data: bytes | bytearray | memoryview) -> np.ndarray:
