@@ -244,16 +244,20 @@ def test_mapped_ahead_stops_cleanly_on_an_error_or_an_early_stop() -> None:
 
     closed.clear()
     finished: list[int] = []
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow(i: int) -> int:
         if i == 1:
+            entered.set()
             release.wait(timeout=20)
         finished.append(i)
         return i
 
     ahead = mapped_ahead(slow, items())
-    assert next(ahead) == 0  # item 1 is being mapped, and waits
+    assert next(ahead) == 0
+    # item 1 is being mapped, and waits (until then it is only queued, and a close
+    # would cancel it: the call under way is what close must wait for)
+    assert entered.wait(timeout=20)
     timer = threading.Timer(0.2, release.set)
     timer.start()
     ahead.close()
