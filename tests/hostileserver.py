@@ -60,6 +60,7 @@ class HostileServer:
         self.handler = handler
         self.requests: list[Request] = []
         self.sent_bytes = 0
+        self.connections = 0  # connections accepted
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -102,6 +103,7 @@ class HostileServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conns.add(writer)
+        self.connections += 1
         try:
             while True:
                 request = await _read_request(reader)

@@ -204,6 +204,8 @@ _LOGGERS = (
     "httpcore.http2",
     "httpcore.proxy",
     "httpcore.socks",
+    "aiohttp.client",  # the file client's transport
+    "aiohttp.internal",
 )
 
 

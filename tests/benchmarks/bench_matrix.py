@@ -160,7 +160,14 @@ def download(url: str, dest: Path) -> None:
             f.write(part)
 
 
-_HTTP_STACK = ("httpcore", "h11", "anyio._backends._asyncio", "certifi", "encodings.idna")
+_HTTP_STACK = (
+    "httpcore",
+    "h11",
+    "anyio._backends._asyncio",
+    "certifi",
+    "encodings.idna",
+    "webtask_frames._wire.files",  # aiohttp, imported by the first download in a process
+)
 
 
 def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None:

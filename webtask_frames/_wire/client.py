@@ -170,12 +170,17 @@ class AsyncClient:
 
     def _file_client(self) -> httpx.AsyncClient:
         if self._files is None:
+            transport = self._transport
+            if transport is None:
+                # imported here: aiohttp takes a while to import, and only downloads use it
+                from .files import AiohttpTransport
+
+                transport = AiohttpTransport(ssl_context=_tls_context())
             self._files = httpx.AsyncClient(
                 timeout=self.timeout,
                 follow_redirects=True,  # object stores redirect; no credential to leak here
                 trust_env=False,
-                verify=_tls_context(),
-                transport=self._transport,
+                transport=transport,  # aiohttp's, unless the caller gave one (see ``files``)
                 headers={"user-agent": _USER_AGENT},
             )
         return self._files

@@ -1,0 +1,287 @@
+"""The file client's transport (aiohttp behind httpx's interface), against real sockets
+on 127.0.0.1: what the server receives, what the caller gets, and every failure raised
+as the httpx error the retry decisions read, its text free of the signed query."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import webtask_frames as wf
+from webtask_frames import AsyncClient, RetryPolicy
+from webtask_frames._wire.client import _tls_context
+from webtask_frames._wire.files import AiohttpTransport
+
+from .hostileserver import HostileServer, Reply, Request
+
+SECRET = "sig-files-7d41c0ffee"
+
+
+def _files() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(ssl_context=_tls_context()),
+        follow_redirects=True,
+        timeout=httpx.Timeout(5.0, read=0.5),
+    )
+
+
+async def _get(url: str, *, wait_s: float = 0.0) -> tuple[httpx.Response, list[bytes]]:
+    async with _files() as files:
+        response = await files.send(files.build_request("GET", url), stream=True)
+        try:
+            await asyncio.sleep(wait_s)  # let the body arrive before it is read
+            return response, [chunk async for chunk in response.aiter_raw()]
+        finally:
+            await response.aclose()
+
+
+def _error(url: str) -> httpx.TransportError:
+    with pytest.raises(httpx.TransportError) as info:
+        asyncio.run(_get(url))
+    return info.value
+
+
+def _clean(exc: BaseException) -> None:
+    """No trace of the signed query, and no aiohttp error chained to carry one."""
+    assert SECRET not in str(exc) and SECRET not in repr(exc)
+    assert exc.__cause__ is None and exc.__suppress_context__
+
+
+def test_the_url_goes_out_byte_for_byte_and_the_body_comes_back_whole() -> None:
+    # a signature covers the query's bytes: no re-quoting (%7E stays, + stays, %2F stays)
+    query = f"sig={SECRET}%2F%2B%3D%7E+x&X-Amz-Credential=a%2F20261130%2Fus"
+    body = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    with HostileServer(lambda req: Reply(200, body, {"set-cookie": "k=v"})) as srv:
+        response, chunks = asyncio.run(_get(f"{srv.url}/files/r.json?{query}"))
+    assert response.status_code == 200 and response.http_version == "HTTP/1.1"
+    assert b"".join(chunks) == body
+    (seen,) = srv.requests
+    assert seen.method == "GET" and seen.path == f"/files/r.json?{query}"
+    assert "cookie" not in seen.headers and "authorization" not in seen.headers
+
+
+def test_a_download_sends_the_clients_headers_and_no_key_to_the_file_origin(
+    tmp_path: Path,
+) -> None:
+    body = b'[{"a": 1}]'
+    with HostileServer(lambda req: Reply(200, body)) as srv:
+        file = wf.FileResult(
+            url=f"{srv.url}/files/r.json?sig={SECRET}",
+            content_type="application/json",
+            size_bytes=len(body),
+            expires_at=None,
+        )
+
+        async def go() -> Path:
+            async with AsyncClient(api_key="k-files-1", workspace_id="w", base_url=srv.url) as c:
+                return await c.download(file, tmp_path / "r.json")
+
+        path = asyncio.run(go())
+    assert path.read_bytes() == body
+    (seen,) = srv.requests
+    assert seen.headers["user-agent"].startswith("webtask-frames/")
+    assert "x-api-key" not in seen.headers
+    assert not any("k-files-1" in value for value in seen.headers.values())
+
+
+def test_chunks_are_whatever_has_arrived_not_64_kib_pieces() -> None:
+    body = b"x" * (4 << 20)
+    with HostileServer(lambda req: Reply(200, body)) as srv:
+        _, chunks = asyncio.run(_get(f"{srv.url}/big", wait_s=0.3))
+    assert b"".join(chunks) == body
+    # httpx's own stack hands over at most 64 KiB per read (16 KiB over TLS)
+    assert max(map(len, chunks)) > 64 << 10
+    assert len(chunks) < len(body) // (64 << 10)
+
+
+def test_each_request_has_its_own_connection_whole_or_closed_early() -> None:
+    body = b"y" * (2 << 20)
+    with HostileServer(lambda req: Reply(200, body)) as srv:
+
+        async def go() -> None:
+            async with _files() as files:
+                assert len((await files.get(f"{srv.url}/whole")).content) == len(body)
+                response = await files.send(files.build_request("GET", f"{srv.url}/p"), stream=True)
+                async for _ in response.aiter_raw():
+                    break
+                await response.aclose()  # mid-body
+                assert len((await files.get(f"{srv.url}/whole")).content) == len(body)
+
+        asyncio.run(go())
+    assert len(srv.requests) == 3 and srv.connections == 3
+
+
+_UNCLOSED = """
+import asyncio, sys
+import webtask_frames as wf
+url, path, kind = sys.argv[1:]
+file = wf.FileResult(url=url, content_type="application/json", size_bytes=-1, expires_at=None)
+if kind == "sync":
+    client = wf.Client(api_key="k", workspace_id="w", base_url="http://127.0.0.1:9")
+    client.download(file, path)
+else:
+    async def main():
+        client = wf.AsyncClient(api_key="k", workspace_id="w", base_url="http://127.0.0.1:9")
+        await client.download(file, path)
+    asyncio.run(main())
+print("done")
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_client_never_closed_prints_nothing_at_exit(kind: str, tmp_path: Path) -> None:
+    with HostileServer(lambda req: Reply(200, b"[1]")) as srv:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _UNCLOSED,
+                f"{srv.url}/r?sig={SECRET}",
+                str(tmp_path / "r"),
+                kind,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0 and done.stdout == "done\n"
+    assert done.stderr == ""  # no "Unclosed client session" nor "Unclosed connector"
+    assert (tmp_path / "r").read_bytes() == b"[1]"
+
+
+def test_redirects_are_httpxs_one_request_at_a_time() -> None:
+    def handler(req: Request) -> Reply:
+        if req.path.startswith("/moved"):
+            return Reply(302, b"", {"location": f"/files/r?sig={SECRET}2"})
+        return Reply(200, b"[]")
+
+    with HostileServer(handler) as srv:
+        response, chunks = asyncio.run(_get(f"{srv.url}/moved?sig={SECRET}"))
+    assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}", f"/files/r?sig={SECRET}2"]
+    assert [r.status_code for r in response.history] == [302]
+    assert b"".join(chunks) == b"[]"
+
+
+def test_a_body_cut_short_is_a_remote_protocol_error() -> None:
+    with HostileServer(lambda req: Reply(200, b"z" * 1000, length=5000)) as srv:
+        exc = _error(f"{srv.url}/r?sig={SECRET}")
+    assert type(exc) is httpx.RemoteProtocolError
+    _clean(exc)
+
+
+def test_a_malformed_response_is_a_remote_protocol_error() -> None:
+    with HostileServer(lambda req: Reply(200, b"[]", {"bad header": "x"})) as srv:
+        exc = _error(f"{srv.url}/r?sig={SECRET}")
+    assert type(exc) is httpx.RemoteProtocolError
+    _clean(exc)
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exc = _error(f"http://127.0.0.1:{port}/r?sig={SECRET}")
+    assert type(exc) is httpx.ConnectError
+    _clean(exc)
+
+
+def test_a_stalled_body_is_a_read_timeout() -> None:
+    with HostileServer(lambda req: Reply(200, b"a" * 10, drip=(1, 5.0))) as srv:
+        exc = _error(f"{srv.url}/r?sig={SECRET}")
+    assert type(exc) is httpx.ReadTimeout  # the client's read timeout (0.5 s here)
+    _clean(exc)
+
+
+def test_a_download_of_a_cut_body_is_retried_then_fails_with_the_task_id(tmp_path: Path) -> None:
+    with HostileServer(lambda req: Reply(200, b"[1]" * 100, length=5000)) as srv:
+        file = wf.FileResult(
+            url=f"{srv.url}/files/r.json?sig={SECRET}",
+            content_type="application/json",
+            size_bytes=5000,
+            expires_at=None,
+            web_task_id="wt_cut",
+        )
+
+        async def go() -> None:
+            policy = RetryPolicy(max_attempts=3, backoff_base_s=0.01)
+            async with AsyncClient(
+                api_key="k", workspace_id="w", base_url=srv.url, retry=policy
+            ) as c:
+                await c.download(file, tmp_path / "r.json")
+
+        with pytest.raises(wf.TransportError) as info:
+            asyncio.run(go())
+    assert srv.count("/files/r.json") == 3
+    assert info.value.web_task_id == "wt_cut" and "RemoteProtocolError" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+# -- https: the client's verifying context is the one used ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (folder / "r.json").write_bytes(b"[1, 2]" * 50_000)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/r.json?sig={SECRET}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_an_unknown_certificate_is_refused(tls_server: tuple[str, Path]) -> None:
+    url, _ = tls_server
+    exc = _error(url)
+    assert type(exc) is httpx.ConnectError and "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    _clean(exc)
+
+
+def test_a_trusted_certificate_downloads_the_file(tls_server: tuple[str, Path]) -> None:
+    url, cert = tls_server
+    context = ssl.create_default_context(cafile=str(cert))
+
+    async def go() -> bytes:
+        transport = AiohttpTransport(ssl_context=context)
+        async with httpx.AsyncClient(transport=transport) as files:
+            return (await files.get(url)).content
+
+    assert asyncio.run(go()) == b"[1, 2]" * 50_000
