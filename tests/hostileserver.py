@@ -43,6 +43,8 @@ class Reply:
     forever: bool = False
     no_headers: bool = False
     length: int | None = None  # Content-Length to announce (None: the body's, or chunked)
+    # sent as the whole response instead, piece by piece 0.1 s apart; then the connection closes
+    raw: tuple[bytes, ...] | None = None
 
     @classmethod
     def json(cls, status: int, payload: Any, **kwargs: Any) -> Reply:
@@ -125,6 +127,13 @@ class HostileServer:
         """Write ``reply``; False when the connection must close afterwards."""
         if reply.no_headers:
             await asyncio.sleep(3600)
+            return False
+        if reply.raw is not None:
+            for k, piece in enumerate(reply.raw):
+                if k:
+                    await asyncio.sleep(0.1)
+                writer.write(piece)
+                await writer.drain()
             return False
         headers = dict(reply.headers)
         chunked = reply.forever or (reply.length is None and reply.drip is not None)

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,18 @@ def test_a_malformed_response_is_a_remote_protocol_error() -> None:
     with HostileServer(lambda req: Reply(200, b"[]", {"bad header": "x"})) as srv:
         exc = _error(f"{srv.url}/r?sig={SECRET}")
     assert type(exc) is httpx.RemoteProtocolError
+    _clean(exc)
+
+
+def test_a_body_that_breaks_its_chunked_encoding_ends_within_the_read_timeout() -> None:
+    # headers and a first chunk, then a chunk size that is no number: aiohttp's parser
+    # fails mid-body and drops its socket timeout; the body's own read timeout ends it
+    raw = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n", b"ZZ\r\n")
+    with HostileServer(lambda req: Reply(raw=raw)) as srv:
+        started = time.monotonic()
+        exc = _error(f"{srv.url}/r?sig={SECRET}")
+        elapsed = time.monotonic() - started
+    assert type(exc) is httpx.ReadTimeout and elapsed < 5  # the client's read timeout: 0.5 s
     _clean(exc)
 
 
