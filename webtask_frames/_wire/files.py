@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from .._redact import scrub_text
@@ -60,10 +61,18 @@ _MAPPING: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
     (aiohttp.ClientConnectionError, httpx.ReadError),  # reset
     (aiohttp.ClientError, httpx.NetworkError),
+    # aiohttp's pure-Python parser puts its own error on a body it fails mid-way, and a
+    # body read after its connection was dropped raises RuntimeError("Connection closed")
+    (HttpProcessingError, httpx.RemoteProtocolError),
+    (RuntimeError, httpx.RemoteProtocolError),
     (TimeoutError, httpx.ReadTimeout),
-    (OSError, httpx.NetworkError),
+    (Exception, httpx.NetworkError),  # anything else: still an error the retries know
 )
-_ERRORS = (aiohttp.ClientError, OSError)  # TimeoutError is an OSError
+
+
+def _sum(*seconds: float | None) -> float | None:
+    """A wait made of these (a pool slot, then the connection): None when unbounded."""
+    return None if None in seconds else sum(s for s in seconds if s is not None)
 
 
 def _mapped(exc: BaseException) -> httpx.TransportError:
@@ -95,7 +104,7 @@ class _Body(httpx.AsyncByteStream):
                 return
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no body data for {self._read_s} s") from None
-            except _ERRORS as exc:
+            except Exception as exc:
                 raise _mapped(exc) from None
             yield chunk
 
@@ -123,7 +132,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if self._session is not None:
                 self._session.detach()  # its loop is not this one: it cannot be awaited
             connector = aiohttp.TCPConnector(
-                ssl=self._ssl, limit=_MAX_CONNECTIONS, force_close=True
+                ssl=self._ssl,
+                limit=_MAX_CONNECTIONS,
+                force_close=True,
+                resolver=aiohttp.ThreadedResolver(),  # nothing left open (aiodns's would be)
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -150,11 +162,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,  # httpx follows them, one request at a time
                 timeout=aiohttp.ClientTimeout(
                     total=None,
+                    connect=_sum(timeouts.get("pool"), timeouts.get("connect")),  # DNS too
                     sock_connect=timeouts.get("connect"),
                     sock_read=timeouts.get("read"),
                 ),
             )
-        except _ERRORS as exc:
+        except Exception as exc:
             raise _mapped(exc) from None
         return httpx.Response(
             status_code=response.status,
