@@ -298,3 +298,21 @@ def test_a_trusted_certificate_downloads_the_file(tls_server: tuple[str, Path]) 
             return (await files.get(url)).content
 
     assert asyncio.run(go()) == b"[1, 2]" * 50_000
+
+
+def test_one_transport_serves_two_event_loops_one_after_the_other() -> None:
+    transport = AiohttpTransport(ssl_context=_tls_context())
+
+    async def get(url: str) -> bytes:
+        # not closed here: the second loop's session replaces the first one's
+        files = httpx.AsyncClient(transport=transport)
+        return (await files.get(url)).content
+
+    with HostileServer(lambda req: Reply(200, b"[7]")) as srv:
+        assert asyncio.run(get(f"{srv.url}/a")) == b"[7]"
+        first = transport._session
+        assert first is not None and not first.closed
+        assert asyncio.run(get(f"{srv.url}/b")) == b"[7]"
+    assert srv.connections == 2
+    assert first.closed and transport._session is not first  # detached: nothing to report
+    asyncio.run(transport.aclose())

@@ -83,8 +83,8 @@ def _mapped(exc: BaseException) -> httpx.TransportError:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response's body, chunk by chunk as it arrives; closing it before its end
-    closes the connection (aiohttp reuses only a connection whose body was read).
+    """A response's body, chunk by chunk as it arrives; closing it releases (closes)
+    its connection.
 
     Each chunk must come within ``read_s`` (the client's read timeout): aiohttp's own
     socket timeout is dropped when its parser fails mid-body (a broken chunked
@@ -125,12 +125,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Detaches the session at the transport's collection or at exit (no "Unclosed
+        # client session"), or at once when a new loop needs a new session.
+        self._forget: weakref.finalize[[], AiohttpTransport] | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop or self._session.closed:
-            if self._session is not None:
-                self._session.detach()  # its loop is not this one: it cannot be awaited
+            if self._forget is not None:
+                self._forget()  # its loop is not this one: it cannot be awaited
             connector = aiohttp.TCPConnector(
                 ssl=self._ssl,
                 limit=_MAX_CONNECTIONS,
@@ -145,8 +148,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 read_bufsize=_READ_BUFFER,
                 requote_redirect_url=False,
             )
-            # at the transport's collection or at exit: no "Unclosed client session"
-            weakref.finalize(self, self._session.detach)
+            self._forget = weakref.finalize(self, self._session.detach)
             self._loop = loop
         return self._session
 
@@ -181,5 +183,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
+        if self._forget is not None:
+            self._forget.detach()  # closed below: nothing left to detach
+            self._forget = None
         if session is not None:
             await session.close()
