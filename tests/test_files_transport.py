@@ -5,6 +5,7 @@ as the httpx error the retry decisions read, its text free of the signed query."
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import shutil
 import socket
@@ -162,6 +163,18 @@ def test_a_client_never_closed_prints_nothing_at_exit(kind: str, tmp_path: Path)
     assert (tmp_path / "r").read_bytes() == b"[1]"
 
 
+def test_a_url_with_userinfo_sends_it_once_as_httpx_would() -> None:
+    # httpx turns the userinfo into an authorization header; aiohttp would refuse a URL
+    # that carries it too ("Cannot combine AUTHORIZATION header ...")
+    with HostileServer(lambda req: Reply(200, b"[1]")) as srv:
+        url = srv.url.replace("http://", "http://us%40er:p%2Fw@")
+        response, chunks = asyncio.run(_get(f"{url}/r?sig={SECRET}"))
+    assert response.status_code == 200 and b"".join(chunks) == b"[1]"
+    (seen,) = srv.requests
+    assert seen.path == f"/r?sig={SECRET}"
+    assert seen.headers["authorization"] == "Basic " + base64.b64encode(b"us@er:p/w").decode()
+
+
 def test_redirects_are_httpxs_one_request_at_a_time() -> None:
     def handler(req: Request) -> Reply:
         if req.path.startswith("/moved"):
@@ -240,6 +253,86 @@ def test_a_download_of_a_cut_body_is_retried_then_fails_with_the_task_id(tmp_pat
     assert info.value.web_task_id == "wt_cut" and "RemoteProtocolError" in str(info.value)
     assert SECRET not in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+# -- redirects: held to the first request's rules ---------------------------------------
+
+
+def _download(srv: HostileServer, tmp_path: Path, path: str) -> BaseException | None:
+    """``AsyncClient.download`` of ``srv``'s ``path`` (three attempts); what it raised."""
+    file = wf.FileResult(
+        url=f"{srv.url}{path}?sig={SECRET}",
+        content_type="application/json",
+        size_bytes=-1,
+        expires_at=None,
+        web_task_id="wt_redirect",
+    )
+
+    async def go() -> None:
+        policy = RetryPolicy(max_attempts=3, backoff_base_s=0.01)
+        async with AsyncClient(api_key="k", workspace_id="w", base_url=srv.url, retry=policy) as c:
+            await c.download(file, tmp_path / "r.json")
+
+    try:
+        asyncio.run(go())
+    except Exception as exc:
+        return exc
+    return None
+
+
+def test_a_redirect_to_plain_http_off_loopback_is_refused_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    # 0.0.0.0 is no loopback address, yet a connection to it reaches this machine: were
+    # the redirect followed, this server would see a second request (and nothing leaves)
+    def handler(req: Request) -> Reply:
+        if req.path.startswith("/moved"):
+            port = req.headers["host"].rsplit(":", 1)[1]
+            return Reply(302, b"", {"location": f"http://0.0.0.0:{port}/files/r?sig={SECRET}2"})
+        return Reply(200, b"[]")
+
+    with HostileServer(handler) as srv:
+        exc = _download(srv, tmp_path, "/moved")
+    assert isinstance(exc, wf.DownloadError) and exc.code == "insecure-url"
+    assert exc.web_task_id == "wt_redirect" and not exc.retryable  # a broken store: no retry
+    assert "http://0.0.0.0" in str(exc) and SECRET not in str(exc)
+    assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_with_a_huge_body_is_cut_off_and_not_followed(tmp_path: Path) -> None:
+    # httpx reads a redirect's body whole before following it: without a cap, a server
+    # could send gigabytes with a 302 and the download's size ceiling would not see them
+    def handler(req: Request) -> Reply:
+        if req.path.startswith("/moved"):
+            return Reply(302, b"x" * (4 << 20), {"location": f"/files/r?sig={SECRET}2"})
+        return Reply(200, b"[]")
+
+    with HostileServer(handler) as srv:
+        exc = _download(srv, tmp_path, "/moved")
+    assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
+    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert SECRET not in str(exc)
+    assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_with_a_small_body_and_a_long_signed_location_is_followed(
+    tmp_path: Path,
+) -> None:
+    # a session token makes a signed URL long: past aiohttp's default 8190-byte line
+    long_query = f"sig={SECRET}2&token=" + "t" * 20_000
+
+    def handler(req: Request) -> Reply:
+        if req.path.startswith("/moved"):
+            return Reply(302, b"moved" * 2000, {"location": f"/files/r?{long_query}"})
+        return Reply(200, b"[1, 2]")
+
+    with HostileServer(handler) as srv:
+        exc = _download(srv, tmp_path, "/moved")
+    assert exc is None
+    assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}", f"/files/r?{long_query}"]
+    assert (tmp_path / "r.json").read_bytes() == b"[1, 2]"
 
 
 # -- https: the client's verifying context is the one used ------------------------------

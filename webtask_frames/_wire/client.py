@@ -39,7 +39,7 @@ from .._version import __version__
 from .attempts import Outcome, api_attempt, run_with_retries
 from .config import Settings, origin_of
 from .deadline import Deadline
-from .download import DownloadTap, check_disk, download_attempt
+from .download import FILE_HOOKS, DownloadTap, check_disk, download_attempt
 from .models import Canceled, Completed, FileResult, Pending, TaskStatus, parse_status
 from .policies import PollPolicy, RetryPolicy
 from .polling import (
@@ -182,6 +182,7 @@ class AsyncClient:
                 trust_env=False,
                 transport=transport,  # aiohttp's, unless the caller gave one (see ``files``)
                 headers={"user-agent": _USER_AGENT},
+                event_hooks=FILE_HOOKS,  # redirects: https only, their bodies bounded
             )
         return self._files
 

@@ -10,6 +10,10 @@ checked before the request is sent.
 A ``DownloadTap`` sees the transfer as it happens (``Growing``: the reader parses the file
 while it downloads): the temporary file when it is opened, every chunk once it is
 flushed, and the end, well (complete, checked and renamed into place) or not.
+
+The file client's hooks (``FILE_HOOKS``) hold every request it sends, redirected ones
+too, to the rule for the first: https, or plain http to a loopback host only. A
+redirect's body, which httpx reads whole before following it, is cut off at 64 KiB.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 import random
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +32,7 @@ import httpx
 from .._exceptions import DownloadError
 from .._redact import redact_url
 from .attempts import Outcome
+from .config import is_loopback_host, origin_of
 from .deadline import BodyTooLarge, Deadline, TransferLimits, read_body
 from .models import FileResult
 from .policies import RetryPolicy
@@ -39,10 +44,71 @@ from .protocol import (
     decide_download_size,
 )
 
-__all__ = ["DownloadTap", "check_disk", "download_attempt"]
+__all__ = ["FILE_HOOKS", "DownloadTap", "check_disk", "download_attempt"]
 
 # Room kept free beside a download (metadata, the temporary name, other writers).
 _DISK_MARGIN = 16 << 20
+
+# httpx reads a redirect's body whole, and throws it away, before it follows the
+# redirect: a server sending more than this with one is stopped, not read to the end.
+_REDIRECT_BODY = 64 << 10
+
+
+class RedirectRefused(Exception):
+    """A request the file client will not send, or a redirect it will not read to the
+    end; ``code`` is the ``DownloadError``'s."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _guard_request(request: httpx.Request) -> None:
+    # the first request passed ``check_signed_url``; this holds its redirects to it
+    url = str(request.url)
+    scheme, host, _ = origin_of(url)
+    if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
+        raise RedirectRefused(
+            f"was redirected to {redact_url(url)} over {scheme or 'no scheme'}; refused, "
+            "since only https (or loopback http) may carry a signed URL and its data. "
+            "Not retried: ask the service's support why its file store redirects there",
+            "insecure-url",
+        )
+
+
+async def _cap_redirect(response: httpx.Response) -> None:
+    if response.has_redirect_location and isinstance(response.stream, httpx.AsyncByteStream):
+        response.stream = _Capped(response.stream, _REDIRECT_BODY)
+
+
+class _Capped(httpx.AsyncByteStream):
+    """A redirect's body, which may not pass ``limit`` bytes."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise RedirectRefused(
+                    f"was redirected with a body of more than {self._limit} bytes, which "
+                    "no file store sends; stopped reading it. Not retried",
+                    "bad-redirect",
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+# The file client's ``event_hooks``: see the module docstring.
+FILE_HOOKS: dict[str, list[Callable[[Any], Awaitable[None]]]] = {
+    "request": [_guard_request],
+    "response": [_cap_redirect],
+}
 
 
 class DownloadTap(Protocol):
@@ -157,6 +223,14 @@ async def download_attempt(
         return Outcome(decide_download_exception(exc, file, **retry), type(exc).__name__)
     except BodyTooLarge as exc:
         return Outcome(_overflow(file, exc), "size overflow")
+    except RedirectRefused as exc:
+        refused = DownloadError(
+            f"file result {redact_url(file.url)} {exc}",
+            code=exc.code,
+            web_task_id=file.web_task_id,
+            retryable=False,
+        )
+        return Outcome(Fail(refused), "redirect refused")
     finally:
         try:
             tmp.unlink(missing_ok=True)

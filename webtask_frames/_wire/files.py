@@ -46,6 +46,10 @@ __all__ = ["AiohttpTransport"]
 _READ_BUFFER = 1 << 20
 # Connections at once, as httpx's default (``httpx.Limits``).
 _MAX_CONNECTIONS = 100
+# A header line's ceiling: aiohttp's default (8190 bytes) would refuse a long signed
+# ``Location`` (a session token in its query) that httpx's own parser, which takes up
+# to 100 KiB of headers, reads.
+_HEADER_LINE = 100 << 10
 
 # aiohttp's errors as httpx's, the first match wins (the more specific first). The
 # retry decisions only need a ``httpx.TransportError``; the kind keeps the messages
@@ -147,6 +151,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 trust_env=False,  # no proxy or .netrc from the environment
                 read_bufsize=_READ_BUFFER,
                 requote_redirect_url=False,
+                max_line_size=_HEADER_LINE,
+                max_field_size=_HEADER_LINE,
             )
             self._forget = weakref.finalize(self, self._session.detach)
             self._loop = loop
@@ -155,10 +161,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
+        url = URL(str(request.url), encoded=True)  # its bytes as httpx encoded them
+        if request.url.userinfo:
+            # httpx sent it as the authorization header; aiohttp refuses both at once
+            url = url.with_user(None)
         try:
             response = await self._client().request(
                 request.method,
-                URL(str(request.url), encoded=True),  # its bytes as httpx encoded them
+                url,
                 headers=list(request.headers.multi_items()),
                 data=body or None,
                 allow_redirects=False,  # httpx follows them, one request at a time
