@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import http.server
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 import webtask_frames as wf
 from webtask_frames import AsyncClient, RetryPolicy
 from webtask_frames._wire.client import _tls_context
+from webtask_frames._wire.download import FILE_HOOKS
 from webtask_frames._wire.files import AiohttpTransport
 
 from .hostileserver import HostileServer, Reply, Request
@@ -333,6 +335,86 @@ def test_a_redirect_with_a_small_body_and_a_long_signed_location_is_followed(
     assert exc is None
     assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}", f"/files/r?{long_query}"]
     assert (tmp_path / "r.json").read_bytes() == b"[1, 2]"
+
+
+def test_a_compressed_redirect_body_is_thrown_away_not_decoded() -> None:
+    # 8 KiB of gzip makes 8 MiB: httpx decodes a redirect's body and keeps it in the
+    # history, so a few KiB under the cap could still fill memory
+    bomb = gzip.compress(bytes(8 << 20))
+    assert len(bomb) < 64 << 10
+
+    def handler(req: Request) -> Reply:
+        if req.path.startswith("/moved"):
+            headers = {"location": f"/files/r?sig={SECRET}2", "content-encoding": "gzip"}
+            return Reply(302, bomb, headers)
+        return Reply(200, b"[]")
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=AiohttpTransport(ssl_context=_tls_context()),
+            follow_redirects=True,
+            event_hooks=FILE_HOOKS,
+        ) as files:
+            url = f"{srv.url}/moved?sig={SECRET}"
+            return await files.get(url, extensions={"webtask_frames.from_loopback": True})
+
+    with HostileServer(handler) as srv:
+        response = asyncio.run(go())
+    assert response.content == b"[]" and [r.status_code for r in response.history] == [302]
+    assert response.history[0].content == b""
+
+
+def test_a_redirect_loop_fails_with_the_task_id_and_is_not_retried(tmp_path: Path) -> None:
+    with HostileServer(lambda req: Reply(302, b"", {"location": req.path})) as srv:
+        exc = _download(srv, tmp_path, "/loop")
+    assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
+    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert "redirected more than 20 times" in str(exc) and SECRET not in str(exc)
+    assert len(srv.requests) == 21  # one attempt: the first request and 20 redirects
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_body_its_content_encoding_cannot_decode_fails_with_the_task_id(
+    tmp_path: Path,
+) -> None:
+    garbage = b"this is not gzip" * 10
+    with HostileServer(lambda req: Reply(200, garbage, {"content-encoding": "gzip"})) as srv:
+        exc = _download(srv, tmp_path, "/r")
+    assert isinstance(exc, wf.DownloadError) and exc.code == "bad-encoding"
+    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert len(srv.requests) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:9/admin", "https://localhost/x"])
+def test_a_remote_store_redirecting_to_this_machine_is_refused(target: str, tmp_path: Path) -> None:
+    # a mock transport: nothing is sent anywhere; the guard must stop the redirect
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"location": target})
+
+    file = wf.FileResult(
+        url=f"https://files.example/r.json?sig={SECRET}",
+        content_type="application/json",
+        size_bytes=-1,
+        expires_at=None,
+        web_task_id="wt_local",
+    )
+
+    async def go() -> None:
+        async with AsyncClient(
+            api_key="k",
+            workspace_id="w",
+            base_url="https://api.example",
+            transport=httpx.MockTransport(handler),
+        ) as c:
+            await c.download(file, tmp_path / "r.json")
+
+    with pytest.raises(wf.DownloadError) as info:
+        asyncio.run(go())
+    assert info.value.code == "bad-redirect" and info.value.web_task_id == "wt_local"
+    assert seen == [file.url] and SECRET not in str(info.value)
 
 
 # -- https: the client's verifying context is the one used ------------------------------

@@ -179,8 +179,10 @@ def child(side: str, layout: str, url: str, typed: bool, validate: bool) -> None
     with tempfile.TemporaryDirectory(prefix="wf-matrix-") as tmp:
         # the download is deleted after each measurement: a full run makes ~70 files
         path = Path(tmp) / ("r.ndjson" if layout in ("ndjson", "wrong") else "r.json")
+        cpu = time.process_time()  # every thread's, so the parse's pool too
         seconds, rows = _measured(side, layout, url, path, typed, validate)
-    print(json.dumps({"seconds": seconds, "rows": rows}))
+        cpu = time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "rows": rows, "cpu": cpu}))
 
 
 def _measured(
@@ -260,8 +262,9 @@ _NOWHERE = "http://127.0.0.1:9"
 # -- the driver ---------------------------------------------------------------------------
 
 
-def measure(args: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak RSS in MB, rows) of one fresh child."""
+def measure(args: list[str]) -> tuple[float, float, int, float]:
+    """(seconds, peak RSS in MB, rows, CPU-seconds) of one fresh child, timed as its
+    seconds are (imports excluded)."""
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True
     )
@@ -272,7 +275,7 @@ def measure(args: list[str]) -> tuple[float, float, int]:
     if proc.returncode:
         raise RuntimeError(f"{args}: exit {proc.returncode}")
     found = json.loads(out.strip().splitlines()[-1])
-    return found["seconds"], usage.ru_maxrss / 1024, found["rows"]
+    return found["seconds"], usage.ru_maxrss / 1024, found["rows"], found["cpu"]
 
 
 def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -315,11 +318,12 @@ def drive(args: argparse.Namespace, root: Path) -> None:
     print(
         f"~{args.size_mb:g} MB per layout, {args.repeat} round(s) per layout; x pandas = "
         "pandas time / ours, per round, then the median [range]; RSS/pd = our peak RSS / "
-        "pandas' (the largest); vs DuckDB = our time / DuckDB's (median)"
+        "pandas' (the largest); vs DuckDB = our time / DuckDB's (median); CPU s = our "
+        "CPU-seconds, every thread's (median): pandas' side uses one core, ours all of them"
     )
     print(
         f"{'layout':<10} {'cell':<16} {'ours s':>7} {'x pandas [range]':>21} {'RSS/pd':>7} "
-        f"{'vs DuckDB':>10}"
+        f"{'vs DuckDB':>10} {'CPU s':>6}"
     )
     worst: tuple[float, str] | None = None
     reached = total = 0
@@ -332,6 +336,7 @@ def drive(args: argparse.Namespace, root: Path) -> None:
             print(
                 f"{layout:<10} ({path.stat().st_size / (1 << 20):.0f} MB, {pandas[0][2]:,} rows) "
                 f"pandas {_median([p[0] for p in pandas]):.2f}s "
+                f"({_median([p[3] for p in pandas]):.2f} CPU-s) "
                 f"{max(p[1] for p in pandas):.0f} MB; "
                 f"DuckDB {_median([r['duckdb'][0] for r in rounds]):.2f}s"
             )
@@ -346,9 +351,10 @@ def drive(args: argparse.Namespace, root: Path) -> None:
                 rss = max(r[cell][1] / r["pandas"][1] for r in rounds)
                 duck = _median([r[cell][0] / r["duckdb"][0] for r in rounds])
                 seconds = _median([r[cell][0] for r in rounds])
+                cpu = _median([r[cell][3] for r in rounds])
                 print(
                     f"{'':<10} {cell:<16} {seconds:7.2f} {ratio:8.1f}x {spread:>11} "
-                    f"{rss:6.2f}x {duck:9.2f}x"
+                    f"{rss:6.2f}x {duck:9.2f}x {cpu:6.2f}"
                 )
             path.unlink()
     finally:
@@ -357,7 +363,7 @@ def drive(args: argparse.Namespace, root: Path) -> None:
         print(f"worst cell: {worst[1]}: {worst[0]:.1f}x pandas; {reached} of {total} cells >= 8x")
 
 
-def _round(layout: str, url: str) -> dict[str, tuple[float, float, int]]:
+def _round(layout: str, url: str) -> dict[str, tuple[float, float, int, float]]:
     """One measurement of each side, one after the other: a ratio is taken within a
     round, so a slow minute of the machine weighs on both of its sides."""
     found = {

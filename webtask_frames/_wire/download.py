@@ -12,8 +12,11 @@ while it downloads): the temporary file when it is opened, every chunk once it i
 flushed, and the end, well (complete, checked and renamed into place) or not.
 
 The file client's hooks (``FILE_HOOKS``) hold every request it sends, redirected ones
-too, to the rule for the first: https, or plain http to a loopback host only. A
-redirect's body, which httpx reads whole before following it, is cut off at 64 KiB.
+too, to the rule for the first: https, or plain http to a loopback host only; and a
+loopback host only when the first URL was one (a remote store sending the client to
+this machine's own services is refused). A redirect's body, which httpx reads whole
+before following it, is counted up to 64 KiB and thrown away, not decoded (a gzip of
+64 KiB can make 64 MiB).
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ _DISK_MARGIN = 16 << 20
 # httpx reads a redirect's body whole, and throws it away, before it follows the
 # redirect: a server sending more than this with one is stopped, not read to the end.
 _REDIRECT_BODY = 64 << 10
+# A request extension (httpx copies a request's extensions to its redirects): whether
+# the download's own URL is on a loopback host, so its redirects may be.
+_FROM_LOOPBACK = "webtask_frames.from_loopback"
 
 
 class RedirectRefused(Exception):
@@ -67,12 +73,20 @@ async def _guard_request(request: httpx.Request) -> None:
     # the first request passed ``check_signed_url``; this holds its redirects to it
     url = str(request.url)
     scheme, host, _ = origin_of(url)
-    if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
+    loopback = is_loopback_host(host)
+    if scheme != "https" and not (scheme == "http" and loopback):
         raise RedirectRefused(
             f"was redirected to {redact_url(url)} over {scheme or 'no scheme'}; refused, "
             "since only https (or loopback http) may carry a signed URL and its data. "
             "Not retried: ask the service's support why its file store redirects there",
             "insecure-url",
+        )
+    if loopback and not request.extensions.get(_FROM_LOOPBACK, False):
+        raise RedirectRefused(
+            f"was redirected to {redact_url(url)}, this machine, by a remote file store; "
+            "refused, since what a local service answers is no result data. Not retried: "
+            "ask the service's support why its file store redirects there",
+            "bad-redirect",
         )
 
 
@@ -82,7 +96,8 @@ async def _cap_redirect(response: httpx.Response) -> None:
 
 
 class _Capped(httpx.AsyncByteStream):
-    """A redirect's body, which may not pass ``limit`` bytes."""
+    """A redirect's body, which may not pass ``limit`` bytes, thrown away as it comes:
+    httpx would decode it (``Content-Encoding``), and nothing reads it."""
 
     def __init__(self, inner: httpx.AsyncByteStream, limit: int) -> None:
         self._inner = inner
@@ -95,10 +110,11 @@ class _Capped(httpx.AsyncByteStream):
             if seen > self._limit:
                 raise RedirectRefused(
                     f"was redirected with a body of more than {self._limit} bytes, which "
-                    "no file store sends; stopped reading it. Not retried",
+                    "no file store sends; stopped reading it. Not retried: ask the "
+                    "service's support, or fetch the result again later for a fresh URL",
                     "bad-redirect",
                 )
-            yield chunk
+        yield b""  # the body httpx decodes and keeps in the response's history
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -198,8 +214,10 @@ async def download_attempt(
     ok = False
     try:
         try:
+            loopback = is_loopback_host(origin_of(file.url)[1])
+            request = files.build_request("GET", file.url, extensions={_FROM_LOOPBACK: loopback})
             async with asyncio.timeout(deadline.remaining()):
-                response = await files.send(files.build_request("GET", file.url), stream=True)
+                response = await files.send(request, stream=True)
         except TimeoutError:
             raise httpx.ReadTimeout("no response before the deadline") from None
         try:
@@ -224,19 +242,36 @@ async def download_attempt(
     except BodyTooLarge as exc:
         return Outcome(_overflow(file, exc), "size overflow")
     except RedirectRefused as exc:
-        refused = DownloadError(
-            f"file result {redact_url(file.url)} {exc}",
-            code=exc.code,
-            web_task_id=file.web_task_id,
-            retryable=False,
+        return Outcome(_refused(file, str(exc), exc.code), "redirect refused")
+    except httpx.TooManyRedirects:
+        text = (
+            f"was redirected more than {files.max_redirects} times; stopped. Not retried: "
+            "ask the service's support, or fetch the result again later for a fresh URL"
         )
-        return Outcome(Fail(refused), "redirect refused")
+        return Outcome(_refused(file, text, "bad-redirect"), "too many redirects")
+    except httpx.DecodingError as exc:
+        text = (
+            f"came with a body its Content-Encoding does not decode ({exc}). Not retried: "
+            "fetch the result again later for a fresh URL"
+        )
+        return Outcome(_refused(file, text, "bad-encoding"), "undecodable body")
     finally:
         try:
             tmp.unlink(missing_ok=True)
         finally:
             if tap is not None:  # whatever happens here: a reader waits for the end
                 tap.end(ok)
+
+
+def _refused(file: FileResult, text: str, code: str) -> Fail:
+    """A download that trying the same URL again cannot mend, told with ``text``."""
+    error = DownloadError(
+        f"file result {redact_url(file.url)} {text}",
+        code=code,
+        web_task_id=file.web_task_id,
+        retryable=False,
+    )
+    return Fail(error)
 
 
 async def _write(

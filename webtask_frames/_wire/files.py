@@ -46,9 +46,10 @@ __all__ = ["AiohttpTransport"]
 _READ_BUFFER = 1 << 20
 # Connections at once, as httpx's default (``httpx.Limits``).
 _MAX_CONNECTIONS = 100
-# A header line's ceiling: aiohttp's default (8190 bytes) would refuse a long signed
-# ``Location`` (a session token in its query) that httpx's own parser, which takes up
-# to 100 KiB of headers, reads.
+# A header's ceiling (and the status line's): aiohttp's default (8190 bytes) would
+# refuse a long signed ``Location`` (a session token in its query) that httpx's own
+# parser reads (100 KiB of headers in all). With aiohttp's 128 headers at most, a
+# response's headers stay under 13 MiB.
 _HEADER_LINE = 100 << 10
 
 # aiohttp's errors as httpx's, the first match wins (the more specific first). The
@@ -163,7 +164,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         url = URL(str(request.url), encoded=True)  # its bytes as httpx encoded them
         if request.url.userinfo:
-            # httpx sent it as the authorization header; aiohttp refuses both at once
+            # httpx sent the first URL's as an authorization header (a redirect's is
+            # dropped, as httpx's own transport does); aiohttp refuses both at once
             url = url.with_user(None)
         try:
             response = await self._client().request(
