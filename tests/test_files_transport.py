@@ -260,19 +260,24 @@ def test_a_download_of_a_cut_body_is_retried_then_fails_with_the_task_id(tmp_pat
 # -- redirects: held to the first request's rules ---------------------------------------
 
 
-def _download(srv: HostileServer, tmp_path: Path, path: str) -> BaseException | None:
-    """``AsyncClient.download`` of ``srv``'s ``path`` (three attempts); what it raised."""
+def _download(
+    url: str, tmp_path: Path, transport: httpx.AsyncBaseTransport | None = None
+) -> BaseException | None:
+    """``AsyncClient.download`` of ``url`` signed (three attempts); what it raised."""
     file = wf.FileResult(
-        url=f"{srv.url}{path}?sig={SECRET}",
+        url=f"{url}?sig={SECRET}",
         content_type="application/json",
         size_bytes=-1,
         expires_at=None,
         web_task_id="wt_redirect",
     )
+    origin = "/".join(url.split("/")[:3])
 
     async def go() -> None:
         policy = RetryPolicy(max_attempts=3, backoff_base_s=0.01)
-        async with AsyncClient(api_key="k", workspace_id="w", base_url=srv.url, retry=policy) as c:
+        async with AsyncClient(
+            api_key="k", workspace_id="w", base_url=origin, retry=policy, transport=transport
+        ) as c:
             await c.download(file, tmp_path / "r.json")
 
     try:
@@ -294,7 +299,7 @@ def test_a_redirect_to_plain_http_off_loopback_is_refused_before_it_is_sent(
         return Reply(200, b"[]")
 
     with HostileServer(handler) as srv:
-        exc = _download(srv, tmp_path, "/moved")
+        exc = _download(f"{srv.url}/moved", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "insecure-url"
     assert exc.web_task_id == "wt_redirect" and not exc.retryable  # a broken store: no retry
     assert "http://0.0.0.0" in str(exc) and SECRET not in str(exc)
@@ -311,7 +316,7 @@ def test_a_redirect_with_a_huge_body_is_cut_off_and_not_followed(tmp_path: Path)
         return Reply(200, b"[]")
 
     with HostileServer(handler) as srv:
-        exc = _download(srv, tmp_path, "/moved")
+        exc = _download(f"{srv.url}/moved", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
     assert exc.web_task_id == "wt_redirect" and not exc.retryable
     assert SECRET not in str(exc)
@@ -331,7 +336,7 @@ def test_a_redirect_with_a_small_body_and_a_long_signed_location_is_followed(
         return Reply(200, b"[1, 2]")
 
     with HostileServer(handler) as srv:
-        exc = _download(srv, tmp_path, "/moved")
+        exc = _download(f"{srv.url}/moved", tmp_path)
     assert exc is None
     assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}", f"/files/r?{long_query}"]
     assert (tmp_path / "r.json").read_bytes() == b"[1, 2]"
@@ -366,7 +371,7 @@ def test_a_compressed_redirect_body_is_thrown_away_not_decoded() -> None:
 
 def test_a_redirect_loop_fails_with_the_task_id_and_is_not_retried(tmp_path: Path) -> None:
     with HostileServer(lambda req: Reply(302, b"", {"location": req.path})) as srv:
-        exc = _download(srv, tmp_path, "/loop")
+        exc = _download(f"{srv.url}/loop", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
     assert exc.web_task_id == "wt_redirect" and not exc.retryable
     assert "redirected more than 20 times" in str(exc) and SECRET not in str(exc)
@@ -379,7 +384,7 @@ def test_a_body_its_content_encoding_cannot_decode_fails_with_the_task_id(
 ) -> None:
     garbage = b"this is not gzip" * 10
     with HostileServer(lambda req: Reply(200, garbage, {"content-encoding": "gzip"})) as srv:
-        exc = _download(srv, tmp_path, "/r")
+        exc = _download(f"{srv.url}/r", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-encoding"
     assert exc.web_task_id == "wt_redirect" and not exc.retryable
     assert len(srv.requests) == 1 and list(tmp_path.iterdir()) == []
@@ -394,27 +399,10 @@ def test_a_remote_store_redirecting_to_this_machine_is_refused(target: str, tmp_
         seen.append(str(request.url))
         return httpx.Response(302, headers={"location": target})
 
-    file = wf.FileResult(
-        url=f"https://files.example/r.json?sig={SECRET}",
-        content_type="application/json",
-        size_bytes=-1,
-        expires_at=None,
-        web_task_id="wt_local",
-    )
-
-    async def go() -> None:
-        async with AsyncClient(
-            api_key="k",
-            workspace_id="w",
-            base_url="https://api.example",
-            transport=httpx.MockTransport(handler),
-        ) as c:
-            await c.download(file, tmp_path / "r.json")
-
-    with pytest.raises(wf.DownloadError) as info:
-        asyncio.run(go())
-    assert info.value.code == "bad-redirect" and info.value.web_task_id == "wt_local"
-    assert seen == [file.url] and SECRET not in str(info.value)
+    exc = _download("https://files.example/r.json", tmp_path, httpx.MockTransport(handler))
+    assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
+    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert seen == [f"https://files.example/r.json?sig={SECRET}"] and SECRET not in str(exc)
 
 
 # -- https: the client's verifying context is the one used ------------------------------

@@ -18,9 +18,11 @@ object ``{"source": ..., "companies": [...]}``, NDJSON, NDJSON with 0.1% wrong-t
 values (``"revenue": "n/a"``), and millions of tiny records (scaled to the size).
 
     python tests/benchmarks/bench_matrix.py                 # ~8 MB per layout (quick)
-    python tests/benchmarks/bench_matrix.py --size-mb 200 --repeat 3   # the README's figures
+    python tests/benchmarks/bench_matrix.py --size-mb 200 --repeat 5   # the README's figures
 
-Targets per cell: >= 8x faster than pandas at <= 0.5x its peak RSS.
+Targets per cell: >= 8x faster than pandas at <= 0.5x its peak RSS. Each side's
+CPU-seconds (every thread's, timed as its seconds are) are printed too: pandas' side
+runs on one core, ours on all of them, so load from other jobs weighs on us more.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class AsyncClient:
                 trust_env=False,
                 transport=transport,  # aiohttp's, unless the caller gave one (see ``files``)
                 headers={"user-agent": _USER_AGENT},
-                event_hooks=FILE_HOOKS,  # redirects: https only, their bodies bounded
+                event_hooks=FILE_HOOKS,  # redirects held to the first URL's rules
             )
         return self._files
 

@@ -114,7 +114,7 @@ class _Capped(httpx.AsyncByteStream):
                     "service's support, or fetch the result again later for a fresh URL",
                     "bad-redirect",
                 )
-        yield b""  # the body httpx decodes and keeps in the response's history
+        yield b""  # the body as httpx decodes it and keeps it (in the history): none
 
     async def aclose(self) -> None:
         await self._inner.aclose()
