@@ -45,6 +45,7 @@ from .protocol import (
     decide_download_exception,
     decide_download_response,
     decide_download_size,
+    stays_private,
 )
 
 __all__ = ["FILE_HOOKS", "DownloadTap", "check_disk", "download_attempt"]
@@ -73,15 +74,14 @@ async def _guard_request(request: httpx.Request) -> None:
     # the first request passed ``check_signed_url``; this holds its redirects to it
     url = str(request.url)
     scheme, host, _ = origin_of(url)
-    loopback = is_loopback_host(host)
-    if scheme != "https" and not (scheme == "http" and loopback):
+    if not stays_private(url):
         raise RedirectRefused(
             f"was redirected to {redact_url(url)} over {scheme or 'no scheme'}; refused, "
             "since only https (or loopback http) may carry a signed URL and its data. "
             "Not retried: ask the service's support why its file store redirects there",
             "insecure-url",
         )
-    if loopback and not request.extensions.get(_FROM_LOOPBACK, False):
+    if is_loopback_host(host) and not request.extensions.get(_FROM_LOOPBACK, False):
         raise RedirectRefused(
             f"was redirected to {redact_url(url)}, this machine, by a remote file store; "
             "refused, since what a local service answers is no result data. Not retried: "

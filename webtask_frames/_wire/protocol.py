@@ -65,6 +65,7 @@ __all__ = [
     "decide_response",
     "error_from_response",
     "parse_retry_after",
+    "stays_private",
 ]
 
 MODELS = ("haiku", "sonnet", "opus")
@@ -379,6 +380,18 @@ def decide_exception(
 _EXPIRED_STATUSES = frozenset({401, 403, 410})
 
 
+def stays_private(url: str) -> bool:
+    """Whether a request to ``url`` keeps its query off the wire: https, or plain http
+    to a loopback host (the local sandbox).
+
+    Example:
+        >>> stays_private("http://127.0.0.1:8000/r?sig=s"), stays_private("http://files.example/r")
+        (True, False)
+    """
+    scheme, host, _ = origin_of(url)
+    return scheme == "https" or (scheme == "http" and is_loopback_host(host))
+
+
 def check_signed_url(file: FileResult) -> None:
     """Refuse a signed URL that would travel in clear text; raise ``DownloadError``.
 
@@ -394,8 +407,8 @@ def check_signed_url(file: FileResult) -> None:
         ...     exc.code
         'insecure-url'
     """
-    scheme, host, _ = origin_of(file.url)
-    if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
+    if not stays_private(file.url):
+        scheme = origin_of(file.url)[0]
         raise DownloadError(
             f"refusing to fetch signed URL {redact_url(file.url)} over {scheme or 'no scheme'}"
             ": its query string is a credential; only https (or loopback http) is allowed",
