@@ -232,44 +232,21 @@ def test_a_stalled_body_is_a_read_timeout() -> None:
     _clean(exc)
 
 
-def test_a_download_of_a_cut_body_is_retried_then_fails_with_the_task_id(tmp_path: Path) -> None:
-    with HostileServer(lambda req: Reply(200, b"[1]" * 100, length=5000)) as srv:
-        file = wf.FileResult(
-            url=f"{srv.url}/files/r.json?sig={SECRET}",
-            content_type="application/json",
-            size_bytes=5000,
-            expires_at=None,
-            web_task_id="wt_cut",
-        )
-
-        async def go() -> None:
-            policy = RetryPolicy(max_attempts=3, backoff_base_s=0.01)
-            async with AsyncClient(
-                api_key="k", workspace_id="w", base_url=srv.url, retry=policy
-            ) as c:
-                await c.download(file, tmp_path / "r.json")
-
-        with pytest.raises(wf.TransportError) as info:
-            asyncio.run(go())
-    assert srv.count("/files/r.json") == 3
-    assert info.value.web_task_id == "wt_cut" and "RemoteProtocolError" in str(info.value)
-    assert SECRET not in str(info.value)
-    assert list(tmp_path.iterdir()) == []  # no partial file left
-
-
-# -- redirects: held to the first request's rules ---------------------------------------
-
-
 def _download(
-    url: str, tmp_path: Path, transport: httpx.AsyncBaseTransport | None = None
+    url: str,
+    tmp_path: Path,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    size: int = -1,
 ) -> BaseException | None:
-    """``AsyncClient.download`` of ``url`` signed (three attempts); what it raised."""
+    """``AsyncClient.download`` of ``url`` signed (three attempts, the task ``wt_dl``);
+    what it raised."""
     file = wf.FileResult(
         url=f"{url}?sig={SECRET}",
         content_type="application/json",
-        size_bytes=-1,
+        size_bytes=size,
         expires_at=None,
-        web_task_id="wt_redirect",
+        web_task_id="wt_dl",
     )
     origin = "/".join(url.split("/")[:3])
 
@@ -287,6 +264,19 @@ def _download(
     return None
 
 
+def test_a_download_of_a_cut_body_is_retried_then_fails_with_the_task_id(tmp_path: Path) -> None:
+    with HostileServer(lambda req: Reply(200, b"[1]" * 100, length=5000)) as srv:
+        exc = _download(f"{srv.url}/files/r.json", tmp_path, size=5000)
+    assert isinstance(exc, wf.TransportError)
+    assert srv.count("/files/r.json") == 3
+    assert exc.web_task_id == "wt_dl" and "RemoteProtocolError" in str(exc)
+    assert SECRET not in str(exc)
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+# -- redirects: held to the first request's rules ---------------------------------------
+
+
 def test_a_redirect_to_plain_http_off_loopback_is_refused_before_it_is_sent(
     tmp_path: Path,
 ) -> None:
@@ -301,7 +291,7 @@ def test_a_redirect_to_plain_http_off_loopback_is_refused_before_it_is_sent(
     with HostileServer(handler) as srv:
         exc = _download(f"{srv.url}/moved", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "insecure-url"
-    assert exc.web_task_id == "wt_redirect" and not exc.retryable  # a broken store: no retry
+    assert exc.web_task_id == "wt_dl" and not exc.retryable  # a broken store: no retry
     assert "http://0.0.0.0" in str(exc) and SECRET not in str(exc)
     assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}"]
     assert list(tmp_path.iterdir()) == []
@@ -318,7 +308,7 @@ def test_a_redirect_with_a_huge_body_is_cut_off_and_not_followed(tmp_path: Path)
     with HostileServer(handler) as srv:
         exc = _download(f"{srv.url}/moved", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
-    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert exc.web_task_id == "wt_dl" and not exc.retryable
     assert SECRET not in str(exc)
     assert [r.path for r in srv.requests] == [f"/moved?sig={SECRET}"]
     assert list(tmp_path.iterdir()) == []
@@ -373,7 +363,7 @@ def test_a_redirect_loop_fails_with_the_task_id_and_is_not_retried(tmp_path: Pat
     with HostileServer(lambda req: Reply(302, b"", {"location": req.path})) as srv:
         exc = _download(f"{srv.url}/loop", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
-    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert exc.web_task_id == "wt_dl" and not exc.retryable
     assert "redirected more than 20 times" in str(exc) and SECRET not in str(exc)
     assert len(srv.requests) == 21  # one attempt: the first request and 20 redirects
     assert list(tmp_path.iterdir()) == []
@@ -386,7 +376,7 @@ def test_a_body_its_content_encoding_cannot_decode_fails_with_the_task_id(
     with HostileServer(lambda req: Reply(200, garbage, {"content-encoding": "gzip"})) as srv:
         exc = _download(f"{srv.url}/r", tmp_path)
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-encoding"
-    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert exc.web_task_id == "wt_dl" and not exc.retryable
     assert len(srv.requests) == 1 and list(tmp_path.iterdir()) == []
 
 
@@ -401,7 +391,7 @@ def test_a_remote_store_redirecting_to_this_machine_is_refused(target: str, tmp_
 
     exc = _download("https://files.example/r.json", tmp_path, httpx.MockTransport(handler))
     assert isinstance(exc, wf.DownloadError) and exc.code == "bad-redirect"
-    assert exc.web_task_id == "wt_redirect" and not exc.retryable
+    assert exc.web_task_id == "wt_dl" and not exc.retryable
     assert seen == [f"https://files.example/r.json?sig={SECRET}"] and SECRET not in str(exc)
 
 

@@ -169,16 +169,11 @@ def _overflow(file: FileResult, exc: BodyTooLarge) -> Fail:
         else f"advertised no size and passed the {exc.limit}-byte ceiling "
         "(RetryPolicy.max_download_bytes)"
     )
-    return Fail(
-        DownloadError(
-            f"file result {redact_url(file.url)} {advertised} but kept sending; stopped after "
-            f"{exc.limit} bytes and deleted the partial file. Not retried: the server "
-            "announced the wrong size",
-            code="size-overflow",
-            web_task_id=file.web_task_id,
-            retryable=False,
-        )
+    text = (
+        f"{advertised} but kept sending; stopped after {exc.limit} bytes and deleted the "
+        "partial file. Not retried: the server announced the wrong size"
     )
+    return _refused(file, text, "size-overflow")
 
 
 async def download_attempt(
